@@ -1,0 +1,26 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# TensorFlow build: cpu (default), gpu or tpu. e.g. `make install TF_EXTRA=gpu`.
+TF_EXTRA ?= cpu
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),test]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m pretraining.demo $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info runs .pytest_cache

@@ -1,0 +1,96 @@
+"""The corpus file format: UTF-8 text, one sentence per line, blank line
+between documents.
+"""
+
+import glob
+import os
+from typing import Iterable, Iterator
+
+from data_pipeline import atomic
+
+
+def list_files(patterns: str | list[str]) -> list[str]:
+    """Expands glob patterns into a sorted, de-duplicated list of files.
+
+    Args:
+        patterns: str | list[str]. One pattern, a comma-separated string of
+            patterns, or a list of patterns.
+
+    Raises:
+        ValueError: a pattern matches no file (the pattern is named).
+    """
+    if isinstance(patterns, str):
+        patterns = patterns.split(",")
+    if not isinstance(patterns, (list, tuple)):
+        raise TypeError("`patterns` must be a str or a list of str. Received: "
+                        f"{type(patterns).__name__}")
+    patterns = [p.strip() for p in patterns if p.strip()]
+    if not patterns:
+        raise ValueError("No input pattern given: pass --input=GLOB (comma-"
+                         "separated globs of corpus files).")
+    files = set()
+    for pattern in patterns:
+        matched = [f for f in glob.glob(os.path.expanduser(pattern))
+                   if os.path.isfile(f)]
+        if not matched:
+            raise ValueError(f"Input pattern {pattern!r} matches no file. Check "
+                             "the --input path (globs are allowed, comma-"
+                             "separated).")
+        files.update(matched)
+    return sorted(files)
+
+
+def read_documents(patterns: str | list[str]) -> Iterator[list[str]]:
+    """Streams documents (lists of sentences) from corpus files.
+
+    Files are read in sorted order, line by line; a document never spans two
+    files.
+
+    Args:
+        patterns: str | list[str]. Globs, as for `list_files`.
+
+    Yields:
+        Each document as a non-empty list of sentence strings.
+    """
+    for path in list_files(patterns):
+        with open(path, encoding="utf-8") as f:
+            document = []
+            for line in f:
+                line = line.strip()
+                if line:
+                    document.append(line)
+                elif document:
+                    yield document
+                    document = []
+            if document:
+                yield document
+
+
+def write_documents(documents: Iterable[list[str]], path: str) -> dict:
+    """Writes documents in the corpus format, atomically.
+
+    Whitespace inside a sentence (including line separators) is collapsed to
+    one space; empty sentences and empty documents are dropped.
+
+    Args:
+        documents: Iterable[list[str]]. Documents as lists of sentences.
+        path: str. Destination file.
+
+    Returns:
+        Stats dict: `documents`, `sentences`, `bytes`.
+    """
+    num_docs = num_sentences = 0
+    with atomic.atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for document in documents:
+                sentences = [" ".join(s.split()) for s in document]
+                sentences = [s for s in sentences if s]
+                if not sentences:
+                    continue
+                if num_docs:
+                    f.write("\n")
+                f.write("\n".join(sentences) + "\n")
+                num_docs += 1
+                num_sentences += len(sentences)
+    return {"documents": num_docs, "sentences": num_sentences,
+            "bytes": os.path.getsize(path)}

@@ -1,0 +1,193 @@
+"""The record schema: special ids, TFRecord feature specs and the manifest.
+
+This module is the single source of the on-disk data contract. The masked-LM
+layout is Google's `create_pretraining_data.py` layout, so records written by
+Google's tool parse with the same spec.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from data_pipeline import atomic
+
+PAD_ID = 0
+UNK_ID = 1
+CLS_ID = 2
+SEP_ID = 3
+MASK_ID = 4
+NUM_SPECIAL_IDS = 5
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SPECIAL_IDS = {"pad": PAD_ID, "unk": UNK_ID, "cls": CLS_ID, "sep": SEP_ID,
+               "mask": MASK_ID}
+
+MANIFEST_FILE = "manifest.json"
+SCHEMA_VERSION = 1
+TASKS = ("mlm",)
+MASKING_MODES = ("static",)
+SPLITS = ("train", "eval")
+COMPRESSIONS = ("", "GZIP")
+
+
+def mlm_static_feature_spec(max_seq_length: int, max_predictions_per_seq: int,
+                            next_sentence: bool = False) -> dict:
+    """Feature spec for `tf.io.parse_example` of statically masked MLM records.
+
+    Args:
+        max_seq_length: int. L, the length of `input_ids`, `input_mask` and
+            `segment_ids`.
+        max_predictions_per_seq: int. P, the length of the `masked_lm_*`
+            features.
+        next_sentence: bool. Whether records carry `next_sentence_labels[1]`.
+
+    Returns:
+        A dict of feature name -> `tf.io.FixedLenFeature` (int64, except
+        `masked_lm_weights` float32).
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    length, preds = max_seq_length, max_predictions_per_seq
+    spec = {
+        "input_ids": tf.io.FixedLenFeature([length], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([length], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([length], tf.int64),
+        "masked_lm_positions": tf.io.FixedLenFeature([preds], tf.int64),
+        "masked_lm_ids": tf.io.FixedLenFeature([preds], tf.int64),
+        "masked_lm_weights": tf.io.FixedLenFeature([preds], tf.float32),
+    }
+    if next_sentence:
+        spec["next_sentence_labels"] = tf.io.FixedLenFeature([1], tf.int64)
+    return spec
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"Manifest field `{name}` must be one of {list(choices)}. "
+            f"Received: {name}={value!r}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class Manifest:
+    """Describes one split directory of TFRecord shards (`manifest.json`).
+
+    Args:
+        schema_version: int. Version of this schema. Defaults to 1.
+        task: str. "mlm". Defaults to "mlm".
+        max_seq_length: int. L of the records.
+        max_predictions_per_seq: int. P of the records.
+        masking: str. "static" (masks stored in the records).
+        masked_lm_prob: float. Fraction of tokens masked. Defaults to 0.15.
+        whole_word_masking: bool. Whole words masked as units.
+        next_sentence: bool. Records carry `next_sentence_labels`.
+        tokenizer_kind: str. "sentencepiece".
+        tokenizer_file: str. Path of the tokenizer model used.
+        tokenizer_sha256: str. SHA-256 of the tokenizer model file.
+        vocab_size: int. Tokenizer vocabulary size.
+        special_ids: dict. Names pad/unk/cls/sep/mask -> ids.
+        seed: int. Seed the split was built with.
+        split: str. "train" or "eval".
+        num_shards: int. Number of shard files.
+        shard_files: list[str]. Shard basenames, in order.
+        examples_per_shard: list[int]. Examples in each shard.
+        num_examples: int. Total examples.
+        compression: str. "" or "GZIP".
+        source: str. Human-readable description of the input.
+        tool_version: str. `data_pipeline.__version__` that wrote the split.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    task: str = "mlm"
+    max_seq_length: int
+    max_predictions_per_seq: int
+    masking: str = "static"
+    masked_lm_prob: float = 0.15
+    whole_word_masking: bool = True
+    next_sentence: bool = False
+    tokenizer_kind: str = "sentencepiece"
+    tokenizer_file: str
+    tokenizer_sha256: str
+    vocab_size: int
+    special_ids: dict
+    seed: int
+    split: str
+    num_shards: int
+    shard_files: list
+    examples_per_shard: list
+    num_examples: int
+    compression: str = ""
+    source: str
+    tool_version: str
+
+    def __post_init__(self):
+        if self.schema_version != SCHEMA_VERSION:
+            raise ValueError(
+                f"Manifest `schema_version` must be {SCHEMA_VERSION}. Received: "
+                f"schema_version={self.schema_version!r}; rebuild the data with "
+                "this version of `python -m data_pipeline.build`.")
+        _check_choice("task", self.task, TASKS)
+        _check_choice("masking", self.masking, MASKING_MODES)
+        _check_choice("split", self.split, SPLITS)
+        _check_choice("compression", self.compression, COMPRESSIONS)
+        if not (len(self.shard_files) == len(self.examples_per_shard)
+                == self.num_shards):
+            raise ValueError(
+                "Manifest fields disagree: num_shards="
+                f"{self.num_shards}, len(shard_files)={len(self.shard_files)}, "
+                f"len(examples_per_shard)={len(self.examples_per_shard)}.")
+        if sum(self.examples_per_shard) != self.num_examples:
+            raise ValueError(
+                f"Manifest fields disagree: num_examples={self.num_examples} but "
+                f"sum(examples_per_shard)={sum(self.examples_per_shard)}.")
+
+    def to_json(self) -> str:
+        """Returns the manifest as indented JSON with sorted keys."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    def write(self, directory: str) -> str:
+        """Writes `directory/manifest.json` atomically and returns its path.
+
+        Args:
+            directory: str. An existing directory.
+        """
+        path = os.path.join(directory, MANIFEST_FILE)
+        atomic.write_text(path, self.to_json())
+        return path
+
+    @classmethod
+    def read(cls, directory: str) -> "Manifest":
+        """Reads `directory/manifest.json`.
+
+        Args:
+            directory: str. A split directory written by `data_pipeline.build`.
+
+        Raises:
+            ValueError: the file is missing, not JSON, or has unknown or missing
+                keys (all named in the message).
+        """
+        path = os.path.join(directory, MANIFEST_FILE)
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"No {MANIFEST_FILE} in data directory {directory!r} (looked for "
+                f"{path!r}). Build the data first with `python -m "
+                "data_pipeline.build --output_dir=...` and pass its train/ or "
+                "eval/ directory.")
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path!r} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path!r} must hold a JSON object. Received: "
+                             f"{type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING}
+        unknown = sorted(set(data) - fields)
+        missing = sorted(required - set(data))
+        if unknown or missing:
+            raise ValueError(
+                f"{path!r} does not match the manifest schema: unknown keys "
+                f"{unknown}, missing keys {missing}. Rebuild the data with "
+                "`python -m data_pipeline.build`.")
+        return cls(**data)

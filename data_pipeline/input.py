@@ -1,0 +1,190 @@
+"""The tf.data pipeline the trainer reads masked-LM shards with.
+
+    dataset = make_dataset("data/train", batch_size=32, seed=1)
+
+Elements are dicts of int32 `input_ids`, `input_mask`, `segment_ids` `[B, L]`,
+`masked_lm_positions`, `masked_lm_ids` `[B, P]`, float32 `masked_lm_weights`
+`[B, P]` (and int32 `next_sentence_labels` `[B, 1]` when present), all with
+static shapes.
+"""
+
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline import features
+from data_pipeline import records
+
+_MAX_CYCLE_LENGTH = 8
+
+
+def read_manifest(data_dir: str) -> features.Manifest:
+    """Reads `data_dir/manifest.json` (ValueError if missing or invalid).
+
+    Args:
+        data_dir: str. A split directory (`.../train` or `.../eval`).
+    """
+    return features.Manifest.read(data_dir)
+
+
+def _parse_fn(manifest: features.Manifest):
+    spec = features.mlm_static_feature_spec(
+        manifest.max_seq_length, manifest.max_predictions_per_seq,
+        manifest.next_sentence)
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        return {name: tf.cast(value, tf.int32) if value.dtype == tf.int64
+                else value for name, value in parsed.items()}
+    return parse
+
+
+def _sharding(manifest, num_files, input_context):
+    """Returns ("none" | "files" | "records", num_pipelines, pipeline_id)."""
+    if input_context is None or input_context.num_input_pipelines == 1:
+        return "none", 1, 0
+    n = input_context.num_input_pipelines
+    i = input_context.input_pipeline_id
+    if manifest.num_examples < n:
+        raise ValueError(
+            f"Data in {manifest.split!r} split has num_examples="
+            f"{manifest.num_examples}, fewer than num_input_pipelines={n}: "
+            "every input pipeline needs at least one example. Build more data.")
+    if num_files >= n and num_files % n == 0:
+        return "files", n, i
+    return "records", n, i
+
+
+def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
+                 seed: int = 0,
+                 input_context: tf.distribute.InputContext | None = None,
+                 skip_batches: int = 0,
+                 shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+    """Builds the batched, parsed dataset of one split directory.
+
+    Args:
+        data_dir: str. Directory with shards and `manifest.json`.
+        batch_size: int. Batch this pipeline yields (per replica under a
+            strategy).
+        training: bool. True: file order and records shuffled with `seed`,
+            repeated forever, partial batches dropped. False: one pass in file
+            order, the last batch padded with all-zero examples (zero
+            `masked_lm_weights`). Defaults to True.
+        seed: int. Seed of the file and record shuffles; pass the same seed to
+            every input pipeline so their shards stay disjoint. Defaults to 0.
+        input_context: tf.distribute.InputContext | None. Shards by files when
+            their count is a multiple of `num_input_pipelines`, else by
+            records. Defaults to None.
+        skip_batches: int. Batches skipped (before parsing) to resume.
+            Defaults to 0.
+        shuffle_buffer: int. Record shuffle buffer. Defaults to 10,000.
+
+    Returns:
+        A `tf.data.Dataset` of feature dicts with static shapes.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int. Received: "
+                         f"batch_size={batch_size!r}")
+    if not isinstance(skip_batches, int) or skip_batches < 0:
+        raise ValueError(f"`skip_batches` must be an int >= 0. Received: "
+                         f"skip_batches={skip_batches!r}")
+    if not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
+        raise ValueError(f"`shuffle_buffer` must be an int >= 1. Received: "
+                         f"shuffle_buffer={shuffle_buffer!r}")
+    manifest = read_manifest(data_dir)
+    compression = manifest.compression or None
+    shards = list(zip(manifest.shard_files, manifest.examples_per_shard))
+    if training:
+        shards = [(f, n) for f, n in shards if n > 0]
+    paths = [os.path.join(data_dir, f) for f, _ in shards]
+    if manifest.num_examples == 0:
+        raise ValueError(f"Data directory {data_dir!r} holds no examples "
+                         "(manifest num_examples=0). Rebuild it with "
+                         "`python -m data_pipeline.build` on a larger corpus.")
+    for path in paths:
+        if not os.path.exists(path):
+            raise ValueError(f"Shard {path!r} listed in "
+                             f"{os.path.join(data_dir, features.MANIFEST_FILE)!r} "
+                             "is missing. Rebuild the data.")
+    mode, num_pipelines, pipeline_id = _sharding(manifest, len(paths),
+                                                 input_context)
+
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    local_counts = [n for _, n in shards]
+    if mode == "files":
+        files = files.shard(num_pipelines, pipeline_id)
+        local_counts = local_counts[pipeline_id::num_pipelines]
+
+    if training:
+        num_local_files = len(local_counts)
+        files = files.shuffle(num_local_files, seed=seed,
+                              reshuffle_each_iteration=True).repeat()
+        ds = files.interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+            cycle_length=min(num_local_files, _MAX_CYCLE_LENGTH),
+            block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True)
+        if mode == "records":
+            ds = ds.shard(num_pipelines, pipeline_id)
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=True)
+    else:
+        ds = tf.data.TFRecordDataset(files, compression_type=compression)
+        if mode == "records":
+            ds = ds.shard(num_pipelines, pipeline_id)
+            local = len(range(pipeline_id, manifest.num_examples, num_pipelines))
+            largest = len(range(0, manifest.num_examples, num_pipelines))
+        elif mode == "files":
+            local = sum(local_counts)
+            largest = max(sum(manifest.examples_per_shard[k::num_pipelines])
+                          for k in range(num_pipelines))
+        else:
+            local = largest = manifest.num_examples
+        # Every pipeline yields the same number of batches; the padding
+        # examples have zero weights so they count for nothing.
+        num_batches = -(-largest // batch_size)
+        padding = num_batches * batch_size - local
+        if padding:
+            zero = records.zero_example(manifest.max_seq_length,
+                                        manifest.max_predictions_per_seq,
+                                        manifest.next_sentence)
+            ds = ds.concatenate(
+                tf.data.Dataset.from_tensors(tf.constant(zero)).repeat(padding))
+        ds = ds.batch(batch_size, drop_remainder=True)
+
+    if skip_batches:
+        ds = ds.skip(skip_batches)
+    ds = ds.map(_parse_fn(manifest), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    if input_context is not None:
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF)
+    return ds.with_options(options)
+
+
+def iterate_numpy(data_dir: str,
+                  batch_size: int = 1024) -> Iterator[dict[str, np.ndarray]]:
+    """Yields every example of a split once, in file order, as numpy dicts.
+
+    Args:
+        data_dir: str. Directory with shards and `manifest.json`.
+        batch_size: int. Records parsed per step (speed only). Defaults to 1024.
+
+    Yields:
+        Dicts of feature name -> np.ndarray (int32, weights float32), one
+        example each, without padding.
+    """
+    manifest = read_manifest(data_dir)
+    paths = [os.path.join(data_dir, f) for f in manifest.shard_files]
+    ds = tf.data.TFRecordDataset(paths,
+                                 compression_type=manifest.compression or None)
+    ds = ds.batch(batch_size).map(_parse_fn(manifest))
+    for batch in ds.as_numpy_iterator():
+        size = len(batch["input_ids"])
+        for i in range(size):
+            yield {name: value[i] for name, value in batch.items()}

@@ -1,0 +1,58 @@
+"""Training checkpoints: model, optimizer, step and dropout RNG state.
+
+The data position needs no state of its own: the input pipeline is a pure
+function of the seed, and a resumed run skips the `step` global batches it has
+already consumed. Resume order: the run's own latest checkpoint, else scratch.
+"""
+
+import os
+
+import tensorflow as tf
+from absl import logging
+
+
+def rng_variables(model):
+    """Keras seed-generator states (dropout RNG): not tracked by
+    `tf.train.Checkpoint(model=...)`, so saved explicitly."""
+    return [v for v in model.non_trainable_variables if "seed_generator_state" in v.path]
+
+
+class RunCheckpoint:
+    """A `tf.train.CheckpointManager` over `model_dir/checkpoints`.
+
+    Args:
+        model_dir: str. Run directory.
+        model: the Keras model being trained.
+        optimizer: its optimizer, already built.
+        step: int64 `tf.Variable`, the number of completed train steps.
+        max_to_keep: int. Checkpoints kept on disk.
+    """
+
+    def __init__(self, model_dir, *, model, optimizer, step, max_to_keep=3):
+        self.directory = os.path.join(model_dir, "checkpoints")
+        self.step = step
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, step=step, rng=rng_variables(model))
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.directory, max_to_keep=max_to_keep, checkpoint_name="ckpt",
+            step_counter=step)
+
+    @property
+    def latest(self):
+        return self.manager.latest_checkpoint
+
+    def restore_or_initialize(self) -> int | None:
+        """Restores the latest checkpoint if there is one; returns its step."""
+        path = self.manager.latest_checkpoint
+        if not path:
+            logging.info("No checkpoint in %s: starting from scratch.", self.directory)
+            return None
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        step = int(self.step.numpy())
+        logging.info("Resumed from %s at step %d.", path, step)
+        return step
+
+    def save(self, step: int) -> str:
+        path = self.manager.save(checkpoint_number=step)
+        logging.info("Saved checkpoint %s", path)
+        return path

@@ -1,0 +1,300 @@
+"""Typed configuration: Google's `BertConfig` and the experiment sections.
+
+Every config is a dataclass with `from_dict`/`from_json`/`to_dict`/`to_json`.
+Unknown keys are errors that list them; `__post_init__` validates values and
+names the field and the value received.
+"""
+
+import dataclasses
+import json
+import os
+import typing
+from typing import Any
+
+# Keys found in Google's released `bert_config.json` files (Chinese BERT, the
+# multilingual models) that this framework does not use. Tolerated, ignored.
+_GOOGLE_EXTRA_KEYS = frozenset({
+    "directionality", "pooler_fc_size", "pooler_num_attention_heads",
+    "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type",
+})
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def resolve_path(path: str) -> str:
+    """Resolves a path from an experiment file: relative paths are taken
+    against the repository root, `gs://` and absolute paths are kept."""
+    if not path or "://" in path or os.path.isabs(path):
+        return path
+    return os.path.join(REPO_ROOT, path)
+
+
+def _check_keys(cls, data: dict, where: str, tolerated=frozenset()):
+    if not isinstance(data, dict):
+        raise TypeError(f"`{where}` must be a JSON object. Received: {data!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names - tolerated)
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) in `{where}`: {unknown}. Allowed keys: {sorted(names)}.")
+
+
+def _coerce(value: Any, annotation, where: str):
+    """Checks (and for int→float, converts) one JSON value against a type."""
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    origin = typing.get_origin(annotation)
+    expected = origin or annotation
+    if expected in (int, float, str, bool, dict, list):
+        ok = isinstance(value, expected) and not (
+            expected in (int, float) and isinstance(value, bool))
+        if not ok:
+            raise TypeError(f"`{where}` must be of type {expected.__name__}. "
+                            f"Received: {where}={value!r}")
+    return value
+
+
+class _Config:
+    """Shared JSON plumbing for the config dataclasses."""
+
+    _section = "config"
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str | None = None, tolerated=frozenset()):
+        where = where or cls._section
+        _check_keys(cls, data, where, tolerated)
+        hints = typing.get_type_hints(cls)
+        kwargs = {k: _coerce(v, hints[k], f"{where}.{k}")
+                  for k, v in data.items() if k not in tolerated}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path: str):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise ValueError(f"Config file not found: {path}") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Config file {path} is not valid JSON: {e}") from None
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"In {path}: {e}") from None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _require_positive(obj, *names):
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
+
+
+def _require_probability(obj, *names):
+    for name in names:
+        value = getattr(obj, name)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value}")
+
+
+@dataclasses.dataclass
+class BertConfig(_Config):
+    """Google's `bert_config.json`, field for field."""
+
+    _section = "model"
+
+    vocab_size: int
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str | None = None, tolerated=_GOOGLE_EXTRA_KEYS):
+        return super().from_dict(data, where, tolerated)
+
+    def __post_init__(self):
+        _require_positive(self, "vocab_size", "hidden_size", "num_hidden_layers",
+                          "num_attention_heads", "intermediate_size",
+                          "max_position_embeddings", "type_vocab_size", "initializer_range")
+        _require_probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                "`hidden_size` must be divisible by `num_attention_heads`. Received: "
+                f"hidden_size={self.hidden_size}, num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in ("gelu", "gelu_new", "relu"):
+            raise ValueError("`hidden_act` must be one of 'gelu', 'gelu_new', 'relu'. "
+                             f"Received: hidden_act={self.hidden_act!r}")
+
+
+@dataclasses.dataclass
+class DataConfig(_Config):
+    """Where the records are: directories written by `data_pipeline.build`."""
+
+    _section = "data"
+
+    train_dir: str
+    eval_dir: str = ""
+    shuffle_buffer: int = 10_000
+
+    def __post_init__(self):
+        if not self.train_dir:
+            raise ValueError("`data.train_dir` must name a directory of records made by "
+                             "`python -m data_pipeline.build`. Received: train_dir=''")
+        _require_positive(self, "shuffle_buffer")
+
+
+@dataclasses.dataclass
+class OptimizerConfig(_Config):
+    """AdamW with linear warmup then linear decay (Google BERT defaults)."""
+
+    _section = "optimizer"
+
+    name: str = "adamw"
+    learning_rate: float = 1e-4
+    warmup_steps: int = 10_000
+    end_learning_rate: float = 0.0
+    weight_decay: float = 0.01
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-6
+    clip_norm: float = 1.0
+
+    def __post_init__(self):
+        if self.name != "adamw":
+            raise ValueError(f"`optimizer.name` must be 'adamw'. Received: name={self.name!r}")
+        _require_positive(self, "learning_rate", "epsilon")
+        for name in ("warmup_steps", "end_learning_rate", "weight_decay", "clip_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`optimizer.{name}` must be >= 0. "
+                                 f"Received: {name}={getattr(self, name)}")
+        _require_probability(self, "beta_1", "beta_2")
+
+
+@dataclasses.dataclass
+class TrainConfig(_Config):
+    """Loop length, batch, seeds and the checkpoint / eval cadence."""
+
+    _section = "train"
+
+    steps: int = 1000
+    global_batch_size: int = 32
+    seed: int = 0
+    steps_per_loop: int = 10
+    log_every: int = 0  # 0: once per loop
+    checkpoint_every: int = 500
+    eval_every: int = 0  # 0: only at the end
+    eval_steps: int = 0  # 0: the whole eval split
+    keep_checkpoints: int = 3
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        _require_positive(self, "steps", "global_batch_size", "steps_per_loop",
+                          "checkpoint_every", "keep_checkpoints")
+        for name in ("log_every", "eval_every", "eval_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`train.{name}` must be >= 0. "
+                                 f"Received: {name}={getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class ExperimentConfig(_Config):
+    """A whole experiment: model, data, optimizer, train."""
+
+    _section = "experiment"
+
+    model: BertConfig
+    data: DataConfig
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    task: str = "mlm"
+    description: str = ""
+
+    _SECTIONS = {"model": BertConfig, "data": DataConfig,
+                 "optimizer": OptimizerConfig, "train": TrainConfig}
+
+    def __post_init__(self):
+        if self.task != "mlm":
+            raise ValueError(f"`task` must be 'mlm'. Received: task={self.task!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str | None = None, tolerated=frozenset(),
+                  overrides: list[str] = ()):
+        _check_keys(cls, data, "experiment")
+        data = json.loads(json.dumps(data))  # deep copy
+        for section in ("model", "data"):
+            if section not in data:
+                raise ValueError(f"The experiment has no `{section}` section. "
+                                 f"Sections: {sorted(cls._SECTIONS)}.")
+        if isinstance(data["model"], str):
+            model_path = resolve_path(data["model"])
+            try:
+                with open(model_path, encoding="utf-8") as f:
+                    data["model"] = json.load(f)
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"`model` names {data['model']!r}, which could not be read "
+                                 f"as a model config JSON ({e}).") from None
+        for item in overrides:
+            _apply_override(data, item)
+        kwargs = {}
+        for name, value in data.items():
+            if name in cls._SECTIONS:
+                kwargs[name] = cls._SECTIONS[name].from_dict(value, name)
+            else:
+                kwargs[name] = _coerce(value, str, name)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path: str, overrides: list[str] = ()):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise ValueError(f"Experiment file not found: {path}") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Experiment file {path} is not valid JSON: {e}") from None
+        try:
+            return cls.from_dict(data, overrides=overrides)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"In {path}: {e}") from None
+
+
+def _apply_override(data: dict, item: str):
+    """Applies `section.field=value`, parsing value with the field's type."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise ValueError(f"--override must look like section.field=value. Received: {item!r}")
+    key, raw = item.split("=", 1)
+    section, field = key.split(".", 1)
+    if section not in ExperimentConfig._SECTIONS:
+        raise ValueError(f"--override {item!r}: unknown section {section!r}. "
+                         f"Sections: {sorted(ExperimentConfig._SECTIONS)}.")
+    hints = typing.get_type_hints(ExperimentConfig._SECTIONS[section])
+    if field not in hints or field.startswith("_"):
+        raise ValueError(f"--override {item!r}: `{section}` has no field {field!r}. "
+                         f"Fields: {sorted(k for k in hints if not k.startswith('_'))}.")
+    kind = hints[field]
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            value = raw.lower() in ("true", "1")
+        elif kind in (int, float):
+            value = kind(raw)
+        else:
+            value = raw
+    except ValueError:
+        raise ValueError(f"--override {item!r}: {section}.{field} must be of type "
+                         f"{kind.__name__}. Received: {raw!r}") from None
+    data.setdefault(section, {})[field] = value

@@ -1,0 +1,233 @@
+"""Keras 3 building blocks of Google's BERT, with Google's numerics.
+
+tanh-approximate GELU, LayerNorm epsilon 1e-12, truncated-normal(0.02)
+initialisation; softmax and LayerNorm computed in float32. Every sublayer has
+an explicit name, so variable paths are stable (`checkpoint_names.py` maps
+them to Google's and Hugging Face's names).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+LAYER_NORM_EPSILON = 1e-12
+
+
+def gelu(x):
+    """Google BERT's GELU: the tanh approximation."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+def get_activation(name: str):
+    if name in ("gelu", "gelu_new"):
+        return gelu
+    if name == "relu":
+        return keras.activations.relu
+    raise ValueError(f"`hidden_act` must be 'gelu', 'gelu_new' or 'relu'. Received: {name!r}")
+
+
+def initializer(stddev: float):
+    return keras.initializers.TruncatedNormal(stddev=stddev)
+
+
+def layer_norm(name: str):
+    """LayerNorm in float32 whatever the dtype policy (as Keras and Google do)."""
+    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype="float32", name=name)
+
+
+@keras.saving.register_keras_serializable(package="pretraining")
+class BertEmbeddings(keras.layers.Layer):
+    """Word + position + token-type embeddings, LayerNorm, dropout.
+
+    Args:
+        vocab_size: int. Size of the word-piece vocabulary.
+        hidden_size: int. Width of the embeddings.
+        max_position_embeddings: int. Longest sequence the position table covers.
+        type_vocab_size: int. Number of segment ids.
+        dropout_rate: float. Dropout after the LayerNorm.
+        initializer_range: float. Stddev of the truncated-normal initialiser.
+
+    Call arguments:
+        input_ids: int tensor `(batch, seq)`.
+        segment_ids: int tensor `(batch, seq)`.
+        training: bool. Whether dropout is applied.
+    """
+
+    def __init__(self, vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
+                 dropout_rate=0.1, initializer_range=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.dropout_rate = dropout_rate
+        self.initializer_range = initializer_range
+        init = initializer(initializer_range)
+        self.word_embeddings = keras.layers.Embedding(
+            vocab_size, hidden_size, embeddings_initializer=init, name="word_embeddings")
+        self.token_type_embeddings = keras.layers.Embedding(
+            type_vocab_size, hidden_size, embeddings_initializer=init,
+            name="token_type_embeddings")
+        self.position_embeddings = keras.layers.Embedding(
+            max_position_embeddings, hidden_size, embeddings_initializer=init,
+            name="position_embeddings")
+        self.layer_norm = layer_norm("LayerNorm")
+        self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
+
+    def build(self, input_shape=None):
+        self.word_embeddings.build(None)
+        self.token_type_embeddings.build(None)
+        self.position_embeddings.build(None)
+        self.layer_norm.build((None, None, self.hidden_size))
+        self.built = True
+
+    def call(self, input_ids, segment_ids, training=False):
+        seq_len = ops.shape(input_ids)[1]
+        x = self.word_embeddings(input_ids)  # (batch, seq, hidden)
+        x = x + self.token_type_embeddings(segment_ids)
+        positions = ops.cast(self.position_embeddings.embeddings[:seq_len], x.dtype)
+        x = x + positions[None]
+        x = self.layer_norm(x)
+        return self.dropout(ops.cast(x, self.compute_dtype), training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+                      max_position_embeddings=self.max_position_embeddings,
+                      type_vocab_size=self.type_vocab_size, dropout_rate=self.dropout_rate,
+                      initializer_range=self.initializer_range)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="pretraining")
+class SelfAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product self-attention with an additive mask bias.
+
+    Args:
+        hidden_size: int. Model width (query/key/value/output are `hidden_size` wide).
+        num_heads: int. Number of heads; must divide `hidden_size`.
+        dropout_rate: float. Dropout on the attention probabilities.
+        initializer_range: float. Stddev of the truncated-normal initialiser.
+
+    Call arguments:
+        x: float tensor `(batch, seq, hidden)`.
+        bias: float32 tensor broadcastable to `(batch, heads, seq, seq)`.
+        training: bool. Whether dropout is applied.
+    """
+
+    def __init__(self, hidden_size, num_heads, dropout_rate=0.1, initializer_range=0.02,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if hidden_size % num_heads:
+            raise ValueError("`hidden_size` must be divisible by `num_heads`. Received: "
+                             f"hidden_size={hidden_size}, num_heads={num_heads}")
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_size = hidden_size // num_heads
+        self.dropout_rate = dropout_rate
+        self.initializer_range = initializer_range
+        init = initializer(initializer_range)
+        self.query = keras.layers.Dense(hidden_size, kernel_initializer=init, name="query")
+        self.key = keras.layers.Dense(hidden_size, kernel_initializer=init, name="key")
+        self.value = keras.layers.Dense(hidden_size, kernel_initializer=init, name="value")
+        self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
+
+    def build(self, input_shape):
+        for dense in (self.query, self.key, self.value):
+            dense.build(input_shape)
+        self.built = True
+
+    def _split_heads(self, x):
+        batch, seq = ops.shape(x)[0], ops.shape(x)[1]
+        x = ops.reshape(x, (batch, seq, self.num_heads, self.head_size))
+        return ops.transpose(x, (0, 2, 1, 3))  # (batch, heads, seq, head_size)
+
+    def call(self, x, bias, training=False):
+        q = self._split_heads(self.query(x))
+        k = self._split_heads(self.key(x))
+        v = self._split_heads(self.value(x))
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (batch, heads, seq, seq)
+        scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_size))
+        probs = ops.softmax(scores + ops.cast(bias, "float32"), axis=-1)
+        probs = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
+        context = ops.matmul(probs, v)  # (batch, heads, seq, head_size)
+        context = ops.transpose(context, (0, 2, 1, 3))
+        return ops.reshape(context, (ops.shape(x)[0], ops.shape(x)[1], self.hidden_size))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_size=self.hidden_size, num_heads=self.num_heads,
+                      dropout_rate=self.dropout_rate, initializer_range=self.initializer_range)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="pretraining")
+class TransformerLayer(keras.layers.Layer):
+    """One post-LayerNorm BERT encoder block (Google's `transformer_model` body).
+
+    Args:
+        hidden_size: int. Model width.
+        num_heads: int. Attention heads.
+        intermediate_size: int. Width of the feed-forward layer.
+        hidden_act: str. Feed-forward activation: 'gelu' (tanh approximation) or 'relu'.
+        hidden_dropout_rate: float. Dropout on the attention and feed-forward outputs.
+        attention_dropout_rate: float. Dropout on the attention probabilities.
+        initializer_range: float. Stddev of the truncated-normal initialiser.
+
+    Call arguments:
+        x: float tensor `(batch, seq, hidden)`.
+        bias: float32 additive attention bias `(batch, 1, seq, seq)`.
+        training: bool. Whether dropout is applied.
+    """
+
+    def __init__(self, hidden_size, num_heads, intermediate_size, hidden_act="gelu",
+                 hidden_dropout_rate=0.1, attention_dropout_rate=0.1, initializer_range=0.02,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_rate = hidden_dropout_rate
+        self.attention_dropout_rate = attention_dropout_rate
+        self.initializer_range = initializer_range
+        init = initializer(initializer_range)
+        self.attention = SelfAttention(hidden_size, num_heads, attention_dropout_rate,
+                                       initializer_range, name="attention")
+        self.attention_output = keras.layers.Dense(
+            hidden_size, kernel_initializer=init, name="attention_output")
+        self.attention_dropout = keras.layers.Dropout(hidden_dropout_rate, name="attention_dropout")
+        self.attention_layer_norm = layer_norm("attention_layer_norm")
+        self.intermediate = keras.layers.Dense(
+            intermediate_size, activation=get_activation(hidden_act), kernel_initializer=init,
+            name="intermediate")
+        self.output_dense = keras.layers.Dense(hidden_size, kernel_initializer=init, name="output")
+        self.output_dropout = keras.layers.Dropout(hidden_dropout_rate, name="output_dropout")
+        self.output_layer_norm = layer_norm("output_layer_norm")
+
+    def build(self, input_shape):
+        self.attention.build(input_shape)
+        self.attention_output.build(input_shape)
+        self.attention_layer_norm.build(input_shape)
+        self.intermediate.build(input_shape)
+        self.output_dense.build(tuple(input_shape[:-1]) + (self.intermediate_size,))
+        self.output_layer_norm.build(input_shape)
+        self.built = True
+
+    def call(self, x, bias, training=False):
+        attended = self.attention(x, bias, training=training)
+        attended = self.attention_dropout(self.attention_output(attended), training=training)
+        x = ops.cast(self.attention_layer_norm(x + attended), self.compute_dtype)
+        hidden = self.output_dense(self.intermediate(x))  # (batch, seq, hidden)
+        hidden = self.output_dropout(hidden, training=training)
+        return ops.cast(self.output_layer_norm(x + hidden), self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_size=self.hidden_size, num_heads=self.num_heads,
+                      intermediate_size=self.intermediate_size, hidden_act=self.hidden_act,
+                      hidden_dropout_rate=self.hidden_dropout_rate,
+                      attention_dropout_rate=self.attention_dropout_rate,
+                      initializer_range=self.initializer_range)
+        return config

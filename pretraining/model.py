@@ -1,0 +1,89 @@
+"""The BERT encoder: embeddings, `num_hidden_layers` transformer blocks, pooler."""
+
+import keras
+from keras import ops
+
+from pretraining import attention_masks
+from pretraining.config import BertConfig
+from pretraining.layers import BertEmbeddings, TransformerLayer, initializer
+
+
+@keras.saving.register_keras_serializable(package="pretraining")
+class BertEncoder(keras.Model):
+    """Google's BERT encoder as a Keras 3 model.
+
+    Variables are created at construction under the model's name, so their
+    paths (`bert/layer_0/attention/query/kernel`, ...) do not depend on what
+    wraps the encoder later.
+
+    Args:
+        config: `BertConfig` or a dict of Google's `bert_config.json` fields.
+        attention_mask_type: str. Which tokens see which; see `attention_masks`.
+            Defaults to `"bidirectional"`.
+        name: str. Prefix of every variable path. Defaults to `"bert"`.
+
+    Call arguments:
+        inputs: dict with int tensors `input_ids`, `segment_ids`, `input_mask`,
+            each `(batch, seq)`.
+        training: bool. Whether dropout is applied.
+
+    Returns:
+        dict with `sequence_output` `(batch, seq, hidden)` and `pooled_output`
+        `(batch, hidden)`.
+
+    Example:
+    ```python
+    encoder = BertEncoder(BertConfig.from_json("configs/models/bert_test.json"))
+    ids = np.ones((2, 16), "int32")
+    out = encoder({"input_ids": ids, "segment_ids": 0 * ids, "input_mask": ids})
+    ```
+    """
+
+    def __init__(self, config, attention_mask_type="bidirectional", name="bert", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if isinstance(config, dict):
+            config = BertConfig.from_dict(config)
+        self.config = config
+        self.attention_mask_type = attention_mask_type
+        self.mask_function = attention_masks.get_mask_function(attention_mask_type)
+        self.embeddings = BertEmbeddings(
+            config.vocab_size, config.hidden_size, config.max_position_embeddings,
+            config.type_vocab_size, config.hidden_dropout_prob, config.initializer_range,
+            name="embeddings")
+        self.transformer_layers = [
+            TransformerLayer(config.hidden_size, config.num_attention_heads,
+                             config.intermediate_size, config.hidden_act,
+                             config.hidden_dropout_prob, config.attention_probs_dropout_prob,
+                             config.initializer_range, name=f"layer_{i}")
+            for i in range(config.num_hidden_layers)]
+        self.pooler = keras.layers.Dense(
+            config.hidden_size, activation="tanh",
+            kernel_initializer=initializer(config.initializer_range), name="pooler")
+        self.build(None)
+
+    def build(self, input_shape=None):
+        hidden_shape = (None, None, self.config.hidden_size)
+        self.embeddings.build(None)
+        for layer in self.transformer_layers:
+            layer.build(hidden_shape)
+        self.pooler.build((None, self.config.hidden_size))
+        self.built = True
+
+    def call(self, inputs, training=False):
+        input_ids = ops.cast(inputs["input_ids"], "int32")
+        segment_ids = ops.cast(inputs["segment_ids"], "int32")
+        input_mask = ops.cast(inputs["input_mask"], "int32")
+        bias = attention_masks.mask_bias(self.mask_function(input_mask))
+        x = self.embeddings(input_ids, segment_ids, training=training)  # (batch, seq, hidden)
+        for layer in self.transformer_layers:
+            x = layer(x, bias, training=training)
+        pooled = self.pooler(x[:, 0])  # (batch, hidden)
+        return {"sequence_output": x, "pooled_output": pooled}
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "attention_mask_type": self.attention_mask_type,
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,45 @@
+"""Pretrain a BERT model: `python -m pretraining.train --experiment=JSON --model_dir=DIR`.
+
+Re-running the same command on an existing `--model_dir` resumes from its
+latest checkpoint.
+"""
+
+from absl import app, flags, logging
+
+from pretraining import cli
+from pretraining.config import ExperimentConfig
+
+flags.DEFINE_string("experiment", None, "Experiment JSON (configs/experiments/*.json).")
+flags.DEFINE_string("model_dir", None, "Run directory: checkpoints, TensorBoard, summary.json.")
+flags.DEFINE_multi_string("override", [], "section.field=value, e.g. train.steps=50 (repeatable).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                  "Distribution strategy.")
+flags.DEFINE_integer("num_logical_cpus", 0, "With --strategy=mirrored and no GPU: split the "
+                     "CPU into this many logical devices (testing).", lower_bound=0)
+flags.DEFINE_string("tpu", "", "TPU name or 'local' (TPU VM), with --strategy=tpu.")
+flags.mark_flags_as_required(["experiment", "model_dir"])
+
+
+def run(experiment_path, model_dir, overrides=(), strategy_name="default",
+        num_logical_cpus=0, tpu=""):
+    # Devices first: logical CPUs and TPUs must be set up before any TF op.
+    from pretraining.strategy import create_strategy
+    strategy = create_strategy(strategy_name, num_logical_cpus, tpu)
+    from pretraining.trainer import Trainer
+    experiment = ExperimentConfig.from_json(experiment_path, overrides=list(overrides))
+    logging.info("Experiment %s:\n%s", experiment_path, experiment.to_json())
+    trainer = Trainer(experiment, model_dir, strategy)
+    return trainer.train()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    summary = cli.run_or_exit(run, f.experiment, f.model_dir, f.override, f.strategy,
+                              f.num_logical_cpus, f.tpu)
+    logging.info("Summary: %s", summary)
+
+
+if __name__ == "__main__":
+    app.run(main)

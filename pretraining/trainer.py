@@ -1,0 +1,298 @@
+"""The distributed training loop: data → model → optimizer → checkpoints.
+
+The only module that joins the model, the optimizer and `data_pipeline.input`.
+A custom loop rather than `model.fit` (see DESIGN.md): `steps_per_loop` steps
+per `tf.function` call, loss normalised by the global count of masked tokens,
+gradients all-reduced once, clipped by global norm after the all-reduce.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data_pipeline import input as data_input
+from pretraining import checkpoints, metrics_log
+from pretraining.config import ExperimentConfig, resolve_path
+from pretraining.heads import BertPretrainer, masked_lm_sums
+from pretraining.model import BertEncoder
+from pretraining.optimizers import create_optimizer
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything the loop builds in the strategy's scope."""
+
+    model: BertPretrainer
+    optimizer: keras.optimizers.Optimizer
+    step: tf.Variable
+    checkpoint: checkpoints.RunCheckpoint
+
+
+def check_data(experiment: ExperimentConfig, data_dir: str, split: str):
+    """Refuses records whose manifest disagrees with the experiment."""
+    manifest = data_input.read_manifest(data_dir)
+    model = experiment.model
+    problems = []
+    if manifest.task != experiment.task:
+        problems.append(f"task: data has {manifest.task!r}, experiment has {experiment.task!r}")
+    if manifest.vocab_size != model.vocab_size:
+        problems.append(f"vocab_size: data has {manifest.vocab_size}, "
+                        f"model has {model.vocab_size}")
+    if manifest.max_seq_length > model.max_position_embeddings:
+        problems.append(f"max_seq_length: data has {manifest.max_seq_length}, longer than the "
+                        f"model's max_position_embeddings={model.max_position_embeddings}")
+    if problems:
+        raise ValueError(f"The {split} records in {data_dir} do not fit the experiment: "
+                         + "; ".join(problems)
+                         + ". Rebuild the data or fix the model config.")
+    return manifest
+
+
+def build_state(experiment: ExperimentConfig, strategy, model_dir: str) -> TrainState:
+    """Creates model, optimizer (with its slots), step and checkpoint in scope."""
+    with strategy.scope():
+        encoder = BertEncoder(experiment.model)
+        model = BertPretrainer(encoder)
+        optimizer = create_optimizer(experiment.optimizer, experiment.train.steps,
+                                     model.trainable_variables)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        checkpoint = checkpoints.RunCheckpoint(
+            model_dir, model=model, optimizer=optimizer, step=step,
+            max_to_keep=experiment.train.keep_checkpoints)
+    return TrainState(model, optimizer, step, checkpoint)
+
+
+class Trainer:
+    """Runs an experiment under a strategy and writes everything to `model_dir`.
+
+    Args:
+        experiment: `ExperimentConfig`.
+        model_dir: str. Run directory: checkpoints, TensorBoard events,
+            `config.json`, `metrics.jsonl`, `summary.json`.
+        strategy: `tf.distribute.Strategy`. Defaults to the default strategy.
+    """
+
+    def __init__(self, experiment: ExperimentConfig, model_dir: str, strategy=None):
+        self.experiment = experiment
+        self.model_dir = model_dir
+        self.strategy = strategy or tf.distribute.get_strategy()
+        train = experiment.train
+        replicas = self.strategy.num_replicas_in_sync
+        if train.global_batch_size % replicas:
+            raise ValueError(f"train.global_batch_size={train.global_batch_size} must be "
+                             f"divisible by the number of replicas ({replicas}).")
+        self.train_dir = resolve_path(experiment.data.train_dir)
+        self.eval_dir = resolve_path(experiment.data.eval_dir) if experiment.data.eval_dir else ""
+        self.manifest = check_data(experiment, self.train_dir, "train")
+        if self.eval_dir:
+            check_data(experiment, self.eval_dir, "eval")
+        tf.io.gfile.makedirs(model_dir)
+        self.log = metrics_log.MetricsLog(model_dir)
+        self.log.write_config(experiment, self.manifest)
+        logging.info("TensorFlow %s, Keras %s; %d replica(s); global batch %d = %d per replica",
+                     tf.__version__, keras.__version__, replicas, train.global_batch_size,
+                     train.global_batch_size // replicas)
+        keras.utils.set_random_seed(train.seed)
+        self.state = build_state(experiment, self.strategy, model_dir)
+        num_params = sum(int(np.prod(v.shape)) for v in self.state.model.trainable_variables)
+        logging.info("Model: %d trainable parameters", num_params)
+        self.resumed_from = self.state.checkpoint.restore_or_initialize()
+        self._train_loop = None
+
+    # ---------------------------------------------------------------- data
+    def _dataset(self, data_dir: str, training: bool):
+        train = self.experiment.train
+        skip = int(self.state.step.numpy()) if training else 0
+
+        def dataset_fn(context):
+            batch = context.get_per_replica_batch_size(train.global_batch_size)
+            return data_input.make_dataset(
+                data_dir, batch, training=training, seed=train.seed, input_context=context,
+                skip_batches=skip, shuffle_buffer=self.experiment.data.shuffle_buffer)
+
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+    # ---------------------------------------------------------------- steps
+    def _forward_backward(self, batch):
+        """Loss sums and the gradient of the summed loss (the part XLA compiles
+        with `train.jit_compile`; the all-reduce and update stay outside)."""
+        model = self.state.model
+        with tf.GradientTape() as tape:
+            logits = model(batch, training=True)["masked_lm_logits"]
+            loss_sum, correct, weight = masked_lm_sums(logits, batch)
+        grads = tape.gradient(loss_sum, model.trainable_variables)
+        return loss_sum, correct, weight, grads
+
+    def _replica_step(self, batch):
+        """One optimizer update on this replica's share of the global batch."""
+        model, optimizer = self.state.model, self.state.optimizer
+        context = tf.distribute.get_replica_context()
+        loss_sum, correct, weight, grads = self._compiled_forward_backward(batch)
+        # Variables the loss does not reach (the pooler without an NSP head)
+        # are left out of the update; decided once, when the step is traced.
+        pairs = [(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None]
+        grads = [tf.convert_to_tensor(g) for g, _ in pairs]
+        variables = [v for _, v in pairs]
+        # Normalise by the global number of masked tokens, then clip the
+        # all-reduced gradient: identical to one device whatever the replicas.
+        global_weight = tf.maximum(context.all_reduce("SUM", weight), 1.0)
+        grads = [g / global_weight for g in context.all_reduce("SUM", grads)]
+        clip = self.experiment.optimizer.clip_norm
+        if clip > 0:
+            grads, grad_norm = tf.clip_by_global_norm(grads, clip)
+        else:
+            grad_norm = tf.linalg.global_norm(grads)
+        # Keras all-reduces (sums) again inside apply_gradients under a strategy.
+        replicas = self.strategy.num_replicas_in_sync
+        grads = [g / replicas for g in grads] if replicas > 1 else grads
+        optimizer.apply_gradients(zip(grads, variables))
+        return {"loss_sum": loss_sum, "correct": correct, "weight": weight,
+                "grad_norm": grad_norm / replicas}
+
+    def _make_train_loop(self):
+        strategy, step = self.strategy, self.state.step
+
+        keys = ("loss_sum", "correct", "weight", "grad_norm")
+
+        @tf.function
+        def train_loop(iterator, num_steps):
+            totals = tf.zeros([len(keys)])
+            for _ in tf.range(num_steps):
+                out = strategy.run(self._replica_step, args=(next(iterator),))
+                totals += tf.stack([strategy.reduce("SUM", out[k], axis=None) for k in keys])
+                step.assign_add(1)
+            return dict(zip(keys, tf.unstack(totals)))
+
+        return train_loop
+
+    def evaluate(self) -> dict:
+        """Masked-LM loss and accuracy over the whole eval split (or `eval_steps`)."""
+        if not self.eval_dir:
+            return {}
+        strategy, model = self.strategy, self.state.model
+        limit = self.experiment.train.eval_steps
+
+        @tf.function
+        def eval_step(batch):
+            def replica_fn(batch):
+                logits = model(batch, training=False)["masked_lm_logits"]
+                return tf.stack(masked_lm_sums(logits, batch))
+            return strategy.reduce("SUM", strategy.run(replica_fn, args=(batch,)), axis=None)
+
+        totals = np.zeros(3)
+        for i, batch in enumerate(self._dataset(self.eval_dir, training=False)):
+            if limit and i >= limit:
+                break
+            totals += eval_step(batch).numpy()
+        loss_sum, correct, weight = totals
+        weight = max(weight, 1.0)
+        return {"eval_loss": loss_sum / weight, "eval_masked_lm_accuracy": correct / weight,
+                "eval_perplexity": float(np.exp(min(loss_sum / weight, 50.0))),
+                "eval_masked_tokens": int(totals[2])}
+
+    # ---------------------------------------------------------------- loop
+    def train(self, stop_at: int | None = None) -> dict:
+        """Trains up to `train.steps`, checkpointing and evaluating on schedule.
+
+        Args:
+            stop_at: int. Stop (with a checkpoint) at this step instead, as an
+                interrupted run would; the schedule still spans `train.steps`.
+        """
+        train = self.experiment.train
+        state = self.state
+        step = int(state.step.numpy())
+        end = min(stop_at, train.steps) if stop_at else train.steps
+        if step >= end:
+            logging.info("Run already at step %d of %d: nothing to train.", step, end)
+        else:
+            self._train_until(step, end)
+        summary = {"step": int(state.step.numpy())}
+        summary.update(self.log.last_train_record())
+        summary.update(self.evaluate())
+        if "eval_loss" in summary:
+            logging.info("Eval at step %d: loss %.4f, masked-LM accuracy %.4f",
+                         summary["step"], summary["eval_loss"], summary["eval_masked_lm_accuracy"])
+            self.log.scalars("eval", summary["step"], {
+                k[5:]: v for k, v in summary.items() if k.startswith("eval_")})
+        self.log.write_summary(summary)
+        return summary
+
+    def _train_until(self, step: int, end: int):
+        train, state = self.experiment.train, self.state
+        if self._train_loop is None:
+            self._compiled_forward_backward = (
+                tf.function(self._forward_backward, jit_compile=True)
+                if train.jit_compile else self._forward_backward)
+            self._train_loop = self._make_train_loop()
+        iterator = iter(self._dataset(self.train_dir, training=True))
+        log_every = train.log_every or train.steps_per_loop
+        window = {"loss_sum": 0.0, "correct": 0.0, "weight": 0.0, "grad_norm": 0.0, "steps": 0}
+        start_step, start_time, window_time = step, time.time(), time.time()
+        while step < end:
+            boundaries = [end, _next_multiple(step, train.steps_per_loop),
+                          _next_multiple(step, train.checkpoint_every),
+                          _next_multiple(step, log_every)]
+            if train.eval_every:
+                boundaries.append(_next_multiple(step, train.eval_every))
+            n = min(boundaries) - step
+            totals = self._train_loop(iterator, tf.constant(n, tf.int32))
+            step += n
+            for key, value in totals.items():
+                window[key] += float(value)
+            window["steps"] += n
+            loss = window["loss_sum"] / max(window["weight"], 1.0)
+            if not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"Non-finite masked-LM loss ({loss}) between steps {step - n} and {step}; "
+                    f"the last good checkpoint is kept in {self.model_dir}. Lower "
+                    "optimizer.learning_rate or check the data.")
+            if step % log_every == 0 or step == end:
+                now = time.time()
+                rate = window["steps"] * train.global_batch_size / max(now - window_time, 1e-9)
+                eta = (train.steps - step) * (now - start_time) / max(step - start_step, 1)
+                record = {"step": step, "loss": loss,
+                          "masked_lm_accuracy": window["correct"] / max(window["weight"], 1.0),
+                          "learning_rate": float(state.optimizer.learning_rate),
+                          "grad_norm": window["grad_norm"] / window["steps"],
+                          "examples_per_second": rate}
+                logging.info("step %d/%d  loss %.4f  mlm_acc %.4f  lr %.3g  grad_norm %.3f  "
+                             "%.1f examples/s  ETA %s", step, train.steps, record["loss"],
+                             record["masked_lm_accuracy"], record["learning_rate"],
+                             record["grad_norm"], rate, _format_seconds(eta))
+                self.log.train_record(record)
+                window = dict.fromkeys(window, 0.0)
+                window["steps"] = 0
+                window_time = time.time()
+            if step % train.checkpoint_every == 0 or step == end:
+                state.checkpoint.save(step)
+            if train.eval_every and step % train.eval_every == 0 and step < train.steps:
+                result = self.evaluate()
+                logging.info("Eval at step %d: loss %.4f, masked-LM accuracy %.4f", step,
+                             result["eval_loss"], result["eval_masked_lm_accuracy"])
+                self.log.scalars("eval", step, {k[5:]: v for k, v in result.items()})
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def summary_path(model_dir: str) -> str:
+    return os.path.join(model_dir, "summary.json")
+
+
+def read_summary(model_dir: str) -> dict:
+    with tf.io.gfile.GFile(summary_path(model_dir)) as f:
+        return json.load(f)

@@ -1,0 +1,142 @@
+import time
+
+import numpy as np
+import pytest
+
+from data_pipeline import features
+from data_pipeline import masking
+
+VOCAB = 1000
+P = 20
+L = 128
+
+
+def _sequences(n, seed=0):
+    """Random sequences: [CLS] body [SEP] [PAD]..., some [UNK]/[MASK] inside."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        length = int(rng.integers(10, L - 1))
+        body = rng.integers(features.NUM_SPECIAL_IDS, VOCAB, size=length)
+        body[rng.random(length) < 0.02] = features.UNK_ID
+        body[rng.random(length) < 0.01] = features.MASK_ID
+        starts = rng.random(length) < 0.6
+        starts[0] = True
+        tokens = np.concatenate([[features.CLS_ID], body, [features.SEP_ID],
+                                 np.zeros(L - length - 2, int)])
+        ws = np.concatenate([[True], starts, [True], np.ones(L - length - 2,
+                                                              bool)])
+        out.append((tokens.astype(np.int32), ws))
+    return out
+
+
+def _groups(tokens, ws):
+    """Whole-word groups (lists of positions) of eligible tokens."""
+    groups, current = [], None
+    for i, (t, s) in enumerate(zip(tokens, ws)):
+        if t < features.NUM_SPECIAL_IDS:
+            current = None
+            continue
+        if s or current is None:
+            current = [i]
+            groups.append(current)
+        else:
+            current.append(i)
+    return groups
+
+
+@pytest.fixture(scope="module")
+def masked():
+    seqs = _sequences(2500)
+    rng = np.random.default_rng(123)
+    return seqs, [masking.mask_tokens(t, w, rng, vocab_size=VOCAB,
+                                      max_predictions_per_seq=P)
+                  for t, w in seqs]
+
+
+def test_statistics(masked):
+    seqs, results = masked
+    eligible = chosen = n_mask = n_same = n_random = 0
+    for (tokens, ws), m in zip(seqs, results):
+        n_elig = int((tokens >= features.NUM_SPECIAL_IDS).sum())
+        k = m.num_predictions
+        target = min(P, max(1, round(n_elig * 0.15)))
+        assert 1 <= k <= target
+        eligible += n_elig
+        chosen += k
+        pos = m.masked_lm_positions[:k]
+        assert np.all(np.diff(pos) > 0)  # sorted, unique
+        assert not m.masked_lm_positions[k:].any()
+        assert not m.masked_lm_ids[k:].any()
+        np.testing.assert_array_equal(m.masked_lm_weights,
+                                      np.arange(P) < k)
+        # Targets are the original tokens, never special.
+        np.testing.assert_array_equal(m.masked_lm_ids[:k], tokens[pos])
+        assert m.masked_lm_ids[:k].min() >= features.NUM_SPECIAL_IDS
+        # Nothing outside the chosen positions changes.
+        untouched = np.ones(L, bool)
+        untouched[pos] = False
+        np.testing.assert_array_equal(m.input_ids[untouched], tokens[untouched])
+        new = m.input_ids[pos]
+        n_mask += int((new == features.MASK_ID).sum())
+        n_same += int((new == tokens[pos]).sum())
+        is_random = (new != features.MASK_ID) & (new != tokens[pos])
+        n_random += int(is_random.sum())
+        assert np.all(new[new != features.MASK_ID] >= features.NUM_SPECIAL_IDS)
+        # Whole words: every group is fully chosen or not at all.
+        chosen_set = set(pos.tolist())
+        for group in _groups(tokens, ws):
+            hits = sum(p in chosen_set for p in group)
+            assert hits in (0, len(group))
+    assert 0.135 < chosen / eligible < 0.155, chosen / eligible
+    # Random ids equal to the original by chance (1/995) count as "same".
+    assert abs(n_mask / chosen - 0.8) < 0.02
+    assert abs(n_random / chosen - 0.1) < 0.02
+    assert abs(n_same / chosen - 0.1) < 0.02
+
+
+def test_num_to_predict_token_level():
+    rng = np.random.default_rng(0)
+    for tokens, ws in _sequences(200, seed=3):
+        n_elig = int((tokens >= features.NUM_SPECIAL_IDS).sum())
+        m = masking.mask_tokens(tokens, ws, rng, vocab_size=VOCAB,
+                                max_predictions_per_seq=P, whole_word=False)
+        assert m.num_predictions == min(P, max(1, round(n_elig * 0.15)))
+
+
+def test_deterministic_per_seed():
+    seqs = _sequences(50, seed=5)
+
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        return [masking.mask_tokens(t, w, rng, vocab_size=VOCAB,
+                                    max_predictions_per_seq=P) for t, w in seqs]
+
+    a, b, c = run(1), run(1), run(2)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.input_ids, y.input_ids)
+        np.testing.assert_array_equal(x.masked_lm_positions,
+                                      y.masked_lm_positions)
+    assert any(not np.array_equal(x.masked_lm_positions, z.masked_lm_positions)
+               for x, z in zip(a, c))
+
+
+def test_only_special_tokens():
+    tokens = np.array([2, 1, 4, 3, 0, 0], np.int32)
+    m = masking.mask_tokens(tokens, np.ones(6, bool), np.random.default_rng(0),
+                            vocab_size=VOCAB, max_predictions_per_seq=3)
+    assert m.num_predictions == 0
+    np.testing.assert_array_equal(m.input_ids, tokens)
+    assert not m.masked_lm_weights.any()
+
+
+def test_speed():
+    seqs = _sequences(2000, seed=9)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for tokens, ws in seqs:
+        masking.mask_tokens(tokens, ws, rng, vocab_size=VOCAB,
+                            max_predictions_per_seq=P)
+    rate = len(seqs) / (time.perf_counter() - start)
+    # Target is >= 10k/s; the bound leaves room for a loaded CI machine.
+    assert rate > 4000, rate

@@ -1,0 +1,49 @@
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline import features
+from data_pipeline import masking
+from data_pipeline import records
+
+
+def test_serialize_matches_google_layout():
+    m = masking.MaskedInstance(
+        np.array([2, 7, 4, 9, 3], np.int32), np.array([2, 0, 0], np.int32),
+        np.array([8, 0, 0], np.int32), np.array([1, 0, 0], np.float32), 1)
+    blob = records.serialize_example(m, np.zeros(5, np.int32), max_seq_length=8,
+                                     max_predictions_per_seq=3)
+    parsed = tf.io.parse_single_example(
+        blob, features.mlm_static_feature_spec(8, 3))
+    np.testing.assert_array_equal(parsed["input_ids"], [2, 7, 4, 9, 3, 0, 0, 0])
+    np.testing.assert_array_equal(parsed["input_mask"], [1] * 5 + [0] * 3)
+    np.testing.assert_array_equal(parsed["masked_lm_positions"], [2, 0, 0])
+    np.testing.assert_array_equal(parsed["masked_lm_ids"], [8, 0, 0])
+    np.testing.assert_array_equal(parsed["masked_lm_weights"], [1, 0, 0])
+    assert parsed["input_ids"].dtype == tf.int64
+    zero = tf.io.parse_single_example(
+        records.zero_example(8, 3, next_sentence=True),
+        features.mlm_static_feature_spec(8, 3, next_sentence=True))
+    assert all(not v.numpy().any() for v in zero.values())
+
+
+def test_split_writer_shuffles_deterministically(tmp_path):
+    def write(name, seed):
+        directory = tmp_path / name
+        directory.mkdir()
+        writer = records.SplitWriter(str(directory), 3, shuffle_buffer=16,
+                                     seed=seed)
+        for i in range(100):
+            writer.write(str(i).encode())
+        files, counts = writer.close()
+        assert files == [records.shard_name(i, 3) for i in range(3)]
+        assert counts == [34, 33, 33]
+        return [[r.numpy() for r in tf.data.TFRecordDataset(
+            os.path.join(directory, f))] for f in files]
+
+    a, b, c = write("a", 1), write("b", 1), write("c", 2)
+    assert a == b and a != c
+    flat = sorted(int(r) for shard in a for r in shard)
+    assert flat == list(range(100))
+    assert [int(r) for r in a[0][:10]] != list(range(0, 30, 3))

@@ -1,0 +1,94 @@
+import json
+
+import pytest
+
+from pretraining.config import BertConfig, ExperimentConfig, resolve_path
+
+
+def test_bert_config_round_trip(tmp_path, repo_root):
+    config = BertConfig.from_json(f"{repo_root}/configs/models/bert_base.json")
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 12)
+    path = tmp_path / "c.json"
+    path.write_text(config.to_json())
+    assert BertConfig.from_json(str(path)) == config
+    assert json.loads(config.to_json()) == json.loads(
+        open(f"{repo_root}/configs/models/bert_base.json").read())
+
+
+@pytest.mark.parametrize("name", ["bert_tiny", "bert_mini", "bert_small", "bert_medium",
+                                  "bert_base", "bert_large", "bert_test", "bert_demo"])
+def test_shipped_model_configs_load(name, repo_root):
+    config = BertConfig.from_json(f"{repo_root}/configs/models/{name}.json")
+    assert config.hidden_size % config.num_attention_heads == 0
+
+
+def test_google_extra_keys_tolerated():
+    config = BertConfig.from_dict({"vocab_size": 21128, "directionality": "bidi",
+                                   "pooler_type": "first_token_transform"})
+    assert config.vocab_size == 21128
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ValueError, match=r"hidden_sise"):
+        BertConfig.from_dict({"vocab_size": 10, "hidden_sise": 8})
+
+
+def test_inconsistent_heads_name_both_values():
+    with pytest.raises(ValueError, match=r"hidden_size=100, num_attention_heads=3"):
+        BertConfig(vocab_size=10, hidden_size=100, num_attention_heads=3)
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(TypeError, match=r"model.hidden_size"):
+        BertConfig.from_dict({"vocab_size": 10, "hidden_size": "768"}, "model")
+
+
+def test_dropout_out_of_range():
+    with pytest.raises(ValueError, match="hidden_dropout_prob=1.5"):
+        BertConfig(vocab_size=10, hidden_dropout_prob=1.5)
+
+
+def _experiment(**sections):
+    data = {"model": "configs/models/bert_test.json", "data": {"train_dir": "x"}}
+    data.update(sections)
+    return data
+
+
+def test_experiment_round_trip_and_overrides(repo_root):
+    experiment = ExperimentConfig.from_dict(
+        _experiment(), overrides=["train.steps=7", "optimizer.learning_rate=0.5",
+                                  "train.jit_compile=true", "model.hidden_dropout_prob=0"])
+    assert experiment.train.steps == 7
+    assert experiment.optimizer.learning_rate == 0.5
+    assert experiment.train.jit_compile is True
+    assert experiment.model.hidden_dropout_prob == 0.0
+    again = ExperimentConfig.from_dict(json.loads(experiment.to_json()))
+    assert again == experiment
+
+
+def test_demo_experiment_loads(repo_root):
+    experiment = ExperimentConfig.from_json(f"{repo_root}/configs/experiments/demo.json")
+    assert experiment.model.vocab_size == 8000
+    assert resolve_path(experiment.data.train_dir) == f"{repo_root}/runs/demo/data/train"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=abc", r"train.steps must be of type int. Received: 'abc'"),
+    ("train.stepz=3", r"`train` has no field 'stepz'"),
+    ("trian.steps=3", r"unknown section 'trian'"),
+    ("steps", r"section.field=value"),
+    ("train.steps=0", r"`steps` must be > 0. Received: steps=0"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        ExperimentConfig.from_dict(_experiment(), overrides=[override])
+
+
+def test_unknown_section_key():
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) in `train`: \['epochs'\]"):
+        ExperimentConfig.from_dict(_experiment(train={"epochs": 3}))
+
+
+def test_missing_model_file():
+    with pytest.raises(ValueError, match="nope.json"):
+        ExperimentConfig.from_dict(_experiment(model="configs/models/nope.json"))
