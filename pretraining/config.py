@@ -9,7 +9,10 @@ import dataclasses
 import json
 import os
 import typing
-from typing import Any
+
+from pretraining.config_base import (Config, check_keys, coerce, require_positive,
+                                     require_probability)
+from pretraining.optimizer_config import OptimizerConfig
 
 # Keys found in Google's released `bert_config.json` files (Chinese BERT, the
 # multilingual models) that this framework does not use. Tolerated, ignored.
@@ -29,82 +32,8 @@ def resolve_path(path: str) -> str:
     return os.path.join(REPO_ROOT, path)
 
 
-def _check_keys(cls, data: dict, where: str, tolerated=frozenset()):
-    if not isinstance(data, dict):
-        raise TypeError(f"`{where}` must be a JSON object. Received: {data!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names - tolerated)
-    if unknown:
-        raise ValueError(
-            f"Unknown key(s) in `{where}`: {unknown}. Allowed keys: {sorted(names)}.")
-
-
-def _coerce(value: Any, annotation, where: str):
-    """Checks (and for int→float, converts) one JSON value against a type."""
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    origin = typing.get_origin(annotation)
-    expected = origin or annotation
-    if expected in (int, float, str, bool, dict, list):
-        ok = isinstance(value, expected) and not (
-            expected in (int, float) and isinstance(value, bool))
-        if not ok:
-            raise TypeError(f"`{where}` must be of type {expected.__name__}. "
-                            f"Received: {where}={value!r}")
-    return value
-
-
-class _Config:
-    """Shared JSON plumbing for the config dataclasses."""
-
-    _section = "config"
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str | None = None, tolerated=frozenset()):
-        where = where or cls._section
-        _check_keys(cls, data, where, tolerated)
-        hints = typing.get_type_hints(cls)
-        kwargs = {k: _coerce(v, hints[k], f"{where}.{k}")
-                  for k, v in data.items() if k not in tolerated}
-        return cls(**kwargs)
-
-    @classmethod
-    def from_json(cls, path: str):
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise ValueError(f"Config file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"Config file {path} is not valid JSON: {e}") from None
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"In {path}: {e}") from None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-
-def _require_positive(obj, *names):
-    for name in names:
-        value = getattr(obj, name)
-        if value <= 0:
-            raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
-
-
-def _require_probability(obj, *names):
-    for name in names:
-        value = getattr(obj, name)
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value}")
-
-
 @dataclasses.dataclass
-class BertConfig(_Config):
+class BertConfig(Config):
     """Google's `bert_config.json`, field for field."""
 
     _section = "model"
@@ -126,10 +55,10 @@ class BertConfig(_Config):
         return super().from_dict(data, where, tolerated)
 
     def __post_init__(self):
-        _require_positive(self, "vocab_size", "hidden_size", "num_hidden_layers",
+        require_positive(self, "vocab_size", "hidden_size", "num_hidden_layers",
                           "num_attention_heads", "intermediate_size",
                           "max_position_embeddings", "type_vocab_size", "initializer_range")
-        _require_probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
+        require_probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 "`hidden_size` must be divisible by `num_attention_heads`. Received: "
@@ -140,7 +69,7 @@ class BertConfig(_Config):
 
 
 @dataclasses.dataclass
-class DataConfig(_Config):
+class DataConfig(Config):
     """Where the records are: directories written by `data_pipeline.build`."""
 
     _section = "data"
@@ -153,38 +82,11 @@ class DataConfig(_Config):
         if not self.train_dir:
             raise ValueError("`data.train_dir` must name a directory of records made by "
                              "`python -m data_pipeline.build`. Received: train_dir=''")
-        _require_positive(self, "shuffle_buffer")
+        require_positive(self, "shuffle_buffer")
 
 
 @dataclasses.dataclass
-class OptimizerConfig(_Config):
-    """AdamW with linear warmup then linear decay (Google BERT defaults)."""
-
-    _section = "optimizer"
-
-    name: str = "adamw"
-    learning_rate: float = 1e-4
-    warmup_steps: int = 10_000
-    end_learning_rate: float = 0.0
-    weight_decay: float = 0.01
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-6
-    clip_norm: float = 1.0
-
-    def __post_init__(self):
-        if self.name != "adamw":
-            raise ValueError(f"`optimizer.name` must be 'adamw'. Received: name={self.name!r}")
-        _require_positive(self, "learning_rate", "epsilon")
-        for name in ("warmup_steps", "end_learning_rate", "weight_decay", "clip_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`optimizer.{name}` must be >= 0. "
-                                 f"Received: {name}={getattr(self, name)}")
-        _require_probability(self, "beta_1", "beta_2")
-
-
-@dataclasses.dataclass
-class TrainConfig(_Config):
+class TrainConfig(Config):
     """Loop length, batch, seeds and the checkpoint / eval cadence."""
 
     _section = "train"
@@ -201,7 +103,7 @@ class TrainConfig(_Config):
     jit_compile: bool = False
 
     def __post_init__(self):
-        _require_positive(self, "steps", "global_batch_size", "steps_per_loop",
+        require_positive(self, "steps", "global_batch_size", "steps_per_loop",
                           "checkpoint_every", "keep_checkpoints")
         for name in ("log_every", "eval_every", "eval_steps"):
             if getattr(self, name) < 0:
@@ -210,7 +112,7 @@ class TrainConfig(_Config):
 
 
 @dataclasses.dataclass
-class ExperimentConfig(_Config):
+class ExperimentConfig(Config):
     """A whole experiment: model, data, optimizer, train."""
 
     _section = "experiment"
@@ -232,7 +134,7 @@ class ExperimentConfig(_Config):
     @classmethod
     def from_dict(cls, data: dict, where: str | None = None, tolerated=frozenset(),
                   overrides: list[str] = ()):
-        _check_keys(cls, data, "experiment")
+        check_keys(cls, data, "experiment")
         data = json.loads(json.dumps(data))  # deep copy
         for section in ("model", "data"):
             if section not in data:
@@ -253,7 +155,7 @@ class ExperimentConfig(_Config):
             if name in cls._SECTIONS:
                 kwargs[name] = cls._SECTIONS[name].from_dict(value, name)
             else:
-                kwargs[name] = _coerce(value, str, name)
+                kwargs[name] = coerce(value, str, name)
         return cls(**kwargs)
 
     @classmethod
