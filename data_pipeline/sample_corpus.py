@@ -81,19 +81,21 @@ def _docstrings(path: str) -> Iterator[str]:
             tree = ast.parse(source, filename=path)
     except (SyntaxError, ValueError, UnicodeDecodeError, OSError):
         return
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                             ast.AsyncFunctionDef)):
-            doc = ast.get_docstring(node)
-            if doc:
-                yield doc
+    nodes = [node for node in ast.walk(tree)
+             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                  ast.AsyncFunctionDef))]
+    for node in sorted(nodes, key=lambda n: getattr(n, "lineno", 0)):  # source order
+        doc = ast.get_docstring(node)
+        if doc:
+            yield doc
 
 
 def sample_documents() -> Iterator[list[str]]:
     """Yields the sample corpus documents (lists of sentences).
 
-    Help topics first (sorted by name), then standard-library docstrings
-    (files in sorted order, `site-packages`, tests, `idlelib`, `lib2to3`
+    Help topics first (sorted by name), then one document per standard-library
+    module made of its docstrings in source order (files in sorted order,
+    `site-packages`, tests, `idlelib`, `lib2to3`
     skipped).
     """
     for text in _topic_texts():
@@ -101,10 +103,12 @@ def sample_documents() -> Iterator[list[str]]:
         if sentences:
             yield sentences
     for path in _stdlib_files():
-        for doc in _docstrings(path):
-            sentences = clean_text(doc)
-            if sentences:
-                yield sentences
+        # One module = one document: its docstrings in source order read like
+        # an article (module overview, then classes and functions), and give
+        # sequences that fill `max_seq_length` instead of mostly padding.
+        sentences = [s for doc in _docstrings(path) for s in clean_text(doc)]
+        if sentences:
+            yield sentences
 
 
 def write_sample_corpus(path: str) -> dict:

@@ -1,8 +1,8 @@
 """Training checkpoints: model, optimizer, step and dropout RNG state.
 
-The data position needs no state of its own: the input pipeline is a pure
-function of the seed, and a resumed run skips the `step` global batches it has
-already consumed. Resume order: the run's own latest checkpoint, else scratch.
+The data position needs little state: the input pipeline is a pure function
+of the seed, and a resumed run skips the global batches it has already
+consumed (`step`, plus a `data_offset` after skipped non-finite steps). Resume order: the run's own latest checkpoint, else scratch.
 """
 
 import os
@@ -26,13 +26,15 @@ class RunCheckpoint:
         optimizer: its optimizer, already built.
         step: int64 `tf.Variable`, the number of completed train steps.
         max_to_keep: int. Checkpoints kept on disk.
+        extra: dict of further trackables to save (counters, EMA, ...).
     """
 
-    def __init__(self, model_dir, *, model, optimizer, step, max_to_keep=3):
+    def __init__(self, model_dir, *, model, optimizer, step, max_to_keep=3, extra=None):
         self.directory = os.path.join(model_dir, "checkpoints")
         self.step = step
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, step=step, rng=rng_variables(model))
+            model=model, optimizer=optimizer, step=step, rng=rng_variables(model),
+            **(extra or {}))
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.directory, max_to_keep=max_to_keep, checkpoint_name="ckpt",
             step_counter=step)

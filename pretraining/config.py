@@ -56,7 +56,7 @@ class BertConfig(Config):
 
     def __post_init__(self):
         require_positive(self, "vocab_size", "hidden_size", "num_hidden_layers",
-                          "num_attention_heads", "intermediate_size",
+                         "num_attention_heads", "intermediate_size",
                           "max_position_embeddings", "type_vocab_size", "initializer_range")
         require_probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
         if self.hidden_size % self.num_attention_heads:
@@ -101,11 +101,12 @@ class TrainConfig(Config):
     eval_steps: int = 0  # 0: the whole eval split
     keep_checkpoints: int = 3
     jit_compile: bool = False
+    max_nan_skips: int = 0  # >0: restore the last checkpoint and skip bad data, N times
 
     def __post_init__(self):
         require_positive(self, "steps", "global_batch_size", "steps_per_loop",
-                          "checkpoint_every", "keep_checkpoints")
-        for name in ("log_every", "eval_every", "eval_steps"):
+                         "checkpoint_every", "keep_checkpoints")
+        for name in ("log_every", "eval_every", "eval_steps", "max_nan_skips"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`train.{name}` must be >= 0. "
                                  f"Received: {name}={getattr(self, name)}")

@@ -1,12 +1,15 @@
 """Pretrain a BERT model: `python -m pretraining.train --experiment=JSON --model_dir=DIR`.
 
 Re-running the same command on an existing `--model_dir` resumes from its
-latest checkpoint.
+latest checkpoint. Exit status: 0 done, 2 bad flag/config/data, 75 stopped by
+SIGTERM after writing a checkpoint (rerun to resume), 1 anything else.
 """
+
+import sys
 
 from absl import app, flags, logging
 
-from pretraining import cli
+from pretraining import cli, preemption
 from pretraining.config import ExperimentConfig
 
 flags.DEFINE_string("experiment", None, "Experiment JSON (configs/experiments/*.json).")
@@ -36,8 +39,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    summary = cli.run_or_exit(run, f.experiment, f.model_dir, f.override, f.strategy,
-                              f.num_logical_cpus, f.tpu)
+    try:
+        summary = cli.run_or_exit(run, f.experiment, f.model_dir, f.override, f.strategy,
+                                  f.num_logical_cpus, f.tpu)
+    except preemption.Preempted as e:
+        logging.warning("%s", e)
+        sys.exit(preemption.EXIT_PREEMPTED)
     logging.info("Summary: %s", summary)
 
 

@@ -9,7 +9,6 @@ gradients all-reduced once, clipped by global norm after the all-reduce.
 import dataclasses
 import json
 import os
-import time
 
 import keras
 import numpy as np
@@ -17,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import input as data_input
-from pretraining import checkpoints, metrics_log
+from pretraining import checkpoints, metrics_log, preemption, progress
 from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.heads import BertPretrainer, masked_lm_sums
 from pretraining.model import BertEncoder
@@ -31,6 +30,8 @@ class TrainState:
     model: BertPretrainer
     optimizer: keras.optimizers.Optimizer
     step: tf.Variable
+    data_offset: tf.Variable
+    nan_skips: tf.Variable
     checkpoint: checkpoints.RunCheckpoint
 
 
@@ -62,12 +63,15 @@ def build_state(experiment: ExperimentConfig, strategy, model_dir: str) -> Train
         optimizer = create_optimizer(experiment.optimizer, experiment.train.steps,
                                      model.trainable_variables)
         optimizer.build(model.trainable_variables)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
-                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        counters = [tf.Variable(0, dtype=tf.int64, trainable=False, name=name,
+                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                    for name in ("global_step", "data_offset", "nan_skips")]
+        step, data_offset, nan_skips = counters
         checkpoint = checkpoints.RunCheckpoint(
             model_dir, model=model, optimizer=optimizer, step=step,
-            max_to_keep=experiment.train.keep_checkpoints)
-    return TrainState(model, optimizer, step, checkpoint)
+            max_to_keep=experiment.train.keep_checkpoints,
+            extra={"data_offset": data_offset, "nan_skips": nan_skips})
+    return TrainState(model, optimizer, step, data_offset, nan_skips, checkpoint)
 
 
 class Trainer:
@@ -110,13 +114,24 @@ class Trainer:
     # ---------------------------------------------------------------- data
     def _dataset(self, data_dir: str, training: bool):
         train = self.experiment.train
-        skip = int(self.state.step.numpy()) if training else 0
+        # The data position: every step consumed one global batch (plus any
+        # batches skipped after a non-finite step).
+        skip = int(self.state.step.numpy() + self.state.data_offset.numpy()) if training else 0
 
         def dataset_fn(context):
             batch = context.get_per_replica_batch_size(train.global_batch_size)
-            return data_input.make_dataset(
+            dataset = data_input.make_dataset(
                 data_dir, batch, training=training, seed=train.seed, input_context=context,
                 skip_batches=skip, shuffle_buffer=self.experiment.data.shuffle_buffer)
+            replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+            if not training and replicas_per_pipeline > 1:
+                # Batches go round-robin to this pipeline's replicas and a last
+                # incomplete round would be dropped: complete it with
+                # zero-weight batches (a trailing all-padding round is harmless).
+                padding = dataset.take(1).map(
+                    lambda b: tf.nest.map_structure(tf.zeros_like, b))
+                dataset = dataset.concatenate(padding.repeat(replicas_per_pipeline - 1))
+            return dataset
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -173,19 +188,20 @@ class Trainer:
 
         return train_loop
 
+    def _eval_replica_step(self, batch):
+        logits = self.state.model(batch, training=False)["masked_lm_logits"]
+        return tf.stack(masked_lm_sums(logits, batch))
+
     def evaluate(self) -> dict:
         """Masked-LM loss and accuracy over the whole eval split (or `eval_steps`)."""
         if not self.eval_dir:
             return {}
-        strategy, model = self.strategy, self.state.model
-        limit = self.experiment.train.eval_steps
+        strategy, limit = self.strategy, self.experiment.train.eval_steps
 
         @tf.function
         def eval_step(batch):
-            def replica_fn(batch):
-                logits = model(batch, training=False)["masked_lm_logits"]
-                return tf.stack(masked_lm_sums(logits, batch))
-            return strategy.reduce("SUM", strategy.run(replica_fn, args=(batch,)), axis=None)
+            per_replica = strategy.run(self._eval_replica_step, args=(batch,))
+            return strategy.reduce("SUM", per_replica, axis=None)
 
         totals = np.zeros(3)
         for i, batch in enumerate(self._dataset(self.eval_dir, training=False)):
@@ -216,12 +232,10 @@ class Trainer:
             self._train_until(step, end)
         summary = {"step": int(state.step.numpy())}
         summary.update(self.log.last_train_record())
-        summary.update(self.evaluate())
-        if "eval_loss" in summary:
-            logging.info("Eval at step %d: loss %.4f, masked-LM accuracy %.4f",
-                         summary["step"], summary["eval_loss"], summary["eval_masked_lm_accuracy"])
-            self.log.scalars("eval", summary["step"], {
-                k[5:]: v for k, v in summary.items() if k.startswith("eval_")})
+        result = self.evaluate()
+        if result:
+            self._log_eval(summary["step"], result)
+        summary.update(result)
         self.log.write_summary(summary)
         return summary
 
@@ -234,59 +248,71 @@ class Trainer:
             self._train_loop = self._make_train_loop()
         iterator = iter(self._dataset(self.train_dir, training=True))
         log_every = train.log_every or train.steps_per_loop
-        window = {"loss_sum": 0.0, "correct": 0.0, "weight": 0.0, "grad_norm": 0.0, "steps": 0}
-        start_step, start_time, window_time = step, time.time(), time.time()
-        while step < end:
-            boundaries = [end, _next_multiple(step, train.steps_per_loop),
-                          _next_multiple(step, train.checkpoint_every),
-                          _next_multiple(step, log_every)]
-            if train.eval_every:
-                boundaries.append(_next_multiple(step, train.eval_every))
-            n = min(boundaries) - step
-            totals = self._train_loop(iterator, tf.constant(n, tf.int32))
-            step += n
-            for key, value in totals.items():
-                window[key] += float(value)
-            window["steps"] += n
-            loss = window["loss_sum"] / max(window["weight"], 1.0)
-            if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"Non-finite masked-LM loss ({loss}) between steps {step - n} and {step}; "
-                    f"the last good checkpoint is kept in {self.model_dir}. Lower "
-                    "optimizer.learning_rate or check the data.")
-            if step % log_every == 0 or step == end:
-                now = time.time()
-                rate = window["steps"] * train.global_batch_size / max(now - window_time, 1e-9)
-                eta = (train.steps - step) * (now - start_time) / max(step - start_step, 1)
-                record = {"step": step, "loss": loss,
-                          "masked_lm_accuracy": window["correct"] / max(window["weight"], 1.0),
-                          "learning_rate": float(state.optimizer.learning_rate),
-                          "grad_norm": window["grad_norm"] / window["steps"],
-                          "examples_per_second": rate}
-                logging.info("step %d/%d  loss %.4f  mlm_acc %.4f  lr %.3g  grad_norm %.3f  "
-                             "%.1f examples/s  ETA %s", step, train.steps, record["loss"],
-                             record["masked_lm_accuracy"], record["learning_rate"],
-                             record["grad_norm"], rate, _format_seconds(eta))
-                self.log.train_record(record)
-                window = dict.fromkeys(window, 0.0)
-                window["steps"] = 0
-                window_time = time.time()
-            if step % train.checkpoint_every == 0 or step == end:
-                state.checkpoint.save(step)
-            if train.eval_every and step % train.eval_every == 0 and step < train.steps:
-                result = self.evaluate()
-                logging.info("Eval at step %d: loss %.4f, masked-LM accuracy %.4f", step,
-                             result["eval_loss"], result["eval_masked_lm_accuracy"])
-                self.log.scalars("eval", step, {k[5:]: v for k, v in result.items()})
+        window = progress.Window()
+        eta = progress.Eta(step, train.steps)
+        with preemption.SigtermFlag() as sigterm:
+            while step < end:
+                boundaries = [end, _next_multiple(step, train.steps_per_loop),
+                              _next_multiple(step, train.checkpoint_every),
+                              _next_multiple(step, log_every)]
+                if train.eval_every:
+                    boundaries.append(_next_multiple(step, train.eval_every))
+                n = min(boundaries) - step
+                totals = {k: float(v) for k, v in
+                          self._train_loop(iterator, tf.constant(n, tf.int32)).items()}
+                if not all(np.isfinite(v) for v in totals.values()):
+                    step, iterator = self._handle_non_finite(step, step + n, totals)
+                    window = progress.Window()
+                    continue
+                step += n
+                window.add(totals, n)
+                if step % log_every == 0 or step == end:
+                    record = window.record(step, train.global_batch_size,
+                                           float(state.optimizer.learning_rate))
+                    logging.info("step %d/%d  loss %.4f  mlm_acc %.4f  lr %.3g  grad_norm %.3f"
+                                 "  %.1f examples/s  ETA %s", step, train.steps, record["loss"],
+                                 record["masked_lm_accuracy"], record["learning_rate"],
+                                 record["grad_norm"], record["examples_per_second"],
+                                 eta.format(step))
+                    self.log.train_record(record)
+                    window = progress.Window()
+                if step % train.checkpoint_every == 0 or step == end or sigterm.received:
+                    state.checkpoint.save(step)
+                if sigterm.received:
+                    raise preemption.Preempted(
+                        f"SIGTERM received: checkpoint saved at step {step} in "
+                        f"{state.checkpoint.directory}; run the same command to resume.")
+                if train.eval_every and step % train.eval_every == 0 and step < train.steps:
+                    self._log_eval(step, self.evaluate())
+
+    def _handle_non_finite(self, start: int, stop: int, totals: dict):
+        """Stops the run, or (with `train.max_nan_skips`) restores the last
+        checkpoint and skips the data of the failed steps."""
+        state = self.state
+        where = (f"Non-finite loss or gradient norm between steps {start} and {stop} "
+                 f"(loss sum {totals['loss_sum']}, grad norm sum {totals['grad_norm']})")
+        skipped = int(state.nan_skips.numpy())
+        if skipped >= self.experiment.train.max_nan_skips or not state.checkpoint.latest:
+            raise FloatingPointError(
+                f"{where}. The last good checkpoint is kept: {state.checkpoint.latest}. Lower "
+                "optimizer.learning_rate, check the data, or allow skips with "
+                "train.max_nan_skips.")
+        restored = state.checkpoint.restore_or_initialize()
+        state.data_offset.assign_add(stop - restored)
+        state.nan_skips.assign(skipped + 1)
+        logging.warning("%s: restored step %d and skipped %d batches of data (skip %d of %d).",
+                        where, restored, stop - restored, skipped + 1,
+                        self.experiment.train.max_nan_skips)
+        return restored, iter(self._dataset(self.train_dir, training=True))
+
+    def _log_eval(self, step: int, result: dict):
+        logging.info("Eval at step %d: loss %.4f, masked-LM accuracy %.4f", step,
+                     result["eval_loss"], result["eval_masked_lm_accuracy"])
+        self.log.scalars("eval", step, {k[5:]: v for k, v in result.items()})
 
 
 def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
-
-
-def _format_seconds(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def summary_path(model_dir: str) -> str:

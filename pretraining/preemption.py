@@ -1,0 +1,43 @@
+"""SIGTERM handling: what a preemptible VM or a job scheduler sends.
+
+A Python signal handler runs only between `tf.function` calls, so the loop
+checks the flag after each `steps_per_loop` chunk, saves a checkpoint and
+raises `Preempted`; the CLI turns it into exit status `EXIT_PREEMPTED`.
+Keep a chunk shorter than the grace period the platform gives.
+"""
+
+import signal
+import threading
+
+from absl import logging
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again" — rerun the same command to resume.
+
+
+class Preempted(Exception):
+    """Raised after the checkpoint that follows a SIGTERM has been written."""
+
+
+class SigtermFlag:
+    """Context manager: while active, SIGTERM sets `received` instead of killing."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        del frame
+        if not self.received:
+            logging.warning("Signal %d received: checkpointing at the next step boundary.",
+                            signum)
+        self.received = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False

@@ -1,0 +1,43 @@
+"""Running sums of a logging window and the ETA of a run."""
+
+import time
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Window:
+    """Sums of the per-step loss terms since the last log line."""
+
+    def __init__(self):
+        self.sums = {"loss_sum": 0.0, "correct": 0.0, "weight": 0.0, "grad_norm": 0.0}
+        self.steps = 0
+        self.start = time.time()
+
+    def add(self, totals: dict, steps: int):
+        for key in self.sums:
+            self.sums[key] += totals[key]
+        self.steps += steps
+
+    def record(self, step: int, global_batch_size: int, learning_rate: float) -> dict:
+        weight = max(self.sums["weight"], 1.0)
+        elapsed = max(time.time() - self.start, 1e-9)
+        return {"step": step, "loss": self.sums["loss_sum"] / weight,
+                "masked_lm_accuracy": self.sums["correct"] / weight,
+                "learning_rate": learning_rate,
+                "grad_norm": self.sums["grad_norm"] / max(self.steps, 1),
+                "examples_per_second": self.steps * global_batch_size / elapsed}
+
+
+class Eta:
+    """Time left, from the average step time of this process so far."""
+
+    def __init__(self, start_step: int, total_steps: int):
+        self.start_step, self.total_steps = start_step, total_steps
+        self.start = time.time()
+
+    def format(self, step: int) -> str:
+        done = max(step - self.start_step, 1)
+        return _format_seconds((self.total_steps - step) * (time.time() - self.start) / done)
