@@ -27,9 +27,11 @@ class RunCheckpoint:
         step: int64 `tf.Variable`, the number of completed train steps.
         max_to_keep: int. Checkpoints kept on disk.
         extra: dict of further trackables to save (counters, EMA, ...).
+        worker_id: int or None. A non-chief worker's id: it saves to scratch.
     """
 
-    def __init__(self, model_dir, *, model, optimizer, step, max_to_keep=3, extra=None):
+    def __init__(self, model_dir, *, model, optimizer, step, max_to_keep=3, extra=None,
+                 worker_id=None):
         self.directory = os.path.join(model_dir, "checkpoints")
         self.step = step
         self.checkpoint = tf.train.Checkpoint(
@@ -38,6 +40,11 @@ class RunCheckpoint:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.directory, max_to_keep=max_to_keep, checkpoint_name="ckpt",
             step_counter=step)
+        # Under MultiWorkerMirroredStrategy every worker must take part in a
+        # save; only the chief's copy is kept, the others write to a scratch
+        # directory that is removed again.
+        self.scratch = (None if worker_id is None
+                        else os.path.join(model_dir, f".scratch-worker-{worker_id}"))
 
     @property
     def latest(self):
@@ -55,6 +62,11 @@ class RunCheckpoint:
         return step
 
     def save(self, step: int) -> str:
+        if self.scratch is not None:
+            scratch = tf.train.CheckpointManager(self.checkpoint, self.scratch, max_to_keep=1)
+            scratch.save(checkpoint_number=step)
+            tf.io.gfile.rmtree(self.scratch)
+            return self.scratch
         path = self.manager.save(checkpoint_number=step)
         logging.info("Saved checkpoint %s", path)
         return path

@@ -77,12 +77,20 @@ class DataConfig(Config):
     train_dir: str
     eval_dir: str = ""
     shuffle_buffer: int = 10_000
+    # How hosts split the data. "batch": every host reads the whole stream and
+    # keeps its rows of each global batch, so any number of hosts sees exactly
+    # what one device sees (same numbers). "files": each host reads disjoint
+    # shard files (less I/O on large pods; the order then depends on the hosts).
+    shard_by: str = "batch"
 
     def __post_init__(self):
         if not self.train_dir:
             raise ValueError("`data.train_dir` must name a directory of records made by "
                              "`python -m data_pipeline.build`. Received: train_dir=''")
         require_positive(self, "shuffle_buffer")
+        if self.shard_by not in ("batch", "files"):
+            raise ValueError("`data.shard_by` must be 'batch' or 'files'. "
+                             f"Received: shard_by={self.shard_by!r}")
 
 
 @dataclasses.dataclass

@@ -25,12 +25,16 @@ def write_json_atomic(path: str, data) -> None:
 class MetricsLog:
     """Files and TensorBoard writers of one run directory."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, enabled: bool = True):
+        """`enabled=False` (non-chief workers) writes nothing but still reads."""
         self.model_dir = model_dir
+        self.enabled = enabled
         self.metrics_path = os.path.join(model_dir, "metrics.jsonl")
         self._writers = {}
 
     def write_config(self, experiment, manifest) -> None:
+        if not self.enabled:
+            return
         write_json_atomic(os.path.join(self.model_dir, "config.json"), experiment.to_dict())
         write_json_atomic(os.path.join(self.model_dir, "data_manifest.json"),
                           json.loads(manifest.to_json()))
@@ -39,6 +43,8 @@ class MetricsLog:
             "keras": keras.__version__})
 
     def scalars(self, split: str, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
         if split not in self._writers:
             self._writers[split] = tf.summary.create_file_writer(
                 os.path.join(self.model_dir, split))
@@ -48,6 +54,8 @@ class MetricsLog:
         self._writers[split].flush()
 
     def train_record(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with tf.io.gfile.GFile(self.metrics_path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
         self.scalars("train", record["step"], {k: v for k, v in record.items() if k != "step"})
@@ -69,4 +77,6 @@ class MetricsLog:
                 "examples_per_second": sum(rates) / len(rates)}
 
     def write_summary(self, summary: dict) -> None:
+        if not self.enabled:
+            return
         write_json_atomic(os.path.join(self.model_dir, "summary.json"), summary)

@@ -55,7 +55,21 @@ def check_data(experiment: ExperimentConfig, data_dir: str, split: str):
     return manifest
 
 
-def build_state(experiment: ExperimentConfig, strategy, model_dir: str) -> TrainState:
+def chief_and_worker(strategy) -> tuple[bool, int | None]:
+    """(is this process the chief, this worker's id if it is not)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type or not isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True, None
+    jobs = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief" or (
+            "chief" not in jobs and resolver.task_type == "worker" and resolver.task_id == 0):
+        return True, None
+    return False, resolver.task_id
+
+
+def build_state(experiment: ExperimentConfig, strategy, model_dir: str,
+                worker_id: int | None = None) -> TrainState:
     """Creates model, optimizer (with its slots), step and checkpoint in scope."""
     with strategy.scope():
         encoder = BertEncoder(experiment.model)
@@ -70,7 +84,7 @@ def build_state(experiment: ExperimentConfig, strategy, model_dir: str) -> Train
         checkpoint = checkpoints.RunCheckpoint(
             model_dir, model=model, optimizer=optimizer, step=step,
             max_to_keep=experiment.train.keep_checkpoints,
-            extra={"data_offset": data_offset, "nan_skips": nan_skips})
+            extra={"data_offset": data_offset, "nan_skips": nan_skips}, worker_id=worker_id)
     return TrainState(model, optimizer, step, data_offset, nan_skips, checkpoint)
 
 
@@ -99,13 +113,14 @@ class Trainer:
         if self.eval_dir:
             check_data(experiment, self.eval_dir, "eval")
         tf.io.gfile.makedirs(model_dir)
-        self.log = metrics_log.MetricsLog(model_dir)
+        self.is_chief, worker_id = chief_and_worker(self.strategy)
+        self.log = metrics_log.MetricsLog(model_dir, enabled=self.is_chief)
         self.log.write_config(experiment, self.manifest)
         logging.info("TensorFlow %s, Keras %s; %d replica(s); global batch %d = %d per replica",
                      tf.__version__, keras.__version__, replicas, train.global_batch_size,
                      train.global_batch_size // replicas)
         keras.utils.set_random_seed(train.seed)
-        self.state = build_state(experiment, self.strategy, model_dir)
+        self.state = build_state(experiment, self.strategy, model_dir, worker_id)
         num_params = sum(int(np.prod(v.shape)) for v in self.state.model.trainable_variables)
         logging.info("Model: %d trainable parameters", num_params)
         self.resumed_from = self.state.checkpoint.restore_or_initialize()
@@ -119,11 +134,18 @@ class Trainer:
         skip = int(self.state.step.numpy() + self.state.data_offset.numpy()) if training else 0
 
         def dataset_fn(context):
-            batch = context.get_per_replica_batch_size(train.global_batch_size)
-            dataset = data_input.make_dataset(
-                data_dir, batch, training=training, seed=train.seed, input_context=context,
-                skip_batches=skip, shuffle_buffer=self.experiment.data.shuffle_buffer)
+            per_replica = context.get_per_replica_batch_size(train.global_batch_size)
             replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+            if self.experiment.data.shard_by == "batch" and context.num_input_pipelines > 1:
+                return _slice_of_global_batches(
+                    data_input.make_dataset(
+                        data_dir, train.global_batch_size, training=training, seed=train.seed,
+                        skip_batches=skip, shuffle_buffer=self.experiment.data.shuffle_buffer),
+                    context.input_pipeline_id, replicas_per_pipeline, per_replica)
+            dataset = data_input.make_dataset(
+                data_dir, per_replica, training=training, seed=train.seed,
+                input_context=context, skip_batches=skip,
+                shuffle_buffer=self.experiment.data.shuffle_buffer)
             if not training and replicas_per_pipeline > 1:
                 # Batches go round-robin to this pipeline's replicas and a last
                 # incomplete round would be dropped: complete it with
@@ -309,6 +331,22 @@ class Trainer:
         logging.info("Eval at step %d: loss %.4f, masked-LM accuracy %.4f", step,
                      result["eval_loss"], result["eval_masked_lm_accuracy"])
         self.log.scalars("eval", step, {k[5:]: v for k, v in result.items()})
+
+
+def _slice_of_global_batches(dataset, pipeline_id: int, replicas_per_pipeline: int,
+                             per_replica: int):
+    """This input pipeline's rows of every global batch, as one batch per local
+    replica: the replicas of all hosts together see exactly the global batch
+    that one device would see, in the same order."""
+    rows = replicas_per_pipeline * per_replica
+    start = pipeline_id * rows
+
+    def take(batch):
+        return {name: tf.reshape(value[start:start + rows],
+                                 [replicas_per_pipeline, per_replica] + value.shape[1:])
+                for name, value in batch.items()}
+
+    return dataset.map(take).unbatch()
 
 
 def _next_multiple(step: int, every: int) -> int:
