@@ -24,8 +24,9 @@ SPECIAL_IDS = {"pad": PAD_ID, "unk": UNK_ID, "cls": CLS_ID, "sep": SEP_ID,
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
-TASKS = ("mlm",)
-MASKING_MODES = ("static",)
+TASKS = ("mlm", "seq2seq", "lm")
+MASKING_MODES = ("static", "dynamic", "none")
+TOKENIZER_KINDS = ("sentencepiece", "wordpiece", "unknown")
 SPLITS = ("train", "eval")
 COMPRESSIONS = ("", "GZIP")
 
@@ -60,6 +61,46 @@ def mlm_static_feature_spec(max_seq_length: int, max_predictions_per_seq: int,
     return spec
 
 
+def feature_lengths(task: str, masking: str, max_seq_length: int,
+                    max_predictions_per_seq: int,
+                    next_sentence: bool = False) -> dict:
+    """On-disk features of a record layout: name -> (length, "int"|"float").
+
+    Args:
+        task: str. "mlm", "seq2seq" or "lm".
+        masking: str. "static" or "dynamic" for mlm, "none" otherwise.
+        max_seq_length: int. L.
+        max_predictions_per_seq: int. P (mlm static only).
+        next_sentence: bool. mlm records carry `next_sentence_labels[1]`.
+    """
+    length = max_seq_length
+    out = {"input_ids": (length, "int"), "input_mask": (length, "int")}
+    if task in ("mlm", "seq2seq"):
+        out["segment_ids"] = (length, "int")
+    if task == "mlm" and masking == "static":
+        preds = max_predictions_per_seq
+        out.update({"masked_lm_positions": (preds, "int"),
+                    "masked_lm_ids": (preds, "int"),
+                    "masked_lm_weights": (preds, "float")})
+    elif task == "mlm":
+        out["word_starts"] = (length, "int")
+    if task == "mlm" and next_sentence:
+        out["next_sentence_labels"] = (1, "int")
+    return out
+
+
+def feature_spec(manifest: "Manifest") -> dict:
+    """`tf.io.parse_example` spec of the records a manifest describes."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    lengths = feature_lengths(manifest.task, manifest.masking,
+                              manifest.max_seq_length,
+                              manifest.max_predictions_per_seq,
+                              manifest.next_sentence)
+    return {name: tf.io.FixedLenFeature(
+        [n], tf.float32 if kind == "float" else tf.int64)
+        for name, (n, kind) in lengths.items()}
+
+
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(
@@ -73,14 +114,20 @@ class Manifest:
 
     Args:
         schema_version: int. Version of this schema. Defaults to 1.
-        task: str. "mlm". Defaults to "mlm".
+        task: str. "mlm", "seq2seq" or "lm". Defaults to "mlm".
         max_seq_length: int. L of the records.
-        max_predictions_per_seq: int. P of the records.
-        masking: str. "static" (masks stored in the records).
+        max_predictions_per_seq: int. P of the batches (mlm).
+        masking: str. "static" (masks stored in the records), "dynamic"
+            (records keep `word_starts`; tf.data masks) or "none".
         masked_lm_prob: float. Fraction of tokens masked. Defaults to 0.15.
         whole_word_masking: bool. Whole words masked as units.
         next_sentence: bool. Records carry `next_sentence_labels`.
-        tokenizer_kind: str. "sentencepiece".
+        tokenizer_kind: str. "sentencepiece", "wordpiece" or "unknown".
+        tokenizer_options: dict. e.g. {"do_lower_case": true}.
+        reserved_id_ranges: list. [start, end) id runs treated as special
+            besides `special_ids` (e.g. `[unusedN]`). Defaults to [].
+        short_seq_prob: float. As built. Defaults to 0.1.
+        dupe_factor: int. Times each document was packed. Defaults to 1.
         tokenizer_file: str. Path of the tokenizer model used.
         tokenizer_sha256: str. SHA-256 of the tokenizer model file.
         vocab_size: int. Tokenizer vocabulary size.
@@ -107,8 +154,12 @@ class Manifest:
     tokenizer_kind: str = "sentencepiece"
     tokenizer_file: str
     tokenizer_sha256: str
+    tokenizer_options: dict = dataclasses.field(default_factory=dict)
     vocab_size: int
     special_ids: dict
+    reserved_id_ranges: list = dataclasses.field(default_factory=list)
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 1
     seed: int
     split: str
     num_shards: int
@@ -127,6 +178,12 @@ class Manifest:
                 "this version of `python -m data_pipeline.build`.")
         _check_choice("task", self.task, TASKS)
         _check_choice("masking", self.masking, MASKING_MODES)
+        _check_choice("tokenizer_kind", self.tokenizer_kind, TOKENIZER_KINDS)
+        if (self.task == "mlm") == (self.masking == "none"):
+            raise ValueError(
+                f"Manifest `masking` must be 'static' or 'dynamic' for task "
+                f"'mlm' and 'none' for other tasks. Received: task="
+                f"{self.task!r}, masking={self.masking!r}")
         _check_choice("split", self.split, SPLITS)
         _check_choice("compression", self.compression, COMPRESSIONS)
         if not (len(self.shard_files) == len(self.examples_per_shard)
@@ -182,7 +239,8 @@ class Manifest:
                              f"{type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING}
+                    if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}
         unknown = sorted(set(data) - fields)
         missing = sorted(required - set(data))
         if unknown or missing:

@@ -1,11 +1,14 @@
-"""The tf.data pipeline the trainer reads masked-LM shards with.
+"""The tf.data pipeline the trainer reads shards with.
 
     dataset = make_dataset("data/train", batch_size=32, seed=1)
 
 Elements are dicts of int32 `input_ids`, `input_mask`, `segment_ids` `[B, L]`,
 `masked_lm_positions`, `masked_lm_ids` `[B, P]`, float32 `masked_lm_weights`
 `[B, P]` (and int32 `next_sentence_labels` `[B, 1]` when present), all with
-static shapes.
+static shapes. With `masking: dynamic` records (`word_starts` on disk) the
+masks are drawn here per batch (`dynamic_masking`) and the elements are the
+same. `seq2seq` data yields `input_ids, input_mask, segment_ids`; `lm` data
+`input_ids, input_mask`.
 """
 
 import os
@@ -14,8 +17,10 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline import dynamic_masking
 from data_pipeline import features
 from data_pipeline import records
+from data_pipeline import vocab_layout
 
 _MAX_CYCLE_LENGTH = 8
 
@@ -29,15 +34,27 @@ def read_manifest(data_dir: str) -> features.Manifest:
     return features.Manifest.read(data_dir)
 
 
-def _parse_fn(manifest: features.Manifest):
-    spec = features.mlm_static_feature_spec(
-        manifest.max_seq_length, manifest.max_predictions_per_seq,
-        manifest.next_sentence)
+def _parse_fn(manifest: features.Manifest, seed: int = 0,
+              pipeline_id: int = 0, mask: bool = True):
+    """Parses a batch of records; masks dynamic-masking records when `mask`.
 
-    def parse(serialized):
+    The returned function takes (batch index, serialized batch)."""
+    spec = features.feature_spec(manifest)
+    masker = None
+    if mask and manifest.masking == "dynamic":
+        masker = dynamic_masking.DynamicMasker(
+            vocab_layout.VocabLayout.from_manifest(manifest),
+            manifest.max_predictions_per_seq, manifest.masked_lm_prob,
+            manifest.whole_word_masking)
+
+    def parse(index, serialized):
         parsed = tf.io.parse_example(serialized, spec)
-        return {name: tf.cast(value, tf.int32) if value.dtype == tf.int64
-                else value for name, value in parsed.items()}
+        parsed = {name: tf.cast(value, tf.int32) if value.dtype == tf.int64
+                  else value for name, value in parsed.items()}
+        if masker is not None:
+            parsed = masker(parsed, dynamic_masking.batch_seed(
+                seed, pipeline_id, index))
+        return parsed
     return parse
 
 
@@ -72,7 +89,8 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
             repeated forever, partial batches dropped. False: one pass in file
             order, the last batch padded with all-zero examples (zero
             `masked_lm_weights`). Defaults to True.
-        seed: int. Seed of the file and record shuffles; pass the same seed to
+        seed: int. Seed of the file and record shuffles and of dynamic masks
+            (keyed on it, the pipeline id and the batch index); pass the same seed to
             every input pipeline so their shards stay disjoint. Defaults to 0.
         input_context: tf.distribute.InputContext | None. Shards by files when
             their count is a multiple of `num_input_pipelines`, else by
@@ -147,17 +165,18 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
         num_batches = -(-largest // batch_size)
         padding = num_batches * batch_size - local
         if padding:
-            zero = records.zero_example(manifest.max_seq_length,
-                                        manifest.max_predictions_per_seq,
-                                        manifest.next_sentence)
+            zero = records.zero_record(features.feature_lengths(
+                manifest.task, manifest.masking, manifest.max_seq_length,
+                manifest.max_predictions_per_seq, manifest.next_sentence))
             ds = ds.concatenate(
                 tf.data.Dataset.from_tensors(tf.constant(zero)).repeat(padding))
         ds = ds.batch(batch_size, drop_remainder=True)
 
+    ds = ds.enumerate()  # Batch index: the dynamic-masking key.
     if skip_batches:
         ds = ds.skip(skip_batches)
-    ds = ds.map(_parse_fn(manifest), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = ds.map(_parse_fn(manifest, seed, pipeline_id),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
@@ -167,13 +186,17 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
     return ds.with_options(options)
 
 
-def iterate_numpy(data_dir: str,
-                  batch_size: int = 1024) -> Iterator[dict[str, np.ndarray]]:
+def iterate_numpy(data_dir: str, batch_size: int = 1024, *, mask: bool = False,
+                  seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Yields every example of a split once, in file order, as numpy dicts.
 
     Args:
         data_dir: str. Directory with shards and `manifest.json`.
-        batch_size: int. Records parsed per step (speed only). Defaults to 1024.
+        batch_size: int. Records parsed per step. Defaults to 1024.
+        mask: bool. Apply dynamic masking (keyed on `seed` and the batch
+            index, so masks depend on `batch_size`); False yields the stored
+            features (`word_starts` included). Defaults to False.
+        seed: int. Dynamic-masking seed. Defaults to 0.
 
     Yields:
         Dicts of feature name -> np.ndarray (int32, weights float32), one
@@ -183,7 +206,8 @@ def iterate_numpy(data_dir: str,
     paths = [os.path.join(data_dir, f) for f in manifest.shard_files]
     ds = tf.data.TFRecordDataset(paths,
                                  compression_type=manifest.compression or None)
-    ds = ds.batch(batch_size).map(_parse_fn(manifest))
+    ds = ds.batch(batch_size).enumerate().map(
+        _parse_fn(manifest, seed, 0, mask=mask))
     for batch in ds.as_numpy_iterator():
         size = len(batch["input_ids"])
         for i in range(size):

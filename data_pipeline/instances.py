@@ -30,7 +30,9 @@ class Instance:
 
 def create_instances(sentences: list, word_starts: list,
                      rng: np.random.Generator, *, max_seq_length: int,
-                     short_seq_prob: float = 0.1) -> list[Instance]:
+                     short_seq_prob: float = 0.1,
+                     cls_id: int = features.CLS_ID,
+                     sep_id: int = features.SEP_ID) -> list[Instance]:
     """Packs one document into instances.
 
     Args:
@@ -41,6 +43,7 @@ def create_instances(sentences: list, word_starts: list,
             [CLS] and [SEP].
         short_seq_prob: float. Probability that a sequence's target length is
             drawn uniformly from [2, L - 2] instead of L - 2. Defaults to 0.1.
+        cls_id, sep_id: int. Ids of [CLS] and [SEP]. Default to 2 and 3.
 
     Returns:
         Instances in document order.
@@ -62,8 +65,8 @@ def create_instances(sentences: list, word_starts: list,
     if starts.shape != stream.shape:
         raise ValueError("`word_starts` lengths must match `sentences` lengths.")
     max_tokens = max_seq_length - 2
-    cls = np.array([features.CLS_ID], np.int32)
-    sep = np.array([features.SEP_ID], np.int32)
+    cls = np.array([cls_id], np.int32)
+    sep = np.array([sep_id], np.int32)
     true = np.ones(1, bool)
     instances = []
     pos = 0

@@ -1,7 +1,7 @@
 """Static masked-LM masking (Google BERT semantics, whole-word groups).
 
-For one sequence: of the eligible tokens (every id >= NUM_SPECIAL_IDS, so
-never [PAD]/[UNK]/[CLS]/[SEP]/[MASK]) pick
+For one sequence: of the eligible tokens (every id the `VocabLayout` does not
+call special, so never [PAD]/[UNK]/[CLS]/[SEP]/[MASK]/[unusedN]) pick
 `num_to_predict = min(P, max(1, round(n_eligible * masked_lm_prob)))` tokens
 as whole-word groups in a seeded random order; a group that would overshoot
 `num_to_predict` is skipped (Google's rule). Each chosen token becomes [MASK]
@@ -10,10 +10,12 @@ unchanged with 0.1. Positions are sorted.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
 from data_pipeline import features
+from data_pipeline import vocab_layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,26 +40,31 @@ class MaskedInstance:
 def mask_tokens(tokens, word_starts, rng: np.random.Generator, *,
                 vocab_size: int, max_predictions_per_seq: int,
                 masked_lm_prob: float = 0.15,
-                whole_word: bool = True) -> MaskedInstance:
+                whole_word: bool = True,
+                layout: vocab_layout.VocabLayout | None = None
+                ) -> MaskedInstance:
     """Masks one sequence.
 
     Args:
         tokens: int array-like `[n]`. Token ids including [CLS]/[SEP].
         word_starts: bool/int array-like `[n]`. 1 where a token starts a word.
         rng: np.random.Generator. Source of every random choice.
-        vocab_size: int. Random replacements are uniform in
-            [NUM_SPECIAL_IDS, vocab_size).
+        vocab_size: int. Number of ids (used when `layout` is None).
         max_predictions_per_seq: int. P, the padded number of predictions.
         masked_lm_prob: float. Fraction of eligible tokens to mask.
             Defaults to 0.15.
         whole_word: bool. Mask whole words as units. Defaults to True.
+        layout: VocabLayout | None. Special ids; random replacements are
+            uniform over its non-special ids. Defaults to the SentencePiece
+            layout (ids 0-4 special).
 
     Returns:
         A `MaskedInstance`.
     """
     tokens = np.asarray(tokens, dtype=np.int32)
     preds = max_predictions_per_seq
-    eligible = tokens >= features.NUM_SPECIAL_IDS
+    layout = layout or _default_layout(vocab_size)
+    eligible = ~layout.is_special[tokens]
     num_eligible = int(np.count_nonzero(eligible))
     positions = np.zeros(preds, np.int32)
     ids = np.zeros(preds, np.int32)
@@ -91,13 +98,18 @@ def mask_tokens(tokens, word_starts, rng: np.random.Generator, *,
     selected = np.flatnonzero(eligible & chosen[np.maximum(group_of, 0)])
     count = len(selected)
     draw = rng.random(count)
-    random_ids = rng.integers(features.NUM_SPECIAL_IDS, vocab_size, size=count,
-                              dtype=np.int32)
+    candidates = layout.replacement_ids
+    random_ids = candidates[rng.integers(0, len(candidates), size=count)]
     masked = tokens.copy()
-    replacement = np.where(draw < 0.8, features.MASK_ID,
+    replacement = np.where(draw < 0.8, layout.mask_id,
                            np.where(draw < 0.9, random_ids, tokens[selected]))
     masked[selected] = replacement
     positions[:count] = selected
     ids[:count] = tokens[selected]
     weights[:count] = 1.0
     return MaskedInstance(masked, positions, ids, weights, count)
+
+
+@functools.lru_cache(maxsize=8)
+def _default_layout(vocab_size: int) -> vocab_layout.VocabLayout:
+    return vocab_layout.VocabLayout(vocab_size, dict(features.SPECIAL_IDS))

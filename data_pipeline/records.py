@@ -95,6 +95,42 @@ def _columns(masked, segment_ids, max_seq_length, max_predictions_per_seq,
     return columns
 
 
+def serialize_columns(columns: dict, lengths: dict) -> bytes:
+    """Serialises zero-padded feature columns as a `tf.train.Example`.
+
+    Args:
+        columns: dict. name -> 1-D values (shorter values are zero padded).
+        lengths: dict. name -> (length, "int"|"float"), as
+            `features.feature_lengths` returns; names must match `columns`.
+
+    Raises:
+        ValueError: a column is missing, unknown or longer than its length.
+    """
+    if set(columns) != set(lengths):
+        raise ValueError(f"Record columns {sorted(columns)} do not match the "
+                         f"layout {sorted(lengths)}.")
+    feature = {}
+    for name, (length, kind) in lengths.items():
+        values = np.asarray(columns[name])
+        if len(values) > length:
+            raise ValueError(f"Feature {name!r} has {len(values)} values; the "
+                             f"layout allows {length}.")
+        if kind == "float":
+            out = np.zeros(length, np.float32)
+            out[:len(values)] = values
+            feature[name] = tf.train.Feature(
+                float_list=tf.train.FloatList(value=out.tolist()))
+        else:
+            feature[name] = _int64(_padded(values, length).tolist())
+    return tf.train.Example(features=tf.train.Features(
+        feature=feature)).SerializeToString()
+
+
+def zero_record(lengths: dict) -> bytes:
+    """An all-zero record of any layout (`features.feature_lengths`)."""
+    return serialize_columns({n: [] for n in lengths}, lengths)
+
+
 def zero_example(max_seq_length: int, max_predictions_per_seq: int,
                  next_sentence: bool = False) -> bytes:
     """An all-zero record (zero `masked_lm_weights`): padding that counts

@@ -14,6 +14,7 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
 from data_pipeline import features
+from data_pipeline import vocab_layout
 
 _WORD_PREFIX = "\u2581"  # "▁", SentencePiece's word-boundary marker.
 MODEL_TYPES = ("unigram", "bpe")
@@ -137,6 +138,8 @@ class SentencePieceTokenizer:
         starts = tok.word_starts(ids)
     """
 
+    kind = "sentencepiece"
+    options = {}
     pad_id = features.PAD_ID
     unk_id = features.UNK_ID
     cls_id = features.CLS_ID
@@ -167,6 +170,8 @@ class SentencePieceTokenizer:
         self.is_word_start = np.array(
             [p.type != normal or p.piece.startswith(_WORD_PREFIX)
              for p in proto.pieces], dtype=bool)
+        self.layout = vocab_layout.VocabLayout(self.vocab_size,
+                                               dict(features.SPECIAL_IDS))
 
     def encode(self, text: str) -> list[int]:
         """Returns the ids of `text` (no [CLS]/[SEP] added)."""
@@ -175,6 +180,11 @@ class SentencePieceTokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Returns the ids of each text, using SentencePiece's batched encode."""
         return self._sp.encode(list(texts), out_type=int)
+
+    def encode_with_starts(self, texts) -> tuple[list, list]:
+        """Returns (ids per text, word-start flags per text)."""
+        ids = self.encode_batch(texts)
+        return ids, [self.is_word_start[np.asarray(i, np.int64)] for i in ids]
 
     def word_starts(self, ids) -> list[int]:
         """Returns 1 where the id starts a word (or is special), else 0."""
@@ -188,3 +198,25 @@ class SentencePieceTokenizer:
     def decode(self, ids) -> str:
         """Returns the text of `ids` (special ids are dropped)."""
         return self._sp.decode([int(i) for i in ids])
+
+
+def load_tokenizer(path: str, *, do_lower_case: bool = True,
+                   strip_accents: bool | None = None, segmenter=None):
+    """Opens a tokenizer by file kind: `.model` -> SentencePiece, any other
+    file (a BERT `vocab.txt`) -> WordPiece.
+
+    Args:
+        path: str. Tokenizer file.
+        do_lower_case, strip_accents, segmenter: WordPiece options (see
+            `wordpiece.WordPieceTokenizer`); ignored for SentencePiece.
+
+    Returns:
+        A tokenizer with `kind`, `vocab_size`, `layout`, `sha256`, `options`,
+        `encode_with_starts`, `id_to_piece` and `decode`.
+    """
+    if path.endswith(".model"):
+        return SentencePieceTokenizer(path)
+    from data_pipeline import wordpiece  # pylint: disable=import-outside-toplevel
+    return wordpiece.WordPieceTokenizer(path, do_lower_case=do_lower_case,
+                                        strip_accents=strip_accents,
+                                        segmenter=segmenter)

@@ -143,12 +143,14 @@ def _cli(module, *args):
 
 
 def test_cli_errors_are_one_line(numbered_corpus, tokenizer_path, tmp_path):
-    result = _cli("data_pipeline.build", "--task=seq2seq",
-                  f"--input={numbered_corpus}", f"--tokenizer={tokenizer_path}",
+    result = _cli("data_pipeline.build", "--task=mlm", "--input_format=jsonl",
+                  "--text_field=body", f"--input={numbered_corpus}",
+                  f"--tokenizer={tokenizer_path}",
                   f"--output_dir={tmp_path / 'o'}")
     assert result.returncode != 0
-    assert "seq2seq and lm are not implemented yet" in result.stderr
+    assert "docs.txt:1 is not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "o")
     result = _cli("data_pipeline.train_tokenizer", "--input=/nonexistent/*.txt",
                   "--vocab_size=100", f"--output={tmp_path / 'spm'}")
     assert result.returncode != 0

@@ -1,0 +1,133 @@
+"""Masked-LM masking in tf.data, drawn per batch from a seed (pure TF ops).
+
+Same semantics and output features as `masking.mask_tokens`: eligible tokens
+are the non-special ones; `num_to_predict = min(P, max(1, round(n * rate)))`;
+whole-word groups are taken in a random order, a group that would overshoot
+is skipped; chosen tokens become [MASK] (80%), a random non-special id (10%)
+or stay (10%); positions sorted, zero padded to P.
+
+Randomness is stateless: every draw is keyed on (seed, pipeline id, batch
+index), so the same seed gives the same masks, each epoch of a repeated
+dataset gets new ones, and skipping batches to resume reproduces the rest.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline import vocab_layout
+
+
+class DynamicMasker:
+    """Masks batches of `input_ids` / `word_starts`.
+
+    Args:
+        layout: VocabLayout. Special ids and replacement candidates.
+        max_predictions_per_seq: int. P.
+        masked_lm_prob: float. Fraction of eligible tokens. Defaults to 0.15.
+        whole_word: bool. Mask whole words as units. Defaults to True.
+
+    Example:
+        masker = DynamicMasker(VocabLayout(500), 20)
+        out = masker(batch, seed=tf.constant([1, 0], tf.int64))
+    """
+
+    def __init__(self, layout: vocab_layout.VocabLayout,
+                 max_predictions_per_seq: int, masked_lm_prob: float = 0.15,
+                 whole_word: bool = True):
+        if not 0.0 < masked_lm_prob < 1.0:
+            raise ValueError(f"`masked_lm_prob` must be in (0, 1). Received: "
+                             f"masked_lm_prob={masked_lm_prob}")
+        self.max_predictions_per_seq = int(max_predictions_per_seq)
+        self.masked_lm_prob = float(masked_lm_prob)
+        self.whole_word = whole_word
+        self.mask_id = layout.mask_id
+        self._is_special = tf.constant(layout.is_special)
+        self._candidates = tf.constant(layout.replacement_ids, tf.int32)
+
+    def __call__(self, batch: dict, seed) -> dict:
+        """Returns `batch` with `input_ids` masked, `masked_lm_*` added and
+        `word_starts` removed.
+
+        Args:
+            batch: dict. int32 `input_ids`, `word_starts` `[B, L]` (other
+                features pass through).
+            seed: int64 `[2]` tensor. Stateless RNG key.
+        """
+        batch = dict(batch)
+        ids = batch["input_ids"]
+        starts = tf.cast(batch.pop("word_starts"), tf.bool)
+        preds = self.max_predictions_per_seq
+        shape = tf.shape(ids)
+        length = shape[1]
+        seeds = tf.random.experimental.stateless_split(
+            tf.cast(seed, tf.int64), 4)
+        # (batch, seq): eligible tokens and whole-word groups.
+        eligible = ~tf.gather(self._is_special, ids)
+        if self.whole_word:
+            previous = tf.pad(eligible[:, :-1], [[0, 0], [1, 0]])
+            group_start = eligible & (starts | ~previous)
+        else:
+            group_start = eligible
+        group_of = tf.cumsum(tf.cast(group_start, tf.int32), axis=1) - 1
+        group_of = tf.maximum(group_of, 0)
+        num_groups = tf.reduce_sum(tf.cast(group_start, tf.int32), axis=1)
+        rows = tf.range(shape[0])[:, None] * length
+        sizes = tf.reshape(tf.math.unsorted_segment_sum(
+            tf.reshape(tf.cast(eligible, tf.int32), [-1]),
+            tf.reshape(group_of + rows, [-1]), shape[0] * length),
+            shape)  # (batch, G): tokens in each group.
+        num_eligible = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
+        target = tf.cast(tf.round(tf.cast(num_eligible, tf.float32)
+                                  * self.masked_lm_prob), tf.int32)
+        target = tf.minimum(preds, tf.maximum(1, target))
+        target = tf.where(num_eligible > 0, target, 0)
+        # Random order of the existing groups (missing groups last).
+        keys = tf.random.stateless_uniform(shape, seeds[0])
+        exists = tf.range(length)[None, :] < num_groups[:, None]
+        order = tf.argsort(tf.where(exists, keys, 2.0), axis=1, stable=True)
+        ordered = tf.gather(sizes, order, batch_dims=1)
+
+        def take(total, size):  # Google's rule: skip a group that overshoots.
+            ok = (size > 0) & (total + size <= target)
+            return total + tf.where(ok, size, 0)
+
+        totals = tf.scan(take, tf.transpose(ordered),
+                         initializer=tf.zeros_like(target))  # (G, batch)
+        before = tf.concat([tf.zeros_like(target)[None], totals[:-1]], 0)
+        chosen_ordered = tf.transpose(totals > before)  # (batch, G)
+        inverse = tf.argsort(order, axis=1, stable=True)
+        chosen_group = tf.gather(chosen_ordered, inverse, batch_dims=1)
+        selected = eligible & tf.gather(chosen_group, group_of, batch_dims=1)
+        # 80% [MASK], 10% random non-special id, 10% unchanged.
+        draw = tf.random.stateless_uniform(shape, seeds[1])
+        pick = tf.random.stateless_uniform(
+            shape, seeds[2], minval=0, maxval=tf.shape(self._candidates)[0],
+            dtype=tf.int32)
+        random_ids = tf.gather(self._candidates, pick)
+        replacement = tf.where(draw < 0.8, self.mask_id,
+                               tf.where(draw < 0.9, random_ids, ids))
+        batch["input_ids"] = tf.where(selected, replacement, ids)
+        # Sorted positions of the selected tokens, zero padded to P.
+        positions = tf.range(length)[None, :] + tf.zeros_like(ids)
+        sort_key = tf.where(selected, positions, length + positions)
+        first = tf.argsort(sort_key, axis=1, stable=True)
+        first = tf.pad(first, [[0, 0], [0, tf.maximum(preds - length, 0)]])
+        first = tf.cast(first[:, :preds], tf.int32)
+        count = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
+        valid = tf.range(preds)[None, :] < count[:, None]
+        batch["masked_lm_positions"] = tf.where(valid, first, 0)
+        batch["masked_lm_ids"] = tf.where(
+            valid, tf.gather(ids, first, batch_dims=1), 0)
+        batch["masked_lm_weights"] = tf.cast(valid, tf.float32)
+        static = ids.shape[0]
+        for name in ("masked_lm_positions", "masked_lm_ids",
+                     "masked_lm_weights"):
+            batch[name] = tf.ensure_shape(batch[name], [static, preds])
+        return batch
+
+
+def batch_seed(seed: int, pipeline_id: int, batch_index) -> tf.Tensor:
+    """The stateless key of one batch: (seed, pipeline id, batch index)."""
+    base = tf.constant([np.int64(seed), np.int64(pipeline_id)], tf.int64)
+    return tf.random.experimental.stateless_fold_in(
+        base, tf.cast(batch_index, tf.int64))

@@ -1,0 +1,108 @@
+r"""Reads records made by Google's `create_pretraining_data.py`.
+
+Their layout is our static MLM layout; only a manifest is missing. This
+writes a small one that lists the record files by absolute path:
+
+  python -m data_pipeline.google_records --input='google/*.tfrecord' \
+      --output_dir=data/google_train --max_seq_length=128 \
+      --max_predictions_per_seq=20 --vocab_file=vocab.txt [--next_sentence]
+
+after which `make_dataset("data/google_train", ...)` reads them.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+import data_pipeline
+from data_pipeline import corpus
+from data_pipeline import features
+from data_pipeline import wordpiece
+
+
+def write_manifest(input_patterns, output_dir: str, *, max_seq_length: int,
+                   max_predictions_per_seq: int, vocab_file: str,
+                   next_sentence: bool = True, compression: str = "",
+                   split: str = "train") -> features.Manifest:
+    """Counts the records of Google-made files and writes a manifest.
+
+    Args:
+        input_patterns: str | list[str]. Globs of the record files.
+        output_dir: str. Directory for `manifest.json` (created).
+        max_seq_length: int. L the records were made with.
+        max_predictions_per_seq: int. P the records were made with.
+        vocab_file: str. The BERT `vocab.txt` they were made with.
+        next_sentence: bool. Records carry `next_sentence_labels` (Google's
+            tool always writes them). Defaults to True.
+        compression: str. "" or "GZIP". Defaults to "".
+        split: str. "train" or "eval". Defaults to "train".
+
+    Raises:
+        ValueError: no file, or the first record does not parse with the
+            given lengths (the file and flags are named).
+    """
+    files = [os.path.abspath(f) for f in corpus.list_files(input_patterns)]
+    vocab = wordpiece.WordPieceTokenizer(vocab_file)
+    spec = features.mlm_static_feature_spec(max_seq_length,
+                                            max_predictions_per_seq,
+                                            next_sentence)
+    counts = []
+    for path in files:
+        ds = tf.data.TFRecordDataset(path, compression_type=compression or None)
+        for record in ds.take(1):
+            try:
+                tf.io.parse_single_example(record, spec)
+            except (tf.errors.InvalidArgumentError, ValueError) as e:
+                raise ValueError(
+                    f"First record of {path!r} does not match --max_seq_length="
+                    f"{max_seq_length} --max_predictions_per_seq="
+                    f"{max_predictions_per_seq} --next_sentence="
+                    f"{next_sentence}: {str(e).splitlines()[0]}") from e
+        counts.append(int(ds.reduce(0, lambda n, _: n + 1)))
+    os.makedirs(output_dir, exist_ok=True)
+    manifest = features.Manifest(
+        max_seq_length=max_seq_length,
+        max_predictions_per_seq=max_predictions_per_seq,
+        whole_word_masking=False, next_sentence=next_sentence,
+        tokenizer_kind="wordpiece", tokenizer_file=os.path.abspath(vocab_file),
+        tokenizer_sha256=vocab.sha256, vocab_size=vocab.vocab_size,
+        special_ids=dict(vocab.layout.special_ids),
+        reserved_id_ranges=[list(r) for r in vocab.layout.reserved_id_ranges],
+        seed=0, split=split, num_shards=len(files), shard_files=files,
+        examples_per_shard=counts, num_examples=sum(counts),
+        compression=compression,
+        source=f"Google create_pretraining_data.py records: {input_patterns}",
+        tool_version=data_pipeline.__version__)
+    manifest.write(output_dir)
+    return manifest
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    try:
+        m = write_manifest(f.input, f.output_dir,
+                           max_seq_length=f.max_seq_length,
+                           max_predictions_per_seq=f.max_predictions_per_seq,
+                           vocab_file=f.vocab_file,
+                           next_sentence=f.next_sentence,
+                           compression=f.compression, split=f.split)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    print(f"{m.num_examples} records in {m.num_shards} file(s); manifest in "
+          f"{f.output_dir}")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("input", None, "Globs of record files.", required=True)
+    flags.DEFINE_string("output_dir", None, "Manifest directory.", required=True)
+    flags.DEFINE_integer("max_seq_length", 128, "L of the records.")
+    flags.DEFINE_integer("max_predictions_per_seq", 20, "P of the records.")
+    flags.DEFINE_string("vocab_file", None, "BERT vocab.txt.", required=True)
+    flags.DEFINE_bool("next_sentence", True, "Records carry NSP labels.")
+    flags.DEFINE_enum("compression", "", ["", "GZIP"], "Record compression.")
+    flags.DEFINE_enum("split", "train", ["train", "eval"], "Split name.")
+    app.run(main)

@@ -1,0 +1,204 @@
+"""Where documents come from: text, one-document-per-line, JSONL (plain or
+`.gz`) and TFDS datasets, with optional sentence splitting.
+
+Formats (`--input_format`):
+  text   one sentence per line, blank line between documents (the corpus
+         format of `corpus.py`)
+  lines  one document per line
+  jsonl  one JSON object per line; the document is its `text_field`
+  tfds   a prepared TFDS dataset by name, read with `download=False`
+
+Every document is a non-empty list of sentence strings. With
+`split_sentences`, text is split after . ! ? (before an upper-case letter,
+digit or opening quote) and after the Chinese 。！？ (a closing quote stays
+with its sentence).
+"""
+
+import dataclasses
+import gzip
+import json
+import re
+import zlib
+from typing import Iterator
+
+from data_pipeline import corpus
+
+INPUT_FORMATS = ("text", "lines", "jsonl", "tfds")
+_ZH_END = re.compile(r"([。！？]+[”」』）\"']?)")
+_EN_END = re.compile(r"([.!?]+[\"')\]”’]?)\s+(?=[\"'(\[“‘]?[A-Z0-9])")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    """How to read the input.
+
+    Args:
+        input_format: str. One of INPUT_FORMATS. Defaults to "text".
+        text_field: str. JSONL / TFDS feature holding the text. Defaults to
+            "text".
+        target_field: str | None. JSONL field of a seq2seq target: each
+            document is then exactly [source text, target text].
+        split_sentences: bool. Split document text into sentences (lines are
+            always split apart). Defaults to False.
+        tfds_data_dir: str | None. TFDS data directory. Defaults to None.
+        tfds_split: str. TFDS split. Defaults to "train".
+    """
+
+    input_format: str = "text"
+    text_field: str = "text"
+    target_field: str | None = None
+    split_sentences: bool = False
+    tfds_data_dir: str | None = None
+    tfds_split: str = "train"
+
+    def __post_init__(self):
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"--input_format must be one of "
+                             f"{list(INPUT_FORMATS)}. Received: "
+                             f"input_format={self.input_format!r}")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Splits English and Chinese text into sentences (rule based)."""
+    text = _ZH_END.sub("\\1\n", text)
+    text = _EN_END.sub("\\1\n", text)
+    return [s.strip() for s in text.split("\n") if s.strip()]
+
+
+def text_to_sentences(text: str, split: bool) -> list[str]:
+    """A document's text -> sentences: one per non-empty line, each further
+    split with `split_sentences` when `split`."""
+    out = []
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line:
+            out.extend(split_sentences(line) if split else [line])
+    return out
+
+
+def _open(path: str):
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text or .gz file, errors naming the file."""
+    try:
+        with _open(path) as f:
+            for number, line in enumerate(f, 1):
+                yield number, line
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise ValueError(f"Input file {path!r} is not a readable gzip file "
+                         f"({e}). Re-compress it or drop the .gz suffix.") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Input file {path!r} is not UTF-8 text ({e}). "
+                         "Convert it to UTF-8.") from e
+
+
+def _field(record, name: str, path: str, number: int) -> str:
+    if not isinstance(record, dict) or name not in record:
+        keys = sorted(record) if isinstance(record, dict) else []
+        raise ValueError(f"{path}:{number} has no field {name!r} (fields: "
+                         f"{keys}). Pass --text_field/--target_field naming "
+                         "the field that holds the text.")
+    if not isinstance(record[name], str):
+        raise ValueError(f"{path}:{number} field {name!r} must be a string. "
+                         f"Received: {type(record[name]).__name__}")
+    return record[name]
+
+
+def _file_documents(path: str, config: SourceConfig) -> Iterator[list[str]]:
+    if config.input_format == "text":
+        document = []
+        for _, line in _lines(path):
+            line = line.strip()
+            if line:
+                document.append(line)
+            elif document:
+                yield document
+                document = []
+        if document:
+            yield document
+        return
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        if config.input_format == "jsonl":
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number} is not valid JSON ({e}). "
+                                 "--input_format=jsonl expects one JSON object "
+                                 "per line.") from e
+            text = _field(record, config.text_field, path, number)
+            if config.target_field:
+                target = _field(record, config.target_field, path, number)
+                if " ".join(text.split()) and " ".join(target.split()):
+                    yield [" ".join(text.split()), " ".join(target.split())]
+                continue
+        else:
+            text = line
+        sentences = text_to_sentences(text, config.split_sentences)
+        if sentences:
+            yield sentences
+
+
+def tfds_documents(name: str, config: SourceConfig) -> Iterator[list[str]]:
+    """Documents of a prepared TFDS dataset (no download, no GCS).
+
+    Args:
+        name: str. Dataset name (`name` or `name/config`); `text_folder`
+            (see `tfds_builder`) is registered here.
+        config: SourceConfig. `tfds_data_dir`, `tfds_split`, `text_field`.
+    """
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    from data_pipeline import tfds_builder  # noqa: F401  (registers)
+    try:
+        ds = tfds.load(name, split=config.tfds_split,
+                       data_dir=config.tfds_data_dir, download=False,
+                       try_gcs=False)
+    except Exception as e:  # TFDS raises many kinds; name them all here.
+        raise ValueError(
+            f"TFDS dataset {name!r} (split {config.tfds_split!r}) cannot be "
+            f"loaded from --tfds_data_dir={config.tfds_data_dir!r} without "
+            f"downloading: {type(e).__name__}: {e}. Prepare it first "
+            "(e.g. `tfds build`, or tfds_builder.prepare_text_folder).") from e
+    if config.text_field not in ds.element_spec:
+        raise ValueError(f"TFDS dataset {name!r} has no feature --text_field="
+                         f"{config.text_field!r} (features: "
+                         f"{sorted(ds.element_spec)}).")
+    for example in tfds.as_numpy(ds):
+        text = example[config.text_field]
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        sentences = text_to_sentences(str(text), config.split_sentences)
+        if sentences:
+            yield sentences
+
+
+def read_documents(inputs, config: SourceConfig) -> Iterator[list[str]]:
+    """Streams documents from files (sorted, globs) or a TFDS dataset name.
+
+    Args:
+        inputs: str | list[str]. Globs (comma-separated), or a TFDS name.
+        config: SourceConfig. Format and options.
+    """
+    if config.input_format == "tfds":
+        name = inputs if isinstance(inputs, str) else ",".join(inputs)
+        yield from tfds_documents(name.strip(), config)
+        return
+    for path in corpus.list_files(inputs):
+        yield from _file_documents(path, config)
+
+
+def describe(inputs, config: SourceConfig) -> str:
+    """One line for the manifest's `source` field."""
+    extra = ""
+    if config.input_format in ("jsonl", "tfds"):
+        extra = f", field {config.text_field!r}"
+    if config.input_format == "tfds":
+        extra += f", split {config.tfds_split!r}"
+    if config.split_sentences:
+        extra += ", sentence split"
+    return f"{config.input_format}: {inputs}{extra}"

@@ -1,0 +1,189 @@
+"""Turns one work unit of documents into serialised records, per task.
+
+  mlm      packed `[CLS] tokens [SEP]` (or NSP pairs), masked statically or
+           stored with `word_starts` for dynamic masking
+  seq2seq  UniLM `[CLS] source [SEP] target [SEP]`, segment ids 0 / 1; from
+           (source, target) pairs or consecutive sentence spans
+  lm       documents joined with [SEP] and cut into full-length chunks
+
+A unit's random choices come only from (seed, unit index, split), so the
+records of a unit do not depend on which process makes them.
+"""
+
+import dataclasses
+import hashlib
+
+import numpy as np
+
+from data_pipeline import features
+from data_pipeline import instances as instances_lib
+from data_pipeline import masking as masking_lib
+from data_pipeline import nsp
+from data_pipeline import records
+
+SPLITS = ("train", "eval")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """What records to make.
+
+    Args:
+        task: str. "mlm", "seq2seq" or "lm". Defaults to "mlm".
+        masking: str. "static" or "dynamic" (mlm); ignored otherwise.
+        max_seq_length: int. L (>= 8). Defaults to 128.
+        max_predictions_per_seq: int. P (mlm). Defaults to 20.
+        masked_lm_prob: float. Defaults to 0.15.
+        short_seq_prob: float. Defaults to 0.1.
+        next_sentence: bool. mlm sentence pairs with NSP labels.
+        pairs: bool. seq2seq documents are (source, target) pairs.
+        dupe_factor: int. Times each training document is packed (and
+            masked). Defaults to 1.
+    """
+
+    task: str = "mlm"
+    masking: str = "static"
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    masked_lm_prob: float = 0.15
+    short_seq_prob: float = 0.1
+    next_sentence: bool = False
+    pairs: bool = False
+    dupe_factor: int = 1
+
+    @property
+    def record_masking(self) -> str:
+        return self.masking if self.task == "mlm" else "none"
+
+    def lengths(self) -> dict:
+        """On-disk feature layout of this task's records."""
+        return features.feature_lengths(
+            self.task, self.record_masking, self.max_seq_length,
+            self.max_predictions_per_seq, self.next_sentence)
+
+    def validate(self) -> None:
+        """Raises ValueError naming the flag for inconsistent settings."""
+        if self.task not in features.TASKS:
+            raise ValueError(f"--task must be one of {list(features.TASKS)}. "
+                             f"Received: task={self.task!r}")
+        if self.task == "mlm" and self.masking not in ("static", "dynamic"):
+            raise ValueError("--masking must be 'static' or 'dynamic'. "
+                             f"Received: masking={self.masking!r}")
+        if self.next_sentence and self.task != "mlm":
+            raise ValueError("--next_sentence applies to --task=mlm only. "
+                             f"Received: task={self.task!r}")
+
+
+def is_eval_document(seed: int, index: int, eval_fraction: float) -> bool:
+    """Whether document `index` is held out, from a hash of (seed, index)."""
+    if eval_fraction <= 0.0:
+        return False
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64 < eval_fraction
+
+
+def _instances(cfg, docs, d, rng, layout):
+    cls_id, sep_id = layout.cls_id, layout.sep_id
+    if cfg.task == "mlm" and not cfg.next_sentence:
+        return instances_lib.create_instances(
+            [s[0] for s in docs[d]], [s[1] for s in docs[d]], rng,
+            max_seq_length=cfg.max_seq_length,
+            short_seq_prob=cfg.short_seq_prob, cls_id=cls_id, sep_id=sep_id)
+    if cfg.task == "seq2seq" and cfg.pairs:
+        source, target = nsp._truncate_pair(  # pylint: disable=protected-access
+            docs[d][0], docs[d][1], cfg.max_seq_length - 3, rng)
+        if not len(source[0]) or not len(target[0]):
+            return []
+        return [nsp.pair_instance(source, target, cls_id, sep_id)]
+    return nsp.create_pair_instances(
+        docs, d, rng, max_seq_length=cfg.max_seq_length,
+        short_seq_prob=cfg.short_seq_prob,
+        random_next=cfg.task == "mlm", cls_id=cls_id, sep_id=sep_id)
+
+
+def _mlm_columns(cfg, inst, mask_rng, layout):
+    n = len(inst.tokens)
+    columns = {"input_ids": inst.tokens, "input_mask": np.ones(n, np.int64),
+               "segment_ids": inst.segment_ids}
+    if cfg.masking == "static":
+        m = masking_lib.mask_tokens(
+            inst.tokens, inst.word_starts, mask_rng,
+            vocab_size=layout.vocab_size,
+            max_predictions_per_seq=cfg.max_predictions_per_seq,
+            masked_lm_prob=cfg.masked_lm_prob, layout=layout)
+        columns.update(input_ids=m.input_ids,
+                       masked_lm_positions=m.masked_lm_positions,
+                       masked_lm_ids=m.masked_lm_ids,
+                       masked_lm_weights=m.masked_lm_weights)
+    else:
+        columns["word_starts"] = inst.word_starts.astype(np.int64)
+    if cfg.next_sentence:
+        columns["next_sentence_labels"] = [int(inst.is_random_next)]
+    return columns
+
+
+def _lm_records(cfg, docs, layout, lengths):
+    stream = [np.concatenate([s[0] for s in doc] + [[layout.sep_id]])
+              for doc in docs]
+    if not stream:
+        return []
+    stream = np.concatenate(stream).astype(np.int64)
+    size = cfg.max_seq_length
+    return [records.serialize_columns(
+        {"input_ids": stream[i:i + size],
+         "input_mask": np.ones(len(stream[i:i + size]), np.int64)}, lengths)
+        for i in range(0, len(stream), size)]
+
+
+def process_unit(documents: list, first_index: int, unit: int, tokenizer,
+                 cfg: TaskConfig, *, seed: int,
+                 eval_fraction: float) -> dict:
+    """Records of one work unit.
+
+    Args:
+        documents: list[list[str]]. The unit's documents.
+        first_index: int. Global index of `documents[0]` (eval hashing).
+        unit: int. Unit index (seeds its random choices).
+        tokenizer: a `tokenization.load_tokenizer` tokenizer.
+        cfg: TaskConfig.
+        seed: int. Build seed.
+        eval_fraction: float. Held-out fraction of documents.
+
+    Returns:
+        {"train": [bytes], "eval": [bytes], "text_bytes": int}.
+    """
+    layout = tokenizer.layout
+    lengths = cfg.lengths()
+    flat = [s for doc in documents for s in doc]
+    ids, starts = tokenizer.encode_with_starts(flat)
+    by_split = {name: [] for name in SPLITS}
+    offset = 0
+    for d, doc in enumerate(documents):
+        pairs = [(np.asarray(ids[offset + k], np.int32),
+                  np.asarray(starts[offset + k], bool)) for k in range(len(doc))]
+        offset += len(doc)
+        split = ("eval" if is_eval_document(seed, first_index + d,
+                                            eval_fraction) else "train")
+        by_split[split].append(pairs)
+    out = {"text_bytes": sum(len(s.encode("utf-8")) for s in flat)}
+    for split_index, split in enumerate(SPLITS):
+        docs = by_split[split]
+        if cfg.task == "lm":
+            out[split] = _lm_records(cfg, docs, layout, lengths)
+            continue
+        pack_rng = np.random.default_rng([seed, unit, split_index, 0])
+        mask_rng = np.random.default_rng([seed, unit, split_index, 1])
+        serialized = []
+        for _ in range(cfg.dupe_factor if split == "train" else 1):
+            for d in range(len(docs)):
+                for inst in _instances(cfg, docs, d, pack_rng, layout):
+                    if cfg.task == "mlm":
+                        columns = _mlm_columns(cfg, inst, mask_rng, layout)
+                    else:
+                        columns = {"input_ids": inst.tokens,
+                                   "input_mask": np.ones(len(inst.tokens)),
+                                   "segment_ids": inst.segment_ids}
+                    serialized.append(records.serialize_columns(columns,
+                                                                lengths))
+        out[split] = serialized
+    return out

@@ -1,0 +1,237 @@
+"""BERT WordPiece tokenization from an existing `vocab.txt` (Google's rules).
+
+Basic tokenization as in Google's `tokenization.py`: clean control
+characters, put spaces around CJK characters (one token per character),
+optionally lower-case and strip accents, split off punctuation. Then greedy
+longest-match-first WordPiece with `##` continuation pieces.
+
+Word starts: a token starts a word unless it is a `##` piece. With a Chinese
+`segmenter` (any callable str -> list of words, e.g. `jieba.lcut`), the
+second and later characters of a multi-character CJK word are continuations,
+so whole-word masking masks Chinese words as units.
+"""
+
+import hashlib
+import os
+import re
+import unicodedata
+from typing import Callable
+
+import numpy as np
+
+from data_pipeline import vocab_layout
+
+REQUIRED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_SPECIAL = re.compile(r"^\[[^\]\s]+\]$")
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF),
+               (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF),
+               (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+_MAX_CHARS_PER_WORD = 200
+_CACHE_LIMIT = 200_000
+
+
+def is_cjk(char: str) -> bool:
+    """Whether `char` is a CJK Unified Ideograph (Google's definition)."""
+    cp = ord(char)
+    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+
+
+def _is_punctuation(char: str) -> bool:
+    cp = ord(char)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def _is_whitespace(char: str) -> bool:
+    return char in " \t\n\r" or unicodedata.category(char) == "Zs"
+
+
+def _is_control(char: str) -> bool:
+    if char in "\t\n\r":
+        return False
+    return unicodedata.category(char) in ("Cc", "Cf")
+
+
+def basic_tokenize(text: str, do_lower_case: bool = True,
+                   strip_accents: bool | None = None) -> list[str]:
+    """Google's BasicTokenizer: whitespace, punctuation and CJK splitting.
+
+    Args:
+        text: str. Raw text.
+        do_lower_case: bool. Lower-case. Defaults to True.
+        strip_accents: bool | None. Remove combining marks after NFD; None
+            follows `do_lower_case`. Defaults to None.
+    """
+    if strip_accents is None:
+        strip_accents = do_lower_case
+    chars = []
+    for char in text:
+        cp = ord(char)
+        if cp == 0 or cp == 0xFFFD or _is_control(char):
+            continue
+        if _is_whitespace(char):
+            chars.append(" ")
+        elif is_cjk(char):
+            chars.extend((" ", char, " "))
+        else:
+            chars.append(char)
+    tokens = []
+    for token in "".join(chars).split():
+        if do_lower_case:
+            token = token.lower()
+        if strip_accents:
+            token = "".join(c for c in unicodedata.normalize("NFD", token)
+                            if unicodedata.category(c) != "Mn")
+        current = []
+        for char in token:
+            if _is_punctuation(char):
+                if current:
+                    tokens.append("".join(current))
+                    current = []
+                tokens.append(char)
+            else:
+                current.append(char)
+        if current:
+            tokens.append("".join(current))
+    return tokens
+
+
+def load_vocab(vocab_file: str) -> dict[str, int]:
+    """Reads a BERT `vocab.txt` (one token per line) into token -> id.
+
+    Raises:
+        ValueError: the file is missing, empty, or lacks a required token.
+    """
+    if not os.path.isfile(vocab_file):
+        raise ValueError(f"Vocabulary file {vocab_file!r} does not exist. Pass "
+                         "--tokenizer=PATH/vocab.txt (a BERT WordPiece vocab) "
+                         "or a SentencePiece .model.")
+    vocab = {}
+    with open(vocab_file, encoding="utf-8") as f:
+        for line in f:
+            token = line.rstrip("\n").strip()
+            if token and token not in vocab:
+                vocab[token] = len(vocab)
+    missing = [t for t in REQUIRED_TOKENS if t not in vocab]
+    if missing:
+        raise ValueError(f"Vocabulary {vocab_file!r} lacks the tokens "
+                         f"{missing}; a BERT vocab.txt must contain "
+                         f"{list(REQUIRED_TOKENS)}. Add them (one per line).")
+    return vocab
+
+
+class WordPieceTokenizer:
+    """BERT WordPiece tokenizer over an existing `vocab.txt`.
+
+    Args:
+        vocab_file: str. One token per line; line number = id.
+        do_lower_case: bool. Lower-case before WordPiece. Defaults to True.
+        strip_accents: bool | None. None follows `do_lower_case`.
+        segmenter: Callable[[str], list[str]] | None. Chinese word segmenter
+            used for whole-word starts. Defaults to None (every CJK character
+            is its own word).
+
+    Example:
+        tok = WordPieceTokenizer("vocab.txt")
+        ids, starts = tok.encode_with_starts(["Hello, world!"])
+    """
+
+    kind = "wordpiece"
+
+    def __init__(self, vocab_file: str, do_lower_case: bool = True,
+                 strip_accents: bool | None = None,
+                 segmenter: Callable[[str], list] | None = None):
+        self.vocab = load_vocab(vocab_file)
+        self.model_path = vocab_file
+        with open(vocab_file, "rb") as f:
+            self.sha256 = hashlib.sha256(f.read()).hexdigest()
+        self.do_lower_case = do_lower_case
+        self.strip_accents = strip_accents
+        self.segmenter = segmenter
+        self.options = {"do_lower_case": do_lower_case,
+                        "strip_accents": strip_accents,
+                        "segmenter": getattr(segmenter, "__name__", None)
+                        if segmenter else None}
+        self.vocab_size = len(self.vocab)
+        self.pieces = list(self.vocab)
+        self.is_word_start = np.array([not p.startswith("##")
+                                       for p in self.pieces])
+        special = {name: self.vocab[token] for name, token in
+                   zip(vocab_layout.SPECIAL_NAMES, REQUIRED_TOKENS)}
+        self.layout = vocab_layout.VocabLayout.from_special_mask(
+            [bool(_SPECIAL.match(p)) for p in self.pieces], special)
+        self.unk_id = special["unk"]
+        self._cache = {}
+
+    def _wordpiece(self, word: str) -> list[int]:
+        ids = self._cache.get(word)
+        if ids is not None:
+            return ids
+        if len(word) > _MAX_CHARS_PER_WORD:
+            return [self.unk_id]
+        ids, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                piece = word[start:end] if not start else "##" + word[start:end]
+                if piece in self.vocab:
+                    ids.append(self.vocab[piece])
+                    break
+                end -= 1
+            if end == start:
+                ids = [self.unk_id]
+                break
+            start = end
+        if len(self._cache) < _CACHE_LIMIT:
+            self._cache[word] = ids
+        return ids
+
+    def tokenize(self, text: str) -> list[str]:
+        """Returns the WordPiece strings of `text`."""
+        ids, _ = self._encode_one(text)
+        return [self.pieces[i] for i in ids]
+
+    def _words(self, text: str) -> list[str]:
+        if self.segmenter is None:
+            return [text]
+        words = [str(w) for w in self.segmenter(text)]
+        if "".join("".join(words).split()) != "".join(text.split()):
+            raise ValueError(
+                f"Chinese segmenter {self.options['segmenter']!r} changed the "
+                f"text: {text[:40]!r} -> {words[:10]!r}. A segmenter must "
+                "return words that concatenate to its input.")
+        return words
+
+    def _encode_one(self, text: str) -> tuple[list[int], list[int]]:
+        ids, starts = [], []
+        for word in self._words(text):
+            previous_cjk = False
+            for token in basic_tokenize(word, self.do_lower_case,
+                                        self.strip_accents):
+                cjk = len(token) == 1 and is_cjk(token)
+                pieces = self._wordpiece(token)
+                ids.extend(pieces)
+                joined = cjk and previous_cjk and self.segmenter is not None
+                starts.append(0 if joined else 1)
+                starts.extend([0] * (len(pieces) - 1))
+                previous_cjk = cjk
+        return ids, starts
+
+    def encode(self, text: str) -> list[int]:
+        """Returns the ids of `text` (no [CLS]/[SEP] added)."""
+        return self._encode_one(text)[0]
+
+    def encode_with_starts(self, texts) -> tuple[list, list]:
+        """Returns (ids per text, word-start flags per text)."""
+        out = [self._encode_one(t) for t in texts]
+        return [o[0] for o in out], [o[1] for o in out]
+
+    def id_to_piece(self, token_id: int) -> str:
+        """Returns the vocabulary string of `token_id`."""
+        return self.pieces[int(token_id)]
+
+    def decode(self, ids) -> str:
+        """Joins pieces into text (`##` pieces glued to the previous one)."""
+        text = " ".join(self.pieces[int(i)] for i in ids)
+        return text.replace(" ##", "")

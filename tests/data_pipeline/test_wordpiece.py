@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+
+from data_pipeline import builder
+from data_pipeline import input as input_lib
+from data_pipeline import masking
+from data_pipeline import tasks
+from data_pipeline import wordpiece
+
+VOCAB = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]",
+         "[MASK]", "hello", "world", ",", "!", ".", "'", "un", "##aff",
+         "##able", "a", "b", "t", "don", "héllo", "中", "国", "人", "民",
+         "the", "cat", "sat", "on", "mat", "##s"]
+
+
+@pytest.fixture(scope="module")
+def vocab_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_basic_tokenization_hand_checked():
+    assert wordpiece.basic_tokenize("Hello, World!") == [
+        "hello", ",", "world", "!"]
+    assert wordpiece.basic_tokenize("Héllo Ünïcode") == ["hello", "unicode"]
+    assert wordpiece.basic_tokenize("Héllo", do_lower_case=False) == ["Héllo"]
+    assert wordpiece.basic_tokenize("Héllo", strip_accents=False) == ["héllo"]
+    assert wordpiece.basic_tokenize("don't a.b") == [
+        "don", "'", "t", "a", ".", "b"]
+    # NUL and zero-width space (category Cf) are removed, tab splits.
+    assert wordpiece.basic_tokenize("a\x00b\u200bc\td") == ["abc", "d"]
+    assert wordpiece.basic_tokenize("我是ab中国人。") == [
+        "我", "是", "ab", "中", "国", "人", "。"]
+
+
+def test_wordpiece_ids_and_word_starts(vocab_file):
+    tok = wordpiece.WordPieceTokenizer(vocab_file)
+    assert tok.tokenize("Unaffable cats!") == [
+        "un", "##aff", "##able", "cat", "##s", "!"]
+    ids, starts = tok.encode_with_starts(["Unaffable cats!", "zzz hello"])
+    assert starts[0] == [1, 0, 0, 1, 0, 1]
+    assert [tok.id_to_piece(i) for i in ids[1]] == ["[UNK]", "hello"]
+    assert tok.decode(ids[0]) == "unaffable cats !"
+    assert tok.layout.special_ids == {"pad": 0, "unk": 3, "cls": 4, "sep": 5,
+                                      "mask": 6}
+    assert tok.layout.reserved_id_ranges == ((1, 3),)
+    cased = wordpiece.WordPieceTokenizer(vocab_file, do_lower_case=False,
+                                         strip_accents=False)
+    assert cased.tokenize("héllo Hello") == ["héllo", "[UNK]"]
+
+
+def test_chinese_whole_word_masking_with_stub_segmenter(vocab_file):
+    def segment(text):  # Stub: "中国" and "人民" are words.
+        out, i = [], 0
+        while i < len(text):
+            step = 2 if text[i:i + 2] in ("中国", "人民") else 1
+            while text[i:i + step].isascii() and text[i + step:i + step + 1
+                                                      ].isascii() and (
+                    i + step < len(text)):
+                step += 1
+            out.append(text[i:i + step])
+            i += step
+        return out
+
+    plain = wordpiece.WordPieceTokenizer(vocab_file)
+    tok = wordpiece.WordPieceTokenizer(vocab_file, segmenter=segment)
+    assert plain.encode_with_starts(["中国人民"])[1] == [[1, 1, 1, 1]]
+    ids, starts = tok.encode_with_starts(["中国人民hello"])
+    assert starts == [[1, 0, 1, 0, 1]]
+    tokens = np.array([4] + ids[0][:4] + [5], np.int32)
+    ws = np.array([1] + starts[0][:4] + [1], bool)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(50):
+        m = masking.mask_tokens(tokens, ws, rng, vocab_size=tok.vocab_size,
+                                max_predictions_per_seq=4, masked_lm_prob=0.5,
+                                layout=tok.layout)
+        positions = tuple(m.masked_lm_positions[:m.num_predictions].tolist())
+        assert positions in ((1, 2), (3, 4))
+        seen.add(positions)
+    assert len(seen) == 2
+    with pytest.raises(ValueError, match="segmenter.*changed the text"):
+        wordpiece.WordPieceTokenizer(
+            vocab_file, segmenter=lambda t: ["x"]).encode("中国")
+
+
+def test_vocab_errors(tmp_path):
+    bad = tmp_path / "vocab.txt"
+    bad.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n")
+    with pytest.raises(ValueError, match=r"vocab.txt.*lacks.*\['\[MASK\]'\]"):
+        wordpiece.WordPieceTokenizer(str(bad))
+    out = tmp_path / "out"
+    (tmp_path / "c.txt").write_text("hello world\n")
+    with pytest.raises(ValueError, match=r"\[MASK\]"):
+        builder.build(str(tmp_path / "c.txt"), str(bad), str(out))
+    assert not out.exists()
+    with pytest.raises(ValueError, match="nope.txt.*does not exist"):
+        wordpiece.WordPieceTokenizer(str(tmp_path / "nope.txt"))
+
+
+def test_build_with_wordpiece(vocab_file, tmp_path):
+    (tmp_path / "c.txt").write_text(
+        "The cat sat on the mat.\nHello world!\n\nUnaffable cats.\n" * 5)
+    manifests = builder.build(
+        str(tmp_path / "c.txt"), vocab_file, str(tmp_path / "out"),
+        task=tasks.TaskConfig(masking="dynamic", max_seq_length=16,
+                              max_predictions_per_seq=3))
+    manifest = manifests["train"]
+    assert manifest.tokenizer_kind == "wordpiece"
+    assert manifest.special_ids["mask"] == 6
+    assert manifest.reserved_id_ranges == [[1, 3]]
+    assert manifest.tokenizer_options["do_lower_case"] is True
+    batch = next(iter(input_lib.make_dataset(str(tmp_path / "out" / "train"),
+                                             4, seed=0)))
+    ids = batch["input_ids"].numpy()
+    assert (ids[:, 0] == 4).all()  # [CLS] from the vocab
+    assert not np.isin(ids, [1, 2]).any()  # never a reserved id
