@@ -54,7 +54,7 @@ class RunCheckpoint:
         """Restores the latest checkpoint if there is one; returns its step."""
         path = self.manager.latest_checkpoint
         if not path:
-            logging.info("No checkpoint in %s: starting from scratch.", self.directory)
+            logging.info("No checkpoint in %s.", self.directory)
             return None
         self.checkpoint.restore(path).assert_existing_objects_matched()
         step = int(self.step.numpy())
@@ -70,3 +70,34 @@ class RunCheckpoint:
         path = self.manager.save(checkpoint_number=step)
         logging.info("Saved checkpoint %s", path)
         return path
+
+
+def load_init_checkpoint(path: str, model) -> None:
+    """Loads weights only (no optimizer, step or RNG) from a checkpoint this
+    trainer wrote: the encoder must match entirely, the masked-LM head is
+    loaded when the checkpoint has it.
+
+    Args:
+        path: a checkpoint prefix (`.../ckpt-1000`) or a directory holding one.
+        model: the `BertPretrainer` being trained.
+    """
+    prefix = path
+    if tf.io.gfile.isdir(path):
+        prefix = tf.train.latest_checkpoint(path) or tf.train.latest_checkpoint(
+            os.path.join(path, "checkpoints"))
+    if not prefix or not tf.io.gfile.exists(prefix + ".index"):
+        raise ValueError(f"train.init_checkpoint={path!r} is not a checkpoint prefix or a "
+                         "directory with one (expected e.g. runs/old/checkpoints/ckpt-1000).")
+    encoder = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=model.encoder))
+    try:
+        encoder.read(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise ValueError(f"train.init_checkpoint={prefix!r} does not hold this model's "
+                         f"encoder (different config?): {str(e)[:500]}") from None
+    head = tf.train.Checkpoint(model=tf.train.Checkpoint(masked_lm=model.masked_lm))
+    try:
+        head.read(prefix).expect_partial().assert_existing_objects_matched()
+        logging.info("Initialised encoder and masked-LM head from %s.", prefix)
+    except AssertionError:
+        logging.warning("Initialised the encoder from %s; it has no matching masked-LM "
+                        "head, which starts from scratch.", prefix)

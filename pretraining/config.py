@@ -110,11 +110,17 @@ class TrainConfig(Config):
     keep_checkpoints: int = 3
     jit_compile: bool = False
     max_nan_skips: int = 0  # >0: restore the last checkpoint and skip bad data, N times
+    # Weights to start from when the run has no checkpoint of its own: a
+    # checkpoint (file prefix or directory) written by this trainer. The
+    # encoder must match; heads are loaded when present.
+    init_checkpoint: str = ""
+    # Peak FLOP/s of the hardware (all replicas), for the MFU in the log; 0: no MFU.
+    peak_tflops: float = 0.0
 
     def __post_init__(self):
         require_positive(self, "steps", "global_batch_size", "steps_per_loop",
                          "checkpoint_every", "keep_checkpoints")
-        for name in ("log_every", "eval_every", "eval_steps", "max_nan_skips"):
+        for name in ("log_every", "eval_every", "eval_steps", "max_nan_skips", "peak_tflops"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`train.{name}` must be >= 0. "
                                  f"Received: {name}={getattr(self, name)}")

@@ -50,16 +50,22 @@ class BertEncoder(keras.Model):
             config.vocab_size, config.hidden_size, config.max_position_embeddings,
             config.type_vocab_size, config.hidden_dropout_prob, config.initializer_range,
             name="embeddings")
-        self.transformer_layers = [
-            TransformerLayer(config.hidden_size, config.num_attention_heads,
-                             config.intermediate_size, config.hidden_act,
-                             config.hidden_dropout_prob, config.attention_probs_dropout_prob,
-                             config.initializer_range, name=f"layer_{i}")
-            for i in range(config.num_hidden_layers)]
+        # One attribute per block (not a list): `tf.train.Checkpoint` tracks
+        # attributes of a Keras 3 model but not the items of a list attribute.
+        for i in range(config.num_hidden_layers):
+            setattr(self, f"layer_{i}", TransformerLayer(
+                config.hidden_size, config.num_attention_heads, config.intermediate_size,
+                config.hidden_act, config.hidden_dropout_prob,
+                config.attention_probs_dropout_prob, config.initializer_range,
+                name=f"layer_{i}"))
         self.pooler = keras.layers.Dense(
             config.hidden_size, activation="tanh",
             kernel_initializer=initializer(config.initializer_range), name="pooler")
         self.build(None)
+
+    @property
+    def transformer_layers(self) -> list:
+        return [getattr(self, f"layer_{i}") for i in range(self.config.num_hidden_layers)]
 
     def build(self, input_shape=None):
         hidden_shape = (None, None, self.config.hidden_size)

@@ -21,14 +21,21 @@ class Window:
             self.sums[key] += totals[key]
         self.steps += steps
 
-    def record(self, step: int, global_batch_size: int, learning_rate: float) -> dict:
+    def record(self, step: int, learning_rate: float, *, global_batch_size: int,
+               seq_length: int, flops_per_step: float, peak_flops: float = 0.0) -> dict:
+        """The window's figures; `mfu` only when the peak FLOP/s is known."""
         weight = max(self.sums["weight"], 1.0)
-        elapsed = max(time.time() - self.start, 1e-9)
-        return {"step": step, "loss": self.sums["loss_sum"] / weight,
-                "masked_lm_accuracy": self.sums["correct"] / weight,
-                "learning_rate": learning_rate,
-                "grad_norm": self.sums["grad_norm"] / max(self.steps, 1),
-                "examples_per_second": self.steps * global_batch_size / elapsed}
+        steps_per_second = self.steps / max(time.time() - self.start, 1e-9)
+        record = {"step": step, "loss": self.sums["loss_sum"] / weight,
+                  "masked_lm_accuracy": self.sums["correct"] / weight,
+                  "learning_rate": learning_rate,
+                  "grad_norm": self.sums["grad_norm"] / max(self.steps, 1),
+                  "examples_per_second": steps_per_second * global_batch_size,
+                  "tokens_per_second": steps_per_second * global_batch_size * seq_length,
+                  "tflops_per_second": steps_per_second * flops_per_step / 1e12}
+        if peak_flops:
+            record["mfu"] = steps_per_second * flops_per_step / peak_flops
+        return record
 
 
 class Eta:

@@ -18,6 +18,7 @@ from absl import logging
 from data_pipeline import input as data_input
 from pretraining import checkpoints, metrics_log, preemption, progress
 from pretraining.config import ExperimentConfig, resolve_path
+from pretraining.flops import mlm_train_flops
 from pretraining.heads import BertPretrainer, masked_lm_sums
 from pretraining.model import BertEncoder
 from pretraining.optimizers import create_optimizer
@@ -122,8 +123,18 @@ class Trainer:
         keras.utils.set_random_seed(train.seed)
         self.state = build_state(experiment, self.strategy, model_dir, worker_id)
         num_params = sum(int(np.prod(v.shape)) for v in self.state.model.trainable_variables)
-        logging.info("Model: %d trainable parameters", num_params)
+        self.flops_per_step = mlm_train_flops(
+            experiment.model, train.global_batch_size, self.manifest.max_seq_length,
+            self.manifest.max_predictions_per_seq)
+        logging.info("Model: %d trainable parameters, %.3g FLOPs per step", num_params,
+                     self.flops_per_step)
+        # Resume order: this run's own latest checkpoint → init_checkpoint → scratch.
         self.resumed_from = self.state.checkpoint.restore_or_initialize()
+        if self.resumed_from is None and train.init_checkpoint:
+            checkpoints.load_init_checkpoint(resolve_path(train.init_checkpoint),
+                                             self.state.model)
+        elif self.resumed_from is None:
+            logging.info("Starting from scratch (no checkpoint, no train.init_checkpoint).")
         self._train_loop = None
 
     # ---------------------------------------------------------------- data
@@ -289,12 +300,18 @@ class Trainer:
                 step += n
                 window.add(totals, n)
                 if step % log_every == 0 or step == end:
-                    record = window.record(step, train.global_batch_size,
-                                           float(state.optimizer.learning_rate))
+                    record = window.record(
+                        step, float(state.optimizer.learning_rate),
+                        global_batch_size=train.global_batch_size,
+                        seq_length=self.manifest.max_seq_length,
+                        flops_per_step=self.flops_per_step, peak_flops=train.peak_tflops * 1e12)
                     logging.info("step %d/%d  loss %.4f  mlm_acc %.4f  lr %.3g  grad_norm %.3f"
-                                 "  %.1f examples/s  ETA %s", step, train.steps, record["loss"],
+                                 "  %.1f examples/s  %.0f tokens/s  %.3f TFLOP/s%s  ETA %s",
+                                 step, train.steps, record["loss"],
                                  record["masked_lm_accuracy"], record["learning_rate"],
                                  record["grad_norm"], record["examples_per_second"],
+                                 record["tokens_per_second"], record["tflops_per_second"],
+                                 f"  MFU {record['mfu']:.1%}" if "mfu" in record else "",
                                  eta.format(step))
                     self.log.train_record(record)
                     window = progress.Window()

@@ -148,3 +148,13 @@ def test_keras_save_round_trip(config, tmp_path):
     restored = keras.saving.load_model(path)
     after = np.asarray(restored(batch)["masked_lm_logits"])
     np.testing.assert_allclose(before, after, atol=1e-6)
+
+
+def test_checkpoint_tracks_every_weight_through_the_model(config, tmp_path):
+    """`tf.train.Checkpoint(model=...)` alone (no optimizer) saves every weight."""
+    import tensorflow as tf
+    model = BertPretrainer(BertEncoder(config))
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    saved = [n for n in names if n.startswith("model/")]
+    assert len(saved) == len(model.weights), sorted(saved)

@@ -77,7 +77,7 @@ def test_cli_resumes_existing_run(experiment_file, tmp_path):
     model_dir = str(tmp_path / "run")
     first = _train_cli([f"--experiment={experiment_file}", f"--model_dir={model_dir}"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "starting from scratch" in first.stderr
+    assert "Starting from scratch" in first.stderr
     second = _train_cli([f"--experiment={experiment_file}", f"--model_dir={model_dir}",
                          "--override=train.steps=15"], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -99,3 +99,26 @@ def test_cli_bad_flag_is_one_line(experiment_file, tmp_path, flag, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_init_checkpoint_loads_weights_only(mlm_data, tmp_path):
+    source = Trainer(tiny_experiment(mlm_data, steps=10), str(tmp_path / "source"))
+    source.train()
+    experiment = tiny_experiment(mlm_data, steps=10,
+                                 init_checkpoint=str(tmp_path / "source" / "checkpoints"))
+    target = Trainer(experiment, str(tmp_path / "target"))
+    assert target.resumed_from is None
+    assert int(target.state.step.numpy()) == 0  # weights only: step and optimizer fresh
+    assert int(target.state.optimizer.iterations.numpy()) == 0
+    for a, b in zip(source.state.model.weights, target.state.model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_init_checkpoint_of_another_model_is_refused(mlm_data, tmp_path):
+    source = Trainer(tiny_experiment(mlm_data, steps=5, checkpoint_every=5),
+                     str(tmp_path / "source"))
+    source.train()
+    experiment = tiny_experiment(mlm_data, init_checkpoint=str(tmp_path / "source"))
+    experiment.model.hidden_size = 64
+    with pytest.raises(ValueError, match="does not hold this model's encoder"):
+        Trainer(experiment, str(tmp_path / "target"))
