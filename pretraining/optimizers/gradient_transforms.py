@@ -1,0 +1,147 @@
+"""Gradient transforms applied to the all-reduced gradient, before the update.
+
+A transform is a callable `(grads, variables, step) -> grads` over the whole
+list (global-norm clipping needs all of them); per-variable ones select
+variables by a regex over `v.path` at trace time. `GradientPipeline` chains
+them and reports the global norm of the incoming gradients.
+
+In a distributed custom loop, call the pipeline inside the replica function on
+the all-reduced (identical on every replica) gradients, then divide by
+`num_replicas_in_sync` and call `optimizer.apply_gradients` (see DESIGN.md):
+every transform here is deterministic given `(grads, step)`, so all replicas
+produce the same result.
+"""
+
+import importlib
+import re
+
+import tensorflow as tf
+
+from pretraining.optimizers.rules import variable_path
+
+
+def _selected(variables, pattern):
+    return [pattern is None or re.search(pattern, variable_path(v)) is not None
+            for v in variables]
+
+
+def clip_by_global_norm(clip_norm):
+    """Scales all gradients by `min(1, clip_norm / global_norm)`."""
+    def transform(grads, variables, step):
+        return tf.clip_by_global_norm(grads, clip_norm)[0]
+    return transform
+
+
+def per_variable(fn, pattern=None):
+    """Applies `fn(gradient, variable) -> gradient` to variables whose path
+    matches `pattern` (all when None)."""
+    def transform(grads, variables, step):
+        return [fn(g, v) if s and g is not None else g
+                for g, v, s in zip(grads, variables, _selected(variables, pattern))]
+    return transform
+
+
+def clip_by_norm(max_norm, pattern=None):
+    """Clips each selected gradient to L2 norm `max_norm`."""
+    return per_variable(lambda g, v: tf.clip_by_norm(g, max_norm), pattern)
+
+
+def clip_by_value(max_value, min_value=None, pattern=None):
+    """Clips each element of the selected gradients to `[min_value, max_value]`
+    (`min_value` defaults to `-max_value`)."""
+    low = -max_value if min_value is None else min_value
+    return per_variable(lambda g, v: tf.clip_by_value(g, low, max_value), pattern)
+
+
+def add_noise(stddev, seed, gamma=0.0, pattern=None):
+    """Adds Gaussian noise of std `stddev / (1 + step)^gamma` (Neelakantan et
+    al., 2015), stateless: drawn from `(seed, step, variable index)`, so the
+    same seed and step give the same noise on every replica and on resume."""
+    def transform(grads, variables, step):
+        step = tf.cast(step, tf.int64)
+        scale = stddev / tf.pow(1.0 + tf.cast(step, tf.float32), gamma)
+        base = tf.random.experimental.stateless_fold_in(
+            tf.constant([seed, 0], tf.int64), step)
+        result = []
+        for index, (g, selected) in enumerate(zip(grads, _selected(variables, pattern))):
+            if selected and g is not None:
+                key = tf.random.experimental.stateless_fold_in(base, index)
+                noise = tf.random.stateless_normal(tf.shape(g), seed=key, dtype=g.dtype)
+                g = g + tf.cast(scale, g.dtype) * noise
+            result.append(g)
+        return result
+    return transform
+
+
+class GradientPipeline:
+    """Chains gradient transforms; returns the transformed gradients and the
+    global norm of the gradients it received (before any clipping).
+
+    Args:
+        transforms: list of `(grads, variables, step) -> grads` callables,
+            applied in order.
+
+    Call arguments:
+        grads: list of dense gradient tensors (None entries pass through).
+        variables: the matching Keras variables (their `path` selects).
+        step: int scalar tensor, e.g. `optimizer.iterations`.
+
+    Example:
+    ```python
+    pipeline = GradientPipeline([clip_by_global_norm(1.0), clip_by_value(0.1, pattern="bias")])
+    grads, norm = pipeline(grads, model.trainable_variables, optimizer.iterations)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    ```
+    """
+
+    def __init__(self, transforms=()):
+        self.transforms = list(transforms)
+
+    def __call__(self, grads, variables, step):
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                 for g in grads]
+        global_norm = tf.linalg.global_norm([g for g in grads if g is not None])
+        for transform in self.transforms:
+            grads = transform(grads, variables, step)
+        return grads, global_norm
+
+
+def load_callable(spec: str):
+    """`"package.module:function"` → the function."""
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError("A custom gradient transform's `function` must look like "
+                         f"'package.module:function'. Received: function={spec!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"Could not load the gradient transform function={spec!r}: {e}") from None
+
+
+def transform_from_dict(spec: dict):
+    """One entry of `optimizer.gradient_transforms` (validated by the config)."""
+    kind, pattern = spec["type"], spec.get("pattern")
+    if kind == "clip_by_norm":
+        return clip_by_norm(spec["max_norm"], pattern)
+    if kind == "clip_by_value":
+        return clip_by_value(spec["max_value"], spec.get("min_value"), pattern)
+    if kind == "noise":
+        return add_noise(spec["stddev"], spec["seed"], spec.get("gamma", 0.0), pattern)
+    if kind == "custom":
+        return per_variable(load_callable(spec["function"]), pattern)
+    raise ValueError(f"Unknown gradient transform type={kind!r}. "
+                     "Choose one of clip_by_norm, clip_by_value, noise, custom.")
+
+
+def build_gradient_transform(config, extra=()) -> GradientPipeline:
+    """The pipeline of an `OptimizerConfig`: global-norm clipping by
+    `clip_norm` (if > 0), then `gradient_transforms` in order, then `extra`
+    (Python `(grads, variables, step) -> grads` callables, e.g.
+    `per_variable(fn)`).
+
+    Returns a callable `(grads, variables, step) -> (grads, global_norm)`.
+    """
+    transforms = [clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
+    transforms += [transform_from_dict(spec) for spec in config.gradient_transforms]
+    transforms += list(extra)
+    return GradientPipeline(transforms)

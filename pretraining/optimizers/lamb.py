@@ -1,0 +1,105 @@
+"""LAMB (You et al., 2019): Adam moments, decoupled decay, then a per-variable
+trust ratio `||w|| / ||update||`.
+
+    m, v  ← Adam moments (bias-corrected when `bias_correction`)
+    u     = m̂ / (sqrt(v̂) + eps) + wd · w           (wd = 0 for excluded variables)
+    r     = ||w|| / ||u||  (1 if either norm is 0, or the variable is excluded
+                            from layer adaptation)
+    w    ← w - lr · r · u
+
+Layer-adaptation exclusions: rank < `weight_decay_min_rank`, or a path matching
+`weight_decay_exclude` or `layer_adaptation_exclude` (Google's LAMB also
+reuses the decay exclusions when none are given).
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from pretraining.optimizers.lookahead import Lookahead
+from pretraining.optimizers.rules import PerVariableRules, matches, variable_path
+
+
+class LambCore(keras.optimizers.Adam):
+    """The LAMB update on top of Keras Adam's moment slots."""
+
+    def __init__(self, *args, bias_correction=True, layer_adaptation_exclude=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.amsgrad:
+            raise ValueError("`amsgrad` is not supported by LAMB. Received: amsgrad=True")
+        self.bias_correction = bool(bias_correction)
+        self.layer_adaptation_exclude = list(layer_adaptation_exclude)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        min_rank = getattr(self, "weight_decay_min_rank", 2)
+        patterns = [*getattr(self, "weight_decay_exclude", []), *self.layer_adaptation_exclude]
+        self._adapted = [len(v.shape) >= min_rank and not matches(variable_path(v), patterns)
+                         for v in variables]
+
+    def decays_in_update(self, variable) -> bool:
+        return True
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        if isinstance(gradient, tf.IndexedSlices):
+            gradient = tf.convert_to_tensor(gradient)
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign_add(m, (gradient - m) * (1 - self.beta_1))
+        self.assign_add(v, (ops.square(gradient) - v) * (1 - self.beta_2))
+        m_hat, v_hat = m, v
+        if self.bias_correction:
+            t = ops.cast(self.iterations + 1, dtype)
+            m_hat = m / (1 - ops.power(ops.cast(self.beta_1, dtype), t))
+            v_hat = v / (1 - ops.power(ops.cast(self.beta_2, dtype), t))
+        update = m_hat / (ops.sqrt(v_hat) + self.epsilon)
+        decay = self._decays[index] if hasattr(self, "_decays") else 0.0
+        if decay:
+            update = update + ops.cast(decay, dtype) * variable
+        if self._adapted[index]:
+            w_norm = tf.norm(variable)
+            u_norm = tf.norm(update)
+            ratio = tf.where((w_norm > 0) & (u_norm > 0), w_norm / tf.maximum(u_norm, 1e-30),
+                             tf.ones_like(w_norm))
+            lr = lr * ratio
+        self.assign_sub(variable, lr * update)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"bias_correction": self.bias_correction,
+                       "layer_adaptation_exclude": self.layer_adaptation_exclude})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="pretraining")
+class LAMB(Lookahead, PerVariableRules, LambCore):
+    """LAMB with path-selected decay and layer-adaptation exclusions,
+    per-variable learning rates and Lookahead.
+
+    Args:
+        learning_rate: float or `LearningRateSchedule`.
+        beta_1, beta_2, epsilon: floats. Defaults to 0.9, 0.999, 1e-6.
+        weight_decay: float. Defaults to 0.01.
+        bias_correction: bool. Defaults to True.
+        layer_adaptation_exclude: list of regexes over `v.path`, on top of
+            the weight-decay exclusions. Defaults to none.
+        weight_decay_exclude, weight_decay_min_rank, lr_multipliers,
+            layerwise_lr_decay, num_layers: see `PerVariableRules`.
+        lookahead_steps, lookahead_alpha: see `Lookahead`.
+
+    Example:
+    ```python
+    optimizer = LAMB(1e-3, weight_decay=0.01)
+    model.compile(optimizer=optimizer, loss="mse")
+    ```
+    """
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                 weight_decay=0.01, name="lamb", **kwargs):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, weight_decay=weight_decay, name=name, **kwargs)
