@@ -110,6 +110,9 @@ class TrainConfig(Config):
     keep_checkpoints: int = 3
     jit_compile: bool = False
     max_nan_skips: int = 0  # >0: restore the last checkpoint and skip bad data, N times
+    # Each update's global batch is computed as this many equal micro-batches
+    # whose gradients are summed: same numbers, 1/k of the activation memory.
+    gradient_accumulation_steps: int = 1
     # Weights to start from when the run has no checkpoint of its own: a
     # checkpoint (file prefix or directory) written by this trainer. The
     # encoder must match; heads are loaded when present.
@@ -119,7 +122,7 @@ class TrainConfig(Config):
 
     def __post_init__(self):
         require_positive(self, "steps", "global_batch_size", "steps_per_loop",
-                         "checkpoint_every", "keep_checkpoints")
+                         "checkpoint_every", "keep_checkpoints", "gradient_accumulation_steps")
         for name in ("log_every", "eval_every", "eval_steps", "max_nan_skips", "peak_tflops"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`train.{name}` must be >= 0. "

@@ -6,6 +6,7 @@ per `tf.function` call, loss normalised by the global count of masked tokens,
 gradients all-reduced once, clipped by global norm after the all-reduce.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,7 +22,8 @@ from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.flops import mlm_train_flops
 from pretraining.heads import BertPretrainer, masked_lm_sums
 from pretraining.model import BertEncoder
-from pretraining.optimizers import create_optimizer
+from pretraining.optimizers import (ExponentialMovingAverage, build_gradient_transform,
+                                    create_ema, create_optimizer)
 
 
 @dataclasses.dataclass
@@ -30,6 +32,7 @@ class TrainState:
 
     model: BertPretrainer
     optimizer: keras.optimizers.Optimizer
+    ema: ExponentialMovingAverage | None
     step: tf.Variable
     data_offset: tf.Variable
     nan_skips: tf.Variable
@@ -78,6 +81,7 @@ def build_state(experiment: ExperimentConfig, strategy, model_dir: str,
         optimizer = create_optimizer(experiment.optimizer, experiment.train.steps,
                                      model.trainable_variables)
         optimizer.build(model.trainable_variables)
+        ema = create_ema(experiment.optimizer, model.trainable_variables)
         counters = [tf.Variable(0, dtype=tf.int64, trainable=False, name=name,
                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
                     for name in ("global_step", "data_offset", "nan_skips")]
@@ -85,8 +89,9 @@ def build_state(experiment: ExperimentConfig, strategy, model_dir: str,
         checkpoint = checkpoints.RunCheckpoint(
             model_dir, model=model, optimizer=optimizer, step=step,
             max_to_keep=experiment.train.keep_checkpoints,
-            extra={"data_offset": data_offset, "nan_skips": nan_skips}, worker_id=worker_id)
-    return TrainState(model, optimizer, step, data_offset, nan_skips, checkpoint)
+            extra={"data_offset": data_offset, "nan_skips": nan_skips,
+                   **({"ema": ema} if ema is not None else {})}, worker_id=worker_id)
+    return TrainState(model, optimizer, ema, step, data_offset, nan_skips, checkpoint)
 
 
 class Trainer:
@@ -105,9 +110,11 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         train = experiment.train
         replicas = self.strategy.num_replicas_in_sync
-        if train.global_batch_size % replicas:
-            raise ValueError(f"train.global_batch_size={train.global_batch_size} must be "
-                             f"divisible by the number of replicas ({replicas}).")
+        if train.global_batch_size % (replicas * train.gradient_accumulation_steps):
+            raise ValueError(
+                f"train.global_batch_size={train.global_batch_size} must be divisible by the "
+                f"number of replicas ({replicas}) times train.gradient_accumulation_steps "
+                f"({train.gradient_accumulation_steps}).")
         self.train_dir = resolve_path(experiment.data.train_dir)
         self.eval_dir = resolve_path(experiment.data.eval_dir) if experiment.data.eval_dir else ""
         self.manifest = check_data(experiment, self.train_dir, "train")
@@ -133,8 +140,11 @@ class Trainer:
         if self.resumed_from is None and train.init_checkpoint:
             checkpoints.load_init_checkpoint(resolve_path(train.init_checkpoint),
                                              self.state.model)
+            if self.state.ema is not None:
+                self.state.ema.reset()
         elif self.resumed_from is None:
             logging.info("Starting from scratch (no checkpoint, no train.init_checkpoint).")
+        self.gradient_transform = build_gradient_transform(experiment.optimizer)
         self._train_loop = None
 
     # ---------------------------------------------------------------- data
@@ -147,24 +157,28 @@ class Trainer:
         def dataset_fn(context):
             per_replica = context.get_per_replica_batch_size(train.global_batch_size)
             replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
-            if self.experiment.data.shard_by == "batch" and context.num_input_pipelines > 1:
-                return _slice_of_global_batches(
-                    data_input.make_dataset(
-                        data_dir, train.global_batch_size, training=training, seed=train.seed,
-                        skip_batches=skip, shuffle_buffer=self.experiment.data.shuffle_buffer),
-                    context.input_pipeline_id, replicas_per_pipeline, per_replica)
-            dataset = data_input.make_dataset(
-                data_dir, per_replica, training=training, seed=train.seed,
-                input_context=context, skip_batches=skip,
-                shuffle_buffer=self.experiment.data.shuffle_buffer)
-            if not training and replicas_per_pipeline > 1:
-                # Batches go round-robin to this pipeline's replicas and a last
-                # incomplete round would be dropped: complete it with
-                # zero-weight batches (a trailing all-padding round is harmless).
-                padding = dataset.take(1).map(
-                    lambda b: tf.nest.map_structure(tf.zeros_like, b))
-                dataset = dataset.concatenate(padding.repeat(replicas_per_pipeline - 1))
-            return dataset
+            options = dict(training=training, seed=train.seed,
+                           shuffle_buffer=self.experiment.data.shuffle_buffer)
+            if self.experiment.data.shard_by == "files" and context.num_input_pipelines > 1:
+                # Disjoint files per host; `skip` counts global batches, this
+                # pipeline yields one batch per local replica and step.
+                dataset = data_input.make_dataset(
+                    data_dir, per_replica, input_context=context,
+                    skip_batches=skip * replicas_per_pipeline, **options)
+                if not training and replicas_per_pipeline > 1:
+                    # Batches go round-robin to the local replicas and a last
+                    # incomplete round would be dropped: complete it with
+                    # zero-weight batches (a trailing padding round is harmless).
+                    padding = dataset.take(1).map(
+                        lambda b: tf.nest.map_structure(tf.zeros_like, b))
+                    dataset = dataset.concatenate(padding.repeat(replicas_per_pipeline - 1))
+                return dataset
+            dataset = data_input.make_dataset(data_dir, train.global_batch_size,
+                                              skip_batches=skip, **options)
+            if context.num_replicas_in_sync == 1:
+                return dataset
+            return _slice_of_global_batches(dataset, context.input_pipeline_id,
+                                            replicas_per_pipeline, per_replica)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -179,29 +193,46 @@ class Trainer:
         grads = tape.gradient(loss_sum, model.trainable_variables)
         return loss_sum, correct, weight, grads
 
+    def _accumulated_forward_backward(self, batch):
+        """`_forward_backward` over `train.gradient_accumulation_steps` equal
+        micro-batches of `batch`, sums added up: the same numbers as the whole
+        batch at once, with the activation memory of one micro-batch."""
+        k = self.experiment.train.gradient_accumulation_steps
+        if k == 1:
+            return self._compiled_forward_backward(batch)
+        micro = tf.nest.map_structure(
+            lambda t: tf.reshape(t, [k, t.shape[0] // k] + t.shape[1:]), batch)
+        first = self._compiled_forward_backward(tf.nest.map_structure(lambda t: t[0], micro))
+        reached = [g is not None for g in first[3]]
+        sums = list(first[:3]) + [tf.convert_to_tensor(g) for g in first[3] if g is not None]
+        for i in tf.range(1, k):
+            out = self._compiled_forward_backward(tf.nest.map_structure(lambda t: t[i], micro))
+            terms = list(out[:3]) + [tf.convert_to_tensor(g) for g in out[3] if g is not None]
+            sums = [a + b for a, b in zip(sums, terms)]
+        grads = iter(sums[3:])
+        return sums[0], sums[1], sums[2], [next(grads) if r else None for r in reached]
+
     def _replica_step(self, batch):
         """One optimizer update on this replica's share of the global batch."""
-        model, optimizer = self.state.model, self.state.optimizer
+        model, state = self.state.model, self.state
         context = tf.distribute.get_replica_context()
-        loss_sum, correct, weight, grads = self._compiled_forward_backward(batch)
+        loss_sum, correct, weight, grads = self._accumulated_forward_backward(batch)
         # Variables the loss does not reach (the pooler without an NSP head)
         # are left out of the update; decided once, when the step is traced.
         pairs = [(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None]
         grads = [tf.convert_to_tensor(g) for g, _ in pairs]
         variables = [v for _, v in pairs]
-        # Normalise by the global number of masked tokens, then clip the
-        # all-reduced gradient: identical to one device whatever the replicas.
+        # Normalise by the global number of masked tokens, then transform
+        # (clip, ...) the all-reduced gradient: identical to one device.
         global_weight = tf.maximum(context.all_reduce("SUM", weight), 1.0)
         grads = [g / global_weight for g in context.all_reduce("SUM", grads)]
-        clip = self.experiment.optimizer.clip_norm
-        if clip > 0:
-            grads, grad_norm = tf.clip_by_global_norm(grads, clip)
-        else:
-            grad_norm = tf.linalg.global_norm(grads)
+        grads, grad_norm = self.gradient_transform(grads, variables, state.optimizer.iterations)
         # Keras all-reduces (sums) again inside apply_gradients under a strategy.
         replicas = self.strategy.num_replicas_in_sync
         grads = [g / replicas for g in grads] if replicas > 1 else grads
-        optimizer.apply_gradients(zip(grads, variables))
+        state.optimizer.apply_gradients(zip(grads, variables))
+        if state.ema is not None:
+            state.ema.update()
         return {"loss_sum": loss_sum, "correct": correct, "weight": weight,
                 "grad_norm": grad_norm / replicas}
 
@@ -226,7 +257,8 @@ class Trainer:
         return tf.stack(masked_lm_sums(logits, batch))
 
     def evaluate(self) -> dict:
-        """Masked-LM loss and accuracy over the whole eval split (or `eval_steps`)."""
+        """Masked-LM loss and accuracy over the whole eval split (or
+        `eval_steps`), with the EMA weights when `optimizer.ema_decay` is set."""
         if not self.eval_dir:
             return {}
         strategy, limit = self.strategy, self.experiment.train.eval_steps
@@ -237,10 +269,11 @@ class Trainer:
             return strategy.reduce("SUM", per_replica, axis=None)
 
         totals = np.zeros(3)
-        for i, batch in enumerate(self._dataset(self.eval_dir, training=False)):
-            if limit and i >= limit:
-                break
-            totals += eval_step(batch).numpy()
+        with self.state.ema.swap() if self.state.ema is not None else contextlib.nullcontext():
+            for i, batch in enumerate(self._dataset(self.eval_dir, training=False)):
+                if limit and i >= limit:
+                    break
+                totals += eval_step(batch).numpy()
         loss_sum, correct, weight = totals
         weight = max(weight, 1.0)
         return {"eval_loss": loss_sum / weight, "eval_masked_lm_accuracy": correct / weight,

@@ -24,6 +24,13 @@ def repo_root():
 
 
 @pytest.fixture(scope="session")
+def mirrored():
+    """One 2-replica MirroredStrategy for the whole session: several strategies
+    using collective ops in one process interfere with each other."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
 def mlm_data(tmp_path_factory):
     """Small real masked-LM records: 400 documents of the built-in sample, a
     400-piece SentencePiece model, sequences of 32 with 5 predictions."""

@@ -45,11 +45,11 @@ def test_nan_skip_and_continue(mlm_data, tmp_path):
     assert int(trainer.state.data_offset.numpy()) == 5  # batches of steps 10..15 skipped
 
 
-def _cli(experiment_file, model_dir):
+def _cli(experiment_file, model_dir, *flags):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
     return subprocess.Popen(
         [sys.executable, "-m", "pretraining.train", f"--experiment={experiment_file}",
-         f"--model_dir={model_dir}"], env=env, stdout=subprocess.DEVNULL,
+         f"--model_dir={model_dir}", *flags], env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
 
 
@@ -96,14 +96,17 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes(long_experiment, tmp_path
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_is_bit_identical(mlm_data, tmp_path):
-    experiment = tiny_experiment(mlm_data, steps=200, steps_per_loop=2, checkpoint_every=4,
+@pytest.mark.parametrize("flags", [(), ("--strategy=mirrored", "--num_logical_cpus=2")],
+                         ids=["default", "mirrored"])
+def test_sigkill_then_resume_is_bit_identical(mlm_data, tmp_path, flags):
+    """Dropout on: the data position and the dropout RNG state are restored."""
+    experiment = tiny_experiment(mlm_data, steps=120, steps_per_loop=2, checkpoint_every=4,
                                  log_every=10, keep_checkpoints=2)
     path = tmp_path / "experiment.json"
     path.write_text(experiment.to_json())
     straight_dir, killed_dir = str(tmp_path / "straight"), str(tmp_path / "killed")
-    straight = _cli(str(path), straight_dir)
-    killed = _cli(str(path), killed_dir)
+    straight = _cli(str(path), straight_dir, *flags)
+    killed = _cli(str(path), killed_dir, *flags)
     try:
         assert _wait_for_checkpoint(killed_dir, killed)
         time.sleep(np.random.default_rng().uniform(0.0, 2.0))  # a random step
@@ -113,7 +116,7 @@ def test_sigkill_then_resume_is_bit_identical(mlm_data, tmp_path):
     finally:
         straight.kill()
         killed.kill()
-    resumed = _cli(str(path), killed_dir)
+    resumed = _cli(str(path), killed_dir, *flags)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr[-3000:]
     assert "Resumed from" in stderr
