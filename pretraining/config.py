@@ -49,6 +49,13 @@ class BertConfig(Config):
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     initializer_range: float = 0.02
+    # Our additions; the defaults are Google's BERT. Not written to Google's
+    # or Hugging Face's config files (see `to_google_dict`).
+    attention_mask_type: str = "bidirectional"  # | causal | unilm | prefix
+    prefix_length: int = 0  # for attention_mask_type="prefix"
+    condition_size: int = 0  # >0: Conditional LayerNorm on a condition vector of this size
+    condition_hidden_size: int = 0  # >0: condition → Dense(condition_hidden_size) first
+    condition_hidden_act: str = "linear"
 
     @classmethod
     def from_dict(cls, data: dict, where: str | None = None, tolerated=_GOOGLE_EXTRA_KEYS):
@@ -63,9 +70,35 @@ class BertConfig(Config):
             raise ValueError(
                 "`hidden_size` must be divisible by `num_attention_heads`. Received: "
                 f"hidden_size={self.hidden_size}, num_attention_heads={self.num_attention_heads}")
+        from pretraining.attention_masks import MASK_TYPES
+        if self.attention_mask_type not in MASK_TYPES:
+            raise ValueError(f"`attention_mask_type` must be one of {list(MASK_TYPES)}. "
+                             f"Received: attention_mask_type={self.attention_mask_type!r}")
+        if self.attention_mask_type == "prefix" and not (
+                0 < self.prefix_length <= self.max_position_embeddings):
+            raise ValueError("`prefix_length` must be in [1, max_position_embeddings] with "
+                             f"attention_mask_type='prefix'. Received: "
+                             f"prefix_length={self.prefix_length}")
+        for name in ("prefix_length", "condition_size", "condition_hidden_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0. Received: {name}={getattr(self, name)}")
+        if self.condition_hidden_size and not self.condition_size:
+            raise ValueError("`condition_hidden_size` needs `condition_size` > 0 (the size of "
+                             "the condition vector). Received: condition_size=0")
         if self.hidden_act not in ("gelu", "gelu_new", "relu"):
             raise ValueError("`hidden_act` must be one of 'gelu', 'gelu_new', 'relu'. "
                              f"Received: hidden_act={self.hidden_act!r}")
+
+
+GOOGLE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "intermediate_size", "hidden_act", "hidden_dropout_prob",
+                 "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+                 "initializer_range")
+
+
+def to_google_dict(config: BertConfig) -> dict:
+    """Only the fields of Google's `bert_config.json`."""
+    return {name: getattr(config, name) for name in GOOGLE_FIELDS}
 
 
 @dataclasses.dataclass
@@ -119,10 +152,17 @@ class TrainConfig(Config):
     init_checkpoint: str = ""
     # Peak FLOP/s of the hardware (all replicas), for the MFU in the log; 0: no MFU.
     peak_tflops: float = 0.0
+    # "" (float32), "mixed_bfloat16" (TPU, recent GPUs) or "mixed_float16"
+    # (GPUs; with dynamic loss scaling). LayerNorm, softmax, mask bias, logits
+    # and losses stay float32.
+    mixed_precision: str = ""
 
     def __post_init__(self):
         require_positive(self, "steps", "global_batch_size", "steps_per_loop",
                          "checkpoint_every", "keep_checkpoints", "gradient_accumulation_steps")
+        if self.mixed_precision not in ("", "mixed_bfloat16", "mixed_float16"):
+            raise ValueError("`train.mixed_precision` must be '', 'mixed_bfloat16' or "
+                             f"'mixed_float16'. Received: mixed_precision={self.mixed_precision!r}")
         for name in ("log_every", "eval_every", "eval_steps", "max_nan_skips", "peak_tflops"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`train.{name}` must be >= 0. "
@@ -145,9 +185,22 @@ class ExperimentConfig(Config):
     _SECTIONS = {"model": BertConfig, "data": DataConfig,
                  "optimizer": OptimizerConfig, "train": TrainConfig}
 
+    # The attention masks each task may train with (a bidirectional mask in a
+    # next-token task would let every position see the token it predicts).
+    _TASK_MASKS = {"mlm": ("bidirectional", "causal", "unilm", "prefix"),
+                   "lm": ("causal",), "seq2seq": ("unilm",)}
+
     def __post_init__(self):
-        if self.task != "mlm":
-            raise ValueError(f"`task` must be 'mlm'. Received: task={self.task!r}")
+        if self.task not in self._TASK_MASKS:
+            raise ValueError(f"`task` must be one of {sorted(self._TASK_MASKS)}. "
+                             f"Received: task={self.task!r}")
+        allowed = self._TASK_MASKS[self.task]
+        if self.model.attention_mask_type not in allowed:
+            raise ValueError(
+                f"task={self.task!r} needs model.attention_mask_type in {list(allowed)}. "
+                f"Received: attention_mask_type={self.model.attention_mask_type!r} "
+                f"(set it in the model config or with "
+                f"--override=model.attention_mask_type={allowed[0]}).")
 
     @classmethod
     def from_dict(cls, data: dict, where: str | None = None, tolerated=frozenset(),

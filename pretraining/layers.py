@@ -31,9 +31,65 @@ def initializer(stddev: float):
     return keras.initializers.TruncatedNormal(stddev=stddev)
 
 
-def layer_norm(name: str):
-    """LayerNorm in float32 whatever the dtype policy (as Keras and Google do)."""
-    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype="float32", name=name)
+def layer_norm(name: str, condition_size: int = 0):
+    """LayerNorm in float32 whatever the dtype policy (as Keras and Google do),
+    conditional when `condition_size` > 0."""
+    return LayerNorm(condition_size=condition_size, dtype="float32", name=name)
+
+
+@keras.saving.register_keras_serializable(package="pretraining")
+class LayerNorm(keras.layers.Layer):
+    """Layer normalisation, optionally conditional (kexue.fm/archives/7124).
+
+    `x̂·(γ + W_γ·c) + (β + W_β·c)` with `x̂` the normalised input and `c` a
+    condition vector per example; `W_γ`, `W_β` start at zero, so a model with
+    pretrained `γ`, `β` gives the unconditional output until training moves
+    them. Without a condition it is Google's LayerNorm.
+
+    Args:
+        epsilon: float. Added to the variance. Defaults to 1e-12 (Google BERT).
+        condition_size: int. Size of `c`; 0 for a plain LayerNorm. Defaults to 0.
+
+    Call arguments:
+        x: float tensor `(..., hidden)`.
+        condition: float tensor `(batch, condition_size)`, when conditional.
+    """
+
+    def __init__(self, epsilon=LAYER_NORM_EPSILON, condition_size=0, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.condition_size = condition_size
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.gamma = self.add_weight(shape=(dim,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
+        if self.condition_size:
+            for name in ("gamma_dense", "beta_dense"):
+                dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros",
+                                           dtype="float32", name=name)
+                setattr(self, name, dense)
+                dense.build((None, self.condition_size))
+        self.built = True
+
+    def call(self, x, condition=None):
+        x = ops.cast(x, "float32")
+        mean, variance = ops.moments(x, axes=[-1], keepdims=True)
+        normalized = (x - mean) * ops.rsqrt(variance + self.epsilon)
+        gamma, beta = self.gamma, self.beta
+        if self.condition_size:
+            if condition is None:
+                raise ValueError(f"LayerNorm {self.name!r} is conditional: pass `condition`.")
+            # (batch, hidden) → broadcast over the positions of `x`.
+            shape = [ops.shape(x)[0]] + [1] * (len(x.shape) - 2) + [x.shape[-1]]
+            gamma = gamma + ops.reshape(self.gamma_dense(condition), shape)
+            beta = beta + ops.reshape(self.beta_dense(condition), shape)
+        return normalized * gamma + beta
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(epsilon=self.epsilon, condition_size=self.condition_size)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -47,16 +103,19 @@ class BertEmbeddings(keras.layers.Layer):
         type_vocab_size: int. Number of segment ids.
         dropout_rate: float. Dropout after the LayerNorm.
         initializer_range: float. Stddev of the truncated-normal initialiser.
+        condition_size: int. >0: Conditional LayerNorm on a vector of this size.
 
     Call arguments:
         input_ids: int tensor `(batch, seq)`.
         segment_ids: int tensor `(batch, seq)`.
+        condition: float tensor `(batch, condition_size)` when conditional.
         training: bool. Whether dropout is applied.
     """
 
     def __init__(self, vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
-                 dropout_rate=0.1, initializer_range=0.02, **kwargs):
+                 dropout_rate=0.1, initializer_range=0.02, condition_size=0, **kwargs):
         super().__init__(**kwargs)
+        self.condition_size = condition_size
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.max_position_embeddings = max_position_embeddings
@@ -72,7 +131,7 @@ class BertEmbeddings(keras.layers.Layer):
         self.position_embeddings = keras.layers.Embedding(
             max_position_embeddings, hidden_size, embeddings_initializer=init,
             name="position_embeddings")
-        self.layer_norm = layer_norm("LayerNorm")
+        self.layer_norm = layer_norm("LayerNorm", condition_size)
         self.dropout = keras.layers.Dropout(dropout_rate, name="dropout")
 
     def build(self, input_shape=None):
@@ -82,13 +141,13 @@ class BertEmbeddings(keras.layers.Layer):
         self.layer_norm.build((None, None, self.hidden_size))
         self.built = True
 
-    def call(self, input_ids, segment_ids, training=False):
+    def call(self, input_ids, segment_ids, condition=None, training=False):
         seq_len = ops.shape(input_ids)[1]
         x = self.word_embeddings(input_ids)  # (batch, seq, hidden)
         x = x + self.token_type_embeddings(segment_ids)
         positions = ops.cast(self.position_embeddings.embeddings[:seq_len], x.dtype)
         x = x + positions[None]
-        x = self.layer_norm(x)
+        x = self.layer_norm(x, condition)
         return self.dropout(ops.cast(x, self.compute_dtype), training=training)
 
     def get_config(self):
@@ -96,7 +155,8 @@ class BertEmbeddings(keras.layers.Layer):
         config.update(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
                       max_position_embeddings=self.max_position_embeddings,
                       type_vocab_size=self.type_vocab_size, dropout_rate=self.dropout_rate,
-                      initializer_range=self.initializer_range)
+                      initializer_range=self.initializer_range,
+                      condition_size=self.condition_size)
         return config
 
 
@@ -174,17 +234,20 @@ class TransformerLayer(keras.layers.Layer):
         hidden_dropout_rate: float. Dropout on the attention and feed-forward outputs.
         attention_dropout_rate: float. Dropout on the attention probabilities.
         initializer_range: float. Stddev of the truncated-normal initialiser.
+        condition_size: int. >0: Conditional LayerNorm on a vector of this size.
 
     Call arguments:
         x: float tensor `(batch, seq, hidden)`.
         bias: float32 additive attention bias `(batch, 1, seq, seq)`.
+        condition: float tensor `(batch, condition_size)` when conditional.
         training: bool. Whether dropout is applied.
     """
 
     def __init__(self, hidden_size, num_heads, intermediate_size, hidden_act="gelu",
                  hidden_dropout_rate=0.1, attention_dropout_rate=0.1, initializer_range=0.02,
-                 **kwargs):
+                 condition_size=0, **kwargs):
         super().__init__(**kwargs)
+        self.condition_size = condition_size
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
@@ -198,13 +261,13 @@ class TransformerLayer(keras.layers.Layer):
         self.attention_output = keras.layers.Dense(
             hidden_size, kernel_initializer=init, name="attention_output")
         self.attention_dropout = keras.layers.Dropout(hidden_dropout_rate, name="attention_dropout")
-        self.attention_layer_norm = layer_norm("attention_layer_norm")
+        self.attention_layer_norm = layer_norm("attention_layer_norm", condition_size)
         self.intermediate = keras.layers.Dense(
             intermediate_size, activation=get_activation(hidden_act), kernel_initializer=init,
             name="intermediate")
         self.output_dense = keras.layers.Dense(hidden_size, kernel_initializer=init, name="output")
         self.output_dropout = keras.layers.Dropout(hidden_dropout_rate, name="output_dropout")
-        self.output_layer_norm = layer_norm("output_layer_norm")
+        self.output_layer_norm = layer_norm("output_layer_norm", condition_size)
 
     def build(self, input_shape):
         self.attention.build(input_shape)
@@ -215,13 +278,13 @@ class TransformerLayer(keras.layers.Layer):
         self.output_layer_norm.build(input_shape)
         self.built = True
 
-    def call(self, x, bias, training=False):
+    def call(self, x, bias, condition=None, training=False):
         attended = self.attention(x, bias, training=training)
         attended = self.attention_dropout(self.attention_output(attended), training=training)
-        x = ops.cast(self.attention_layer_norm(x + attended), self.compute_dtype)
+        x = ops.cast(self.attention_layer_norm(x + attended, condition), self.compute_dtype)
         hidden = self.output_dense(self.intermediate(x))  # (batch, seq, hidden)
         hidden = self.output_dropout(hidden, training=training)
-        return ops.cast(self.output_layer_norm(x + hidden), self.compute_dtype)
+        return ops.cast(self.output_layer_norm(x + hidden, condition), self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -229,5 +292,6 @@ class TransformerLayer(keras.layers.Layer):
                       intermediate_size=self.intermediate_size, hidden_act=self.hidden_act,
                       hidden_dropout_rate=self.hidden_dropout_rate,
                       attention_dropout_rate=self.attention_dropout_rate,
-                      initializer_range=self.initializer_range)
+                      initializer_range=self.initializer_range,
+                      condition_size=self.condition_size)
         return config

@@ -73,7 +73,8 @@ class MetricsLog:
             return {}
         last = records[-1]
         rates = [r["examples_per_second"] for r in records]
-        return {"loss": last["loss"], "masked_lm_accuracy": last["masked_lm_accuracy"],
+        keys = ("loss", "masked_lm_accuracy", "accuracy", "perplexity", "nsp_accuracy")
+        return {**{k: last[k] for k in keys if k in last},
                 "examples_per_second": sum(rates) / len(rates)}
 
     def write_summary(self, summary: dict) -> None:

@@ -17,14 +17,15 @@ class BertEncoder(keras.Model):
     wraps the encoder later.
 
     Args:
-        config: `BertConfig` or a dict of Google's `bert_config.json` fields.
-        attention_mask_type: str. Which tokens see which; see `attention_masks`.
-            Defaults to `"bidirectional"`.
+        config: `BertConfig` or a dict of its fields. `attention_mask_type`
+            selects which tokens see which (see `attention_masks`);
+            `condition_size` > 0 turns on Conditional LayerNorm.
         name: str. Prefix of every variable path. Defaults to `"bert"`.
 
     Call arguments:
         inputs: dict with int tensors `input_ids`, `segment_ids`, `input_mask`,
-            each `(batch, seq)`.
+            each `(batch, seq)`, and a float `condition` `(batch, condition_size)`
+            when Conditional LayerNorm is on.
         training: bool. Whether dropout is applied.
 
     Returns:
@@ -39,17 +40,22 @@ class BertEncoder(keras.Model):
     ```
     """
 
-    def __init__(self, config, attention_mask_type="bidirectional", name="bert", **kwargs):
+    def __init__(self, config, name="bert", **kwargs):
         super().__init__(name=name, **kwargs)
         if isinstance(config, dict):
             config = BertConfig.from_dict(config)
         self.config = config
-        self.attention_mask_type = attention_mask_type
-        self.mask_function = attention_masks.get_mask_function(attention_mask_type)
+        # Conditional LayerNorm: the condition, optionally through a Dense first.
+        condition_size = config.condition_hidden_size or config.condition_size
+        if config.condition_hidden_size:
+            self.condition_dense = keras.layers.Dense(
+                config.condition_hidden_size, activation=config.condition_hidden_act,
+                kernel_initializer=initializer(config.initializer_range),
+                name="condition_dense")
         self.embeddings = BertEmbeddings(
             config.vocab_size, config.hidden_size, config.max_position_embeddings,
             config.type_vocab_size, config.hidden_dropout_prob, config.initializer_range,
-            name="embeddings")
+            condition_size=condition_size, name="embeddings")
         # One attribute per block (not a list): `tf.train.Checkpoint` tracks
         # attributes of a Keras 3 model but not the items of a list attribute.
         for i in range(config.num_hidden_layers):
@@ -57,7 +63,7 @@ class BertEncoder(keras.Model):
                 config.hidden_size, config.num_attention_heads, config.intermediate_size,
                 config.hidden_act, config.hidden_dropout_prob,
                 config.attention_probs_dropout_prob, config.initializer_range,
-                name=f"layer_{i}"))
+                condition_size=condition_size, name=f"layer_{i}"))
         self.pooler = keras.layers.Dense(
             config.hidden_size, activation="tanh",
             kernel_initializer=initializer(config.initializer_range), name="pooler")
@@ -69,6 +75,8 @@ class BertEncoder(keras.Model):
 
     def build(self, input_shape=None):
         hidden_shape = (None, None, self.config.hidden_size)
+        if self.config.condition_hidden_size:
+            self.condition_dense.build((None, self.config.condition_size))
         self.embeddings.build(None)
         for layer in self.transformer_layers:
             layer.build(hidden_shape)
@@ -77,18 +85,29 @@ class BertEncoder(keras.Model):
 
     def call(self, inputs, training=False):
         input_ids = ops.cast(inputs["input_ids"], "int32")
-        segment_ids = ops.cast(inputs["segment_ids"], "int32")
+        # Causal-LM records carry no segment ids: all zeros.
+        segment_ids = ops.cast(inputs.get("segment_ids", ops.zeros_like(input_ids)), "int32")
         input_mask = ops.cast(inputs["input_mask"], "int32")
-        bias = attention_masks.mask_bias(self.mask_function(input_mask))
-        x = self.embeddings(input_ids, segment_ids, training=training)  # (batch, seq, hidden)
+        config = self.config
+        bias = attention_masks.mask_bias(attention_masks.attention_mask(
+            config.attention_mask_type, input_mask, segment_ids, config.prefix_length))
+        condition = None
+        if config.condition_size:
+            if "condition" not in inputs:
+                raise ValueError(f"The model has condition_size={config.condition_size}: "
+                                 "inputs need a `condition` of shape (batch, condition_size).")
+            condition = ops.cast(inputs["condition"], "float32")
+            if config.condition_hidden_size:
+                condition = self.condition_dense(condition)
+        x = self.embeddings(input_ids, segment_ids, condition,
+                            training=training)  # (batch, seq, hidden)
         for layer in self.transformer_layers:
-            x = layer(x, bias, training=training)
+            x = layer(x, bias, condition, training=training)
         pooled = self.pooler(x[:, 0])  # (batch, hidden)
         return {"sequence_output": x, "pooled_output": pooled}
 
     def get_config(self):
-        return {"config": self.config.to_dict(), "attention_mask_type": self.attention_mask_type,
-                "name": self.name}
+        return {"config": self.config.to_dict(), "name": self.name}
 
     @classmethod
     def from_config(cls, config):

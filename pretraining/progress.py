@@ -1,5 +1,7 @@
 """Running sums of a logging window and the ETA of a run."""
 
+import collections
+import math
 import time
 
 
@@ -8,26 +10,39 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def metrics(sums: dict, task: str) -> dict:
+    """Loss, accuracy, perplexity (and NSP figures) from summed terms. The
+    accuracy is `masked_lm_accuracy` for `mlm`, `accuracy` (next token) else."""
+    weight = max(sums["weight"], 1.0)
+    loss = sums["loss_sum"] / weight
+    accuracy_key = "masked_lm_accuracy" if task == "mlm" else "accuracy"
+    result = {"loss": loss, accuracy_key: sums["correct"] / weight,
+              "perplexity": math.exp(min(loss, 50.0))}
+    if "nsp_count" in sums:
+        count = max(sums["nsp_count"], 1.0)
+        result["nsp_loss"] = sums["nsp_loss_sum"] / count
+        result["nsp_accuracy"] = sums["nsp_correct"] / count
+    return result
+
+
 class Window:
     """Sums of the per-step loss terms since the last log line."""
 
     def __init__(self):
-        self.sums = {"loss_sum": 0.0, "correct": 0.0, "weight": 0.0, "grad_norm": 0.0}
+        self.sums = collections.defaultdict(float)
         self.steps = 0
         self.start = time.time()
 
     def add(self, totals: dict, steps: int):
-        for key in self.sums:
-            self.sums[key] += totals[key]
+        for key, value in totals.items():
+            self.sums[key] += value
         self.steps += steps
 
-    def record(self, step: int, learning_rate: float, *, global_batch_size: int,
+    def record(self, step: int, learning_rate: float, *, task: str, global_batch_size: int,
                seq_length: int, flops_per_step: float, peak_flops: float = 0.0) -> dict:
         """The window's figures; `mfu` only when the peak FLOP/s is known."""
-        weight = max(self.sums["weight"], 1.0)
         steps_per_second = self.steps / max(time.time() - self.start, 1e-9)
-        record = {"step": step, "loss": self.sums["loss_sum"] / weight,
-                  "masked_lm_accuracy": self.sums["correct"] / weight,
+        record = {"step": step, **metrics(self.sums, task),
                   "learning_rate": learning_rate,
                   "grad_norm": self.sums["grad_norm"] / max(self.steps, 1),
                   "examples_per_second": steps_per_second * global_batch_size,

@@ -20,7 +20,8 @@ from data_pipeline import input as data_input
 from pretraining import checkpoints, metrics_log, preemption, progress
 from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.flops import mlm_train_flops
-from pretraining.heads import BertPretrainer, masked_lm_sums
+from pretraining import heads
+from pretraining.heads import BertPretrainer
 from pretraining.model import BertEncoder
 from pretraining.optimizers import (ExponentialMovingAverage, build_gradient_transform,
                                     create_ema, create_optimizer)
@@ -73,13 +74,21 @@ def chief_and_worker(strategy) -> tuple[bool, int | None]:
 
 
 def build_state(experiment: ExperimentConfig, strategy, model_dir: str,
-                worker_id: int | None = None) -> TrainState:
+                worker_id: int | None = None, next_sentence: bool = False) -> TrainState:
     """Creates model, optimizer (with its slots), step and checkpoint in scope."""
+    policy = experiment.train.mixed_precision or "float32"
+    previous = keras.mixed_precision.global_policy()
     with strategy.scope():
-        encoder = BertEncoder(experiment.model)
-        model = BertPretrainer(encoder)
+        keras.mixed_precision.set_global_policy(policy)  # for the layers built here only
+        try:
+            encoder = BertEncoder(experiment.model)
+            model = BertPretrainer(encoder, experiment.task, next_sentence)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
         optimizer = create_optimizer(experiment.optimizer, experiment.train.steps,
                                      model.trainable_variables)
+        if policy == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         ema = create_ema(experiment.optimizer, model.trainable_variables)
         counters = [tf.Variable(0, dtype=tf.int64, trainable=False, name=name,
@@ -128,11 +137,16 @@ class Trainer:
                      tf.__version__, keras.__version__, replicas, train.global_batch_size,
                      train.global_batch_size // replicas)
         keras.utils.set_random_seed(train.seed)
-        self.state = build_state(experiment, self.strategy, model_dir, worker_id)
+        self.next_sentence = experiment.task == "mlm" and self.manifest.next_sentence
+        self.sum_keys = ("loss_sum", "correct", "weight") + (
+            ("nsp_loss_sum", "nsp_correct", "nsp_count") if self.next_sentence else ())
+        self.state = build_state(experiment, self.strategy, model_dir, worker_id,
+                                 self.next_sentence)
         num_params = sum(int(np.prod(v.shape)) for v in self.state.model.trainable_variables)
+        predicted = (self.manifest.max_predictions_per_seq if experiment.task == "mlm"
+                     else self.manifest.max_seq_length)
         self.flops_per_step = mlm_train_flops(
-            experiment.model, train.global_batch_size, self.manifest.max_seq_length,
-            self.manifest.max_predictions_per_seq)
+            experiment.model, train.global_batch_size, self.manifest.max_seq_length, predicted)
         logging.info("Model: %d trainable parameters, %.3g FLOPs per step", num_params,
                      self.flops_per_step)
         # Resume order: this run's own latest checkpoint → init_checkpoint → scratch.
@@ -183,63 +197,76 @@ class Trainer:
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     # ---------------------------------------------------------------- steps
-    def _forward_backward(self, batch):
-        """Loss sums and the gradient of the summed loss (the part XLA compiles
-        with `train.jit_compile`; the all-reduce and update stay outside)."""
-        model = self.state.model
+    def _forward_backward(self, batch, counts):
+        """Loss sums and the gradient of the loss normalised by the *global*
+        prediction `counts` (the part XLA compiles with `train.jit_compile`;
+        the all-reduce and the update stay outside)."""
+        model, optimizer = self.state.model, self.state.optimizer
         with tf.GradientTape() as tape:
-            logits = model(batch, training=True)["masked_lm_logits"]
-            loss_sum, correct, weight = masked_lm_sums(logits, batch)
-        grads = tape.gradient(loss_sum, model.trainable_variables)
-        return loss_sum, correct, weight, grads
+            sums = heads.task_sums(self.experiment.task, model(batch, training=True), batch)
+            loss = heads.total_loss(sums, counts)
+            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                loss = optimizer.scale_loss(loss)  # float16: keep small gradients
+        return sums, tape.gradient(loss, model.trainable_variables)
 
-    def _accumulated_forward_backward(self, batch):
+    def _accumulated_forward_backward(self, batch, counts):
         """`_forward_backward` over `train.gradient_accumulation_steps` equal
         micro-batches of `batch`, sums added up: the same numbers as the whole
         batch at once, with the activation memory of one micro-batch."""
         k = self.experiment.train.gradient_accumulation_steps
         if k == 1:
-            return self._compiled_forward_backward(batch)
+            return self._compiled_forward_backward(batch, counts)
         micro = tf.nest.map_structure(
             lambda t: tf.reshape(t, [k, t.shape[0] // k] + t.shape[1:]), batch)
-        first = self._compiled_forward_backward(tf.nest.map_structure(lambda t: t[0], micro))
-        reached = [g is not None for g in first[3]]
-        sums = list(first[:3]) + [tf.convert_to_tensor(g) for g in first[3] if g is not None]
+        sums, grads = self._compiled_forward_backward(
+            tf.nest.map_structure(lambda t: t[0], micro), counts)
+        reached = [g is not None for g in grads]
+        grads = [tf.convert_to_tensor(g) for g in grads if g is not None]
         for i in tf.range(1, k):
-            out = self._compiled_forward_backward(tf.nest.map_structure(lambda t: t[i], micro))
-            terms = list(out[:3]) + [tf.convert_to_tensor(g) for g in out[3] if g is not None]
-            sums = [a + b for a, b in zip(sums, terms)]
-        grads = iter(sums[3:])
-        return sums[0], sums[1], sums[2], [next(grads) if r else None for r in reached]
+            more_sums, more = self._compiled_forward_backward(
+                tf.nest.map_structure(lambda t: t[i], micro), counts)
+            sums = {key: value + more_sums[key] for key, value in sums.items()}
+            grads = [g + tf.convert_to_tensor(m) for g, m in
+                     zip(grads, [m for m in more if m is not None])]
+        grads = iter(grads)
+        return sums, [next(grads) if r else None for r in reached]
 
     def _replica_step(self, batch):
         """One optimizer update on this replica's share of the global batch."""
         model, state = self.state.model, self.state
         context = tf.distribute.get_replica_context()
-        loss_sum, correct, weight, grads = self._accumulated_forward_backward(batch)
+        # The global number of predictions, from the labels, before the
+        # forward pass: each replica's loss is its sum over that count, so the
+        # summed gradients equal one device's whatever the replicas.
+        counts = heads.prediction_counts(self.experiment.task, batch, self.next_sentence)
+        counts = {k: tf.maximum(context.all_reduce("SUM", v), 1.0) for k, v in counts.items()}
+        sums, grads = self._accumulated_forward_backward(batch, counts)
         # Variables the loss does not reach (the pooler without an NSP head)
         # are left out of the update; decided once, when the step is traced.
         pairs = [(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None]
-        grads = [tf.convert_to_tensor(g) for g, _ in pairs]
         variables = [v for _, v in pairs]
-        # Normalise by the global number of masked tokens, then transform
-        # (clip, ...) the all-reduced gradient: identical to one device.
-        global_weight = tf.maximum(context.all_reduce("SUM", weight), 1.0)
-        grads = [g / global_weight for g in context.all_reduce("SUM", grads)]
+        grads = context.all_reduce("SUM", [tf.convert_to_tensor(g) for g, _ in pairs])
+        scale = None
+        if isinstance(state.optimizer, keras.optimizers.LossScaleOptimizer):
+            # Transforms (clipping) see true gradients; the loss-scale optimizer
+            # gets them scaled again, skips non-finite steps and adapts the scale.
+            scale = tf.cast(state.optimizer.dynamic_scale, tf.float32)
+            grads = [g / scale for g in grads]
         grads, grad_norm = self.gradient_transform(grads, variables, state.optimizer.iterations)
+        if scale is not None:
+            grads = [g * scale for g in grads]
         # Keras all-reduces (sums) again inside apply_gradients under a strategy.
         replicas = self.strategy.num_replicas_in_sync
         grads = [g / replicas for g in grads] if replicas > 1 else grads
         state.optimizer.apply_gradients(zip(grads, variables))
         if state.ema is not None:
             state.ema.update()
-        return {"loss_sum": loss_sum, "correct": correct, "weight": weight,
-                "grad_norm": grad_norm / replicas}
+        return dict(sums, grad_norm=grad_norm / replicas)
 
     def _make_train_loop(self):
         strategy, step = self.strategy, self.state.step
 
-        keys = ("loss_sum", "correct", "weight", "grad_norm")
+        keys = self.sum_keys + ("grad_norm",)
 
         @tf.function
         def train_loop(iterator, num_steps):
@@ -253,11 +280,12 @@ class Trainer:
         return train_loop
 
     def _eval_replica_step(self, batch):
-        logits = self.state.model(batch, training=False)["masked_lm_logits"]
-        return tf.stack(masked_lm_sums(logits, batch))
+        sums = heads.task_sums(self.experiment.task, self.state.model(batch, training=False),
+                               batch)
+        return tf.stack([sums[k] for k in self.sum_keys])
 
     def evaluate(self) -> dict:
-        """Masked-LM loss and accuracy over the whole eval split (or
+        """Held-out loss, accuracy and perplexity over the whole eval split (or
         `eval_steps`), with the EMA weights when `optimizer.ema_decay` is set."""
         if not self.eval_dir:
             return {}
@@ -268,17 +296,15 @@ class Trainer:
             per_replica = strategy.run(self._eval_replica_step, args=(batch,))
             return strategy.reduce("SUM", per_replica, axis=None)
 
-        totals = np.zeros(3)
+        totals = np.zeros(len(self.sum_keys))
         with self.state.ema.swap() if self.state.ema is not None else contextlib.nullcontext():
             for i, batch in enumerate(self._dataset(self.eval_dir, training=False)):
                 if limit and i >= limit:
                     break
                 totals += eval_step(batch).numpy()
-        loss_sum, correct, weight = totals
-        weight = max(weight, 1.0)
-        return {"eval_loss": loss_sum / weight, "eval_masked_lm_accuracy": correct / weight,
-                "eval_perplexity": float(np.exp(min(loss_sum / weight, 50.0))),
-                "eval_masked_tokens": int(totals[2])}
+        result = progress.metrics(dict(zip(self.sum_keys, totals)), self.experiment.task)
+        result["predictions"] = int(totals[self.sum_keys.index("weight")])
+        return {f"eval_{k}": v for k, v in result.items()}
 
     # ---------------------------------------------------------------- loop
     def train(self, stop_at: int | None = None) -> dict:
@@ -334,14 +360,13 @@ class Trainer:
                 window.add(totals, n)
                 if step % log_every == 0 or step == end:
                     record = window.record(
-                        step, float(state.optimizer.learning_rate),
+                        step, float(state.optimizer.learning_rate), task=self.experiment.task,
                         global_batch_size=train.global_batch_size,
                         seq_length=self.manifest.max_seq_length,
                         flops_per_step=self.flops_per_step, peak_flops=train.peak_tflops * 1e12)
-                    logging.info("step %d/%d  loss %.4f  mlm_acc %.4f  lr %.3g  grad_norm %.3f"
-                                 "  %.1f examples/s  %.0f tokens/s  %.3f TFLOP/s%s  ETA %s",
-                                 step, train.steps, record["loss"],
-                                 record["masked_lm_accuracy"], record["learning_rate"],
+                    logging.info("step %d/%d  %s  lr %.3g  grad_norm %.3f  %.1f examples/s  "
+                                 "%.0f tokens/s  %.3f TFLOP/s%s  ETA %s", step, train.steps,
+                                 _format_metrics(record), record["learning_rate"],
                                  record["grad_norm"], record["examples_per_second"],
                                  record["tokens_per_second"], record["tflops_per_second"],
                                  f"  MFU {record['mfu']:.1%}" if "mfu" in record else "",
@@ -378,9 +403,10 @@ class Trainer:
         return restored, iter(self._dataset(self.train_dir, training=True))
 
     def _log_eval(self, step: int, result: dict):
-        logging.info("Eval at step %d: loss %.4f, masked-LM accuracy %.4f", step,
-                     result["eval_loss"], result["eval_masked_lm_accuracy"])
-        self.log.scalars("eval", step, {k[5:]: v for k, v in result.items()})
+        result = {k[5:]: v for k, v in result.items()}
+        logging.info("Eval at step %d: %s (%d predictions)", step, _format_metrics(result),
+                     result["predictions"])
+        self.log.scalars("eval", step, result)
 
 
 def _slice_of_global_batches(dataset, pipeline_id: int, replicas_per_pipeline: int,
@@ -397,6 +423,11 @@ def _slice_of_global_batches(dataset, pipeline_id: int, replicas_per_pipeline: i
                 for name, value in batch.items()}
 
     return dataset.map(take).unbatch()
+
+
+def _format_metrics(record: dict) -> str:
+    names = ("loss", "masked_lm_accuracy", "accuracy", "perplexity", "nsp_accuracy")
+    return "  ".join(f"{name} {record[name]:.4f}" for name in names if name in record)
 
 
 def _next_multiple(step: int, every: int) -> int:

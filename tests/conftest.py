@@ -67,3 +67,20 @@ def tiny_experiment(mlm_data, **train):
         "train": train_section,
     }, overrides=[f"model.vocab_size={mlm_data['vocab_size']}",
                   "model.hidden_dropout_prob=0.1"])
+
+
+@pytest.fixture(scope="session")
+def task_data(mlm_data, tmp_path_factory):
+    """`lm` and `seq2seq` records (sequences of 32) from the `mlm_data` corpus."""
+    from data_pipeline import builder, tasks
+
+    root = tmp_path_factory.mktemp("task_data")
+    out = {}
+    for task in ("lm", "seq2seq"):
+        builder.build([mlm_data["corpus"]], mlm_data["tokenizer"], str(root / task),
+                      task=tasks.TaskConfig(task=task, max_seq_length=32), seed=1,
+                      num_shards=2, eval_fraction=0.1)
+        out[task] = {"train_dir": str(root / task / "train"),
+                     "eval_dir": str(root / task / "eval"),
+                     "vocab_size": mlm_data["vocab_size"]}
+    return out

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pretraining.config import BertConfig, ExperimentConfig, resolve_path
+from pretraining.config import BertConfig, ExperimentConfig, resolve_path, to_google_dict
 
 
 def test_bert_config_round_trip(tmp_path, repo_root):
@@ -11,7 +11,7 @@ def test_bert_config_round_trip(tmp_path, repo_root):
     path = tmp_path / "c.json"
     path.write_text(config.to_json())
     assert BertConfig.from_json(str(path)) == config
-    assert json.loads(config.to_json()) == json.loads(
+    assert to_google_dict(config) == json.loads(
         open(f"{repo_root}/configs/models/bert_base.json").read())
 
 
@@ -92,3 +92,20 @@ def test_unknown_section_key():
 def test_missing_model_file():
     with pytest.raises(ValueError, match="nope.json"):
         ExperimentConfig.from_dict(_experiment(model="configs/models/nope.json"))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"attention_mask_type": "diagonal"}, "attention_mask_type='diagonal'"),
+    ({"attention_mask_type": "prefix"}, "prefix_length=0"),
+    ({"condition_hidden_size": 8}, "condition_size=0"),
+])
+def test_model_variant_validation(fields, message):
+    with pytest.raises(ValueError, match=message):
+        BertConfig(vocab_size=10, **fields)
+
+
+@pytest.mark.parametrize("name, task", [("sample_lm", "lm"), ("sample_seq2seq", "seq2seq")])
+def test_task_example_experiments_load(repo_root, name, task):
+    experiment = ExperimentConfig.from_json(f"{repo_root}/configs/experiments/{name}.json")
+    assert experiment.task == task
+    assert experiment.model.vocab_size == 8000  # the demo's tokenizer

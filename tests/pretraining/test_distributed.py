@@ -35,7 +35,7 @@ def test_mirrored_equals_default(mlm_data, tmp_path, mirrored):
     for a, b in zip(rec_one, rec_two):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
         np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-5)
-    assert one["eval_masked_tokens"] == two["eval_masked_tokens"]
+    assert one["eval_predictions"] == two["eval_predictions"]
     np.testing.assert_allclose(one["eval_loss"], two["eval_loss"], rtol=1e-5)
     for path, diff in _relative_differences(w_one, w_two).items():
         assert diff < 1e-5, (path, diff)

@@ -20,12 +20,13 @@ class NanTrainer(Trainer):
 
     nan_step = 12
 
-    def _forward_backward(self, batch):
-        loss_sum, correct, weight, grads = super()._forward_backward(batch)
+    def _forward_backward(self, batch, counts):
+        sums, grads = super()._forward_backward(batch, counts)
         bad = tf.logical_and(tf.equal(self.state.step, self.nan_step),
                              tf.equal(self.state.data_offset, 0))
         nan = tf.where(bad, tf.constant(np.nan, tf.float32), 1.0)
-        return loss_sum * nan, correct, weight, [g * nan if g is not None else g for g in grads]
+        sums = dict(sums, loss_sum=sums["loss_sum"] * nan)
+        return sums, [g * nan if g is not None else g for g in grads]
 
 
 def test_nan_stops_and_keeps_last_checkpoint(mlm_data, tmp_path):
