@@ -1,0 +1,113 @@
+"""Generate text from a causal-LM or seq2seq run: `python -m pretraining.generate`.
+
+    python -m pretraining.generate --model_dir=runs/sample_lm/model \\
+        --tokenizer=runs/demo/data/spm.model --prompt="Return the"
+    python -m pretraining.generate --model_dir=runs/sample_seq2seq/model \\
+        --tokenizer=runs/demo/data/spm.model --prompt="Open a file." --method=beam
+
+For `lm` runs the prompt is continued; for `seq2seq` runs it is the source
+and the target is generated. Prints one line per prompt.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+from pretraining import cli
+
+flags.DEFINE_string("model_dir", None, "Run directory written by pretraining.train.")
+flags.DEFINE_string("tokenizer", None, "The run's tokenizer (SentencePiece .model or vocab.txt).")
+flags.DEFINE_multi_string("prompt", [], "Prompt (lm) or source text (seq2seq); repeatable.")
+flags.DEFINE_enum("method", "greedy", ["greedy", "sample", "beam"], "Decoding method.")
+flags.DEFINE_integer("max_new_tokens", 32, "Tokens to generate.", lower_bound=1)
+flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
+flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).", lower_bound=0)
+flags.DEFINE_float("top_p", 1.0, "Nucleus sampling threshold.")
+flags.DEFINE_integer("num_beams", 4, "Beam width for --method=beam.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_bool("ema", False, "Use the run's EMA weights (if it kept them).")
+flags.mark_flags_as_required(["model_dir", "tokenizer", "prompt"])
+
+
+def load_run(model_dir: str, ema: bool = False):
+    """The trained `BertPretrainer` of a run directory, with its latest weights."""
+    import tensorflow as tf
+    from pretraining.config import ExperimentConfig
+    from pretraining.heads import BertPretrainer
+    from pretraining.model import BertEncoder
+
+    config_path = os.path.join(model_dir, "config.json")
+    if not tf.io.gfile.exists(config_path):
+        raise ValueError(f"--model_dir={model_dir!r} has no config.json: give the directory "
+                         "that pretraining.train wrote.")
+    with tf.io.gfile.GFile(config_path) as f:
+        experiment = ExperimentConfig.from_dict(json.load(f))
+    model = BertPretrainer(BertEncoder(experiment.model), experiment.task)
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if not latest:
+        raise ValueError(f"No checkpoint in {os.path.join(model_dir, 'checkpoints')}.")
+    tf.train.Checkpoint(model=model).read(latest).expect_partial()
+    if ema:
+        from pretraining.optimizers import ExponentialMovingAverage
+        averages = ExponentialMovingAverage(model.trainable_variables, 0.0)
+        reader = tf.train.load_checkpoint(latest)
+        if not any(n.startswith("ema/") for n in reader.get_variable_to_shape_map()):
+            raise ValueError(f"--ema: {latest} has no EMA weights (optimizer.ema_decay was 0).")
+        tf.train.Checkpoint(ema=averages).read(latest).expect_partial()
+        for variable, average in zip(model.trainable_variables, averages.averages):
+            variable.assign(average)
+    return experiment, model
+
+
+def run(model_dir, tokenizer_path, prompts, options, ema=False) -> list[str]:
+    import numpy as np
+    from data_pipeline.tokenization import load_tokenizer
+    from pretraining.generation import Generator
+
+    experiment, model = load_run(model_dir, ema)
+    if experiment.task not in ("lm", "seq2seq"):
+        raise ValueError(f"--model_dir holds a {experiment.task!r} run; generation needs an "
+                         "'lm' or 'seq2seq' run.")
+    tokenizer = load_tokenizer(tokenizer_path)
+    if tokenizer.vocab_size != experiment.model.vocab_size:
+        raise ValueError(f"--tokenizer has {tokenizer.vocab_size} tokens, the model "
+                         f"{experiment.model.vocab_size}: use the run's own tokenizer.")
+    length = experiment.model.max_position_embeddings
+    contexts = []
+    for prompt in prompts:
+        ids = tokenizer.encode(prompt)
+        if experiment.task == "lm":  # documents follow a [SEP] in the packed stream
+            ids = [tokenizer.sep_id] + ids
+        else:
+            ids = [tokenizer.cls_id] + ids + [tokenizer.sep_id]
+        contexts.append(ids[:length - options.max_new_tokens])
+    ids = np.zeros((len(contexts), length), "int32")
+    for i, context in enumerate(contexts):
+        ids[i, :len(context)] = context
+    mask = (np.arange(length)[None] < np.array([[len(c)] for c in contexts])).astype("int32")
+    generator = Generator(model, length, tokenizer.sep_id)
+    out = generator.generate(ids, mask, np.zeros_like(ids), options)
+    texts = []
+    for row in out:
+        row = list(row)
+        row = row[:row.index(tokenizer.sep_id)] if tokenizer.sep_id in row else row
+        texts.append(tokenizer.decode([t for t in row if t > 0]))
+    return texts
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from pretraining.generation import GenerationConfig
+    f = flags.FLAGS
+    options = cli.run_or_exit(GenerationConfig, f.method, f.max_new_tokens, f.temperature,
+                              f.top_k, f.top_p, f.num_beams, f.seed)
+    texts = cli.run_or_exit(run, f.model_dir, f.tokenizer, f.prompt, options, f.ema)
+    for prompt, text in zip(f.prompt, texts):
+        sys.stdout.write(f"{prompt} => {text}\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
