@@ -57,3 +57,25 @@ def test_lm_model_outputs_every_position(repo_root):
     ids = np.ones((2, 8), "int32")
     logits = model({"input_ids": ids, "input_mask": ids})["lm_logits"]
     assert tuple(logits.shape) == (2, 8, config.vocab_size)
+
+
+def test_mlm_with_next_sentence_prediction(mlm_data, tmp_path):
+    from data_pipeline import builder, tasks
+
+    data_dir = tmp_path / "nsp"
+    builder.build([mlm_data["corpus"]], mlm_data["tokenizer"], str(data_dir),
+                  task=tasks.TaskConfig(next_sentence=True, max_seq_length=32,
+                                        max_predictions_per_seq=5),
+                  seed=1, num_shards=2, eval_fraction=0.1)
+    data = {"train_dir": str(data_dir / "train"), "eval_dir": str(data_dir / "eval"),
+            "vocab_size": mlm_data["vocab_size"]}
+    trainer = Trainer(tiny_experiment(data, steps=30, steps_per_loop=10, checkpoint_every=30),
+                      str(tmp_path / "run"))
+    summary = trainer.train()
+    assert trainer.state.model.next_sentence
+    paths = {v.path for v in trainer.state.model.weights}
+    assert {"nsp/kernel", "nsp/bias"} <= paths
+    records = trainer.log.records()
+    assert all("nsp_accuracy" in r for r in records)
+    assert 0.0 <= summary["eval_nsp_accuracy"] <= 1.0
+    assert records[-1]["loss"] < records[0]["loss"]
