@@ -54,16 +54,21 @@ def read_documents(patterns: str | list[str]) -> Iterator[list[str]]:
     """
     for path in list_files(patterns):
         with open(path, encoding="utf-8") as f:
+            yield from documents_from_lines(f)
+
+
+def documents_from_lines(lines: Iterable[str]) -> Iterator[list[str]]:
+    """Groups lines into documents: one sentence a line, blank lines between."""
+    document = []
+    for line in lines:
+        line = line.strip()
+        if line:
+            document.append(line)
+        elif document:
+            yield document
             document = []
-            for line in f:
-                line = line.strip()
-                if line:
-                    document.append(line)
-                elif document:
-                    yield document
-                    document = []
-            if document:
-                yield document
+    if document:
+        yield document
 
 
 def write_documents(documents: Iterable[list[str]], path: str) -> dict:

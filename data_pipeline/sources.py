@@ -110,16 +110,7 @@ def _field(record, name: str, path: str, number: int) -> str:
 
 def _file_documents(path: str, config: SourceConfig) -> Iterator[list[str]]:
     if config.input_format == "text":
-        document = []
-        for _, line in _lines(path):
-            line = line.strip()
-            if line:
-                document.append(line)
-            elif document:
-                yield document
-                document = []
-        if document:
-            yield document
+        yield from corpus.documents_from_lines(line for _, line in _lines(path))
         return
     for number, line in _lines(path):
         if not line.strip():

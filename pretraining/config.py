@@ -229,20 +229,6 @@ class ExperimentConfig(Config):
                 kwargs[name] = coerce(value, str, name)
         return cls(**kwargs)
 
-    @classmethod
-    def from_json(cls, path: str, overrides: list[str] = ()):
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise ValueError(f"Experiment file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"Experiment file {path} is not valid JSON: {e}") from None
-        try:
-            return cls.from_dict(data, overrides=overrides)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"In {path}: {e}") from None
-
 
 def _apply_override(data: dict, item: str):
     """Applies `section.field=value`, parsing value with the field's type."""

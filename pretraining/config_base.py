@@ -50,7 +50,8 @@ class Config:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, path: str):
+    def from_json(cls, path: str, **kwargs):
+        """Reads a JSON file; `kwargs` go to `from_dict`. Errors name the file."""
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -59,7 +60,7 @@ class Config:
         except json.JSONDecodeError as e:
             raise ValueError(f"Config file {path} is not valid JSON: {e}") from None
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(data, **kwargs)
         except (TypeError, ValueError) as e:
             raise type(e)(f"In {path}: {e}") from None
 
