@@ -20,6 +20,7 @@ setup(
     install_requires=[
         "tensorflow-datasets",
         "sentencepiece",
+        "safetensors",
         "absl-py",
         "numpy",
         "tensorboard",

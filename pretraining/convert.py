@@ -1,0 +1,176 @@
+"""Convert BERT checkpoints between Google's TF layout, Hugging Face and ours.
+
+    python -m pretraining.convert --input=PATH --input_format=google|hf|native \\
+        --output=PATH --output_format=google|hf|native [--config=bert_config.json] \\
+        [--heads=all|encoder] [--ema] [--vocab=FILE] [--keep_tokens=FILE] [--add_tokens=FILE]
+
+- `google`: a directory or prefix of `bert_model.ckpt` with `bert_config.json`
+  (+ `vocab.txt`) beside it.
+- `hf`: a directory with `config.json` + `model.safetensors` (+ `vocab.txt`).
+- `native`: a run directory / `checkpoints/` directory / checkpoint prefix
+  written by our trainer (config from the run's `config.json`), or a `.keras`
+  file; written as a `.keras` file or a checkpoint directory + `bert_config.json`.
+
+Every variable is mapped by its Keras path through `checkpoint_names`.
+Exit status: 0 done, 2 bad flag, file or config (one-line message on stderr).
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import app, flags, logging
+
+from pretraining.config import BertConfig
+from pretraining.formats import google, huggingface, native
+from pretraining.formats import vocab as vocab_lib
+from pretraining.formats.bundle import HEADS, Bundle, assign, build_model, resize_vocabulary
+from pretraining.formats.bundle import untabled
+
+FORMATS = ("google", "hf", "native")
+
+
+@dataclasses.dataclass
+class ConversionResult:
+    """What `convert` wrote.
+
+    Args:
+        output: str. The checkpoint prefix / file written.
+        config: `BertConfig` of the written model.
+        head: bool. Whether the masked-LM head was written.
+        not_representable: list of str. Our variable paths left out because
+            the output format has no name for them.
+    """
+
+    output: str
+    config: BertConfig
+    head: bool
+    not_representable: list
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
+
+
+def load(path: str, input_format: str, config_path: str = "", heads: str = "all",
+         ema: bool = False, vocab_path: str = "") -> Bundle:
+    """Reads a model in any format into a `Bundle`.
+
+    Args:
+        path: input file, prefix or directory.
+        input_format: `google`, `hf` or `native`.
+        config_path: str. A `bert_config.json` to use instead of the one
+            found beside the input.
+        heads: `all` (the masked-LM head when the input has one) or `encoder`.
+        ema: bool. Native checkpoints: the EMA averages instead of the raw weights.
+        vocab_path: str. Vocabulary file instead of the one found beside the input.
+    """
+    _check_choice("input_format", input_format, FORMATS)
+    _check_choice("heads", heads, HEADS)
+    if ema and input_format != "native":
+        raise ValueError(f"--ema reads the averages of our trainer's checkpoints; it needs "
+                         f"input_format='native'. Received: input_format={input_format!r}")
+    if not path or not (os.path.exists(path) or os.path.exists(path + ".index")):
+        raise ValueError(f"Input not found: {path!r}")
+    config = BertConfig.from_json(config_path) if config_path else None
+    if input_format == "google":
+        return google.read(path, config, config_path, heads, vocab_path)
+    if input_format == "hf":
+        return huggingface.read(path, config, config_path, heads, vocab_path)
+    return native.read(path, config, config_path, heads, ema, vocab_path)
+
+
+def save(bundle: Bundle, path: str, output_format: str) -> ConversionResult:
+    """Writes a `Bundle` in `output_format`; reports what the format cannot hold."""
+    _check_choice("output_format", output_format, FORMATS)
+    if not path:
+        raise ValueError("`output` must name a file or directory. Received: output=''")
+    left_out = []
+    if output_format != "native":
+        left_out = untabled(bundle)
+        if left_out:
+            logging.warning("Not representable in the %s format, left out: %s", output_format,
+                            left_out)
+        config = bundle.config
+        extras = {name: getattr(config, name) for name, default in (
+            ("attention_mask_type", "bidirectional"), ("condition_size", 0))
+            if getattr(config, name) != default}
+        if extras:
+            logging.warning("Config fields with no %s equivalent (not written): %s",
+                            output_format, extras)
+    if output_format == "google":
+        written = google.write(path, bundle)
+    elif output_format == "hf":
+        written = huggingface.write(path, bundle)
+    else:
+        written = native.write(path, bundle)
+    logging.info("Wrote %s (%s, %s).", written, output_format,
+                 "encoder + masked-LM head" if bundle.has_head else "encoder only")
+    return ConversionResult(written, bundle.config, bundle.has_head, left_out)
+
+
+def to_keras(bundle: Bundle):
+    """The bundle as a Keras model: `BertPretrainer` with a head, else `BertEncoder`."""
+    model = build_model(bundle.config, head=bundle.has_head)
+    assign(model, bundle.weights, bundle.source)
+    return model
+
+
+def convert(input_path: str, input_format: str, output_path: str, output_format: str,
+            config_path: str = "", heads: str = "all", ema: bool = False,
+            vocab_path: str = "", keep_tokens: str = "", add_tokens: str = "",
+            ) -> ConversionResult:
+    """Reads `input_path`, optionally resizes the vocabulary, writes `output_path`.
+
+    `keep_tokens`: file of ids to keep (one a line, in the new order);
+    `add_tokens`: file of tokens to append (rows start at the mean embedding);
+    with both, the ids are kept first.
+    Other arguments as in `load`.
+    """
+    bundle = load(input_path, input_format, config_path, heads, ema, vocab_path)
+    if keep_tokens or add_tokens:
+        bundle = resize_vocabulary(
+            bundle, vocab_lib.read_id_file(keep_tokens) if keep_tokens else None,
+            vocab_lib.read_token_file(add_tokens) if add_tokens else None)
+    return save(bundle, output_path, output_format)
+
+
+flags.DEFINE_string("input", None, "Input checkpoint: file, prefix or directory.")
+flags.DEFINE_string("input_format", None, f"One of {FORMATS}.")
+flags.DEFINE_string("output", None, "Output: directory (google, hf, native checkpoint) or "
+                    "a .keras file (native).")
+flags.DEFINE_string("output_format", None, f"One of {FORMATS}.")
+flags.DEFINE_string("config", "", "bert_config.json to use instead of the input's own.")
+flags.DEFINE_string("heads", "all", "all: encoder + masked-LM head (when the input has one); "
+                    "encoder: the encoder only.")
+flags.DEFINE_bool("ema", False, "Native input: take the EMA averages, not the raw weights.")
+flags.DEFINE_string("vocab", "", "Vocabulary (vocab.txt or SentencePiece .model) instead of "
+                    "the one found beside the input.")
+flags.DEFINE_string("keep_tokens", "", "File of token ids to keep, one a line, in new order.")
+flags.DEFINE_string("add_tokens", "", "File of tokens to append, one a line.")
+
+
+def main(argv):
+    f = flags.FLAGS
+    try:
+        if len(argv) > 1:
+            raise ValueError(f"Unexpected arguments: {argv[1:]}")
+        for name in ("input", "input_format", "output", "output_format"):
+            if not getattr(f, name):
+                raise ValueError(f"--{name} is required.")
+        _check_choice("--input_format", f.input_format, FORMATS)
+        _check_choice("--output_format", f.output_format, FORMATS)
+        _check_choice("--heads", f.heads, HEADS)
+        result = convert(f.input, f.input_format, f.output, f.output_format, f.config, f.heads,
+                         f.ema, f.vocab, f.keep_tokens, f.add_tokens)
+    except (ValueError, TypeError) as e:
+        sys.stderr.write(f"convert: error: {e}\n")
+        sys.exit(2)
+    print(f"Wrote {result.output} ({f.output_format}, "
+          f"{'with' if result.head else 'without'} masked-LM head, "
+          f"vocab_size={result.config.vocab_size}).")
+
+
+if __name__ == "__main__":
+    app.run(main)

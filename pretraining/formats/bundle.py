@@ -1,0 +1,210 @@
+"""What every format is read into and written from: a config, the weights
+by our variable path, and the vocabulary.
+
+The variables a config has are taken from the model itself (`v.path` of a
+freshly built `BertPretrainer`/`BertEncoder`), so the converter follows the
+model code; `checkpoint_names.lookup` gives each its foreign names.
+"""
+
+import dataclasses
+import functools
+import json
+
+import numpy as np
+from absl import logging
+
+from pretraining import checkpoint_names
+from pretraining.config import BertConfig
+from pretraining.formats.vocab import Vocabulary
+
+HEADS = ("all", "encoder")
+
+
+@dataclasses.dataclass
+class Bundle:
+    """A model in memory, independent of any file format.
+
+    Args:
+        config: `BertConfig`.
+        weights: dict of our variable path → float32 array, in model order.
+            With heads, the masked-LM head's paths (`mlm/...`) are included.
+        vocab: `Vocabulary` or None.
+        source: str. What was read (for messages).
+    """
+
+    config: BertConfig
+    weights: dict
+    vocab: Vocabulary | None = None
+    source: str = ""
+
+    @property
+    def has_head(self) -> bool:
+        return any(path.startswith("mlm/") for path in self.weights)
+
+
+def build_model(config: BertConfig, head: bool):
+    """A fresh `BertPretrainer` (head=True) or `BertEncoder`."""
+    from pretraining.heads import BertPretrainer
+    from pretraining.model import BertEncoder
+    encoder = BertEncoder(config)
+    return BertPretrainer(encoder) if head else encoder
+
+
+@functools.lru_cache(maxsize=8)
+def _expected(config_json: str, head: bool) -> tuple:
+    model = build_model(BertConfig.from_dict(json.loads(config_json)), head)
+    return tuple((v.path, tuple(v.shape)) for v in model.weights)
+
+
+def expected_shapes(config: BertConfig, head: bool) -> dict:
+    """Our variable path → shape, for a model of `config` (with the MLM head
+    when `head`), in `model.weights` order."""
+    return dict(_expected(config.to_json(), head))
+
+
+def assign(model, weights: dict, where: str) -> None:
+    """Sets every variable of `model` from `weights` (by `v.path`)."""
+    missing = [v.path for v in model.weights if v.path not in weights]
+    if missing:
+        raise ValueError(f"{where}: no value for {missing[:10]}")
+    for v in model.weights:
+        value = weights[v.path]
+        if tuple(value.shape) != tuple(v.shape):
+            raise ValueError(f"{where}: {v.path} has shape {tuple(value.shape)}, the model "
+                             f"expects {tuple(v.shape)}")
+        v.assign(value)
+
+
+def read_by_table(config: BertConfig, heads: str, names: dict, get, name_of, transpose_of,
+                  where: str, ignorable, nsp_prefix: str, config_source: str) -> dict:
+    """Reads every tabled variable of a `config` model from a foreign checkpoint.
+
+    Args:
+        config: `BertConfig` the checkpoint should fit.
+        heads: `all` (encoder + masked-LM head when the file has one) or `encoder`.
+        names: dict of the file's tensor names → shapes.
+        get: callable name → array.
+        name_of: callable `Entry` → the file's name for it.
+        transpose_of: callable `Entry` → whether the file stores it transposed.
+        where: the file, for messages.
+        ignorable: callable name → True for names skipped silently (optimizer
+            slots, buffers, tied copies).
+        nsp_prefix: names of the NSP head, reported as not converted.
+        config_source: where `config` came from, for messages.
+
+    Returns:
+        dict of our path → float32 array.
+    """
+    shapes = expected_shapes(config, head=True)
+    entries = {path: checkpoint_names.lookup(path) for path in shapes}
+    untabled = [p for p, e in entries.items() if e is None]
+    if untabled:
+        logging.warning("Not in %s (no Google/Hugging Face name; left at initialisation): %s",
+                        where, untabled)
+    head_names = [name_of(e) for e in entries.values()
+                  if e is not None and e.part == checkpoint_names.MLM]
+    present = [n for n in head_names if n in names]
+    use_head = heads == "all" and bool(present)
+    if heads == "all" and not present:
+        logging.warning("%s has no masked-LM head (%s, ...): converting the encoder only.",
+                        where, head_names[0])
+    if heads == "all" and present and len(present) != len(head_names):
+        raise ValueError(f"{where} has only part of the masked-LM head: missing "
+                         f"{sorted(set(head_names) - set(present))}. Use --heads=encoder to "
+                         "convert the encoder alone.")
+    weights, missing, mismatched, used = {}, [], [], set()
+    initial = None
+    for path, shape in shapes.items():
+        entry = entries[path]
+        if entry is None:
+            if initial is None:
+                model = build_model(config, head=True)
+                initial = {v.path: np.asarray(v.numpy()) for v in model.weights}
+            weights[path] = initial[path]
+            continue
+        if entry.part == checkpoint_names.MLM and not use_head:
+            continue
+        name = name_of(entry)
+        if name not in names:
+            missing.append(name)
+            continue
+        used.add(name)
+        file_shape = tuple(names[name])
+        wanted = tuple(reversed(shape)) if transpose_of(entry) else tuple(shape)
+        if file_shape != wanted:
+            mismatched.append(f"{name}: file {file_shape}, config {wanted}")
+            continue
+        value = np.asarray(get(name), dtype=np.float32)
+        weights[path] = value.T.copy() if transpose_of(entry) else value
+    leftover = sorted(n for n in names if n not in used and not ignorable(n))
+    nsp = [n for n in leftover if n.startswith(nsp_prefix)]
+    skipped_head = [n for n in leftover if n in head_names]
+    unknown = [n for n in leftover if n not in nsp and n not in skipped_head]
+    if mismatched or missing or unknown:
+        lines = [f"{where} does not fit the config from {config_source}:"]
+        if mismatched:
+            lines.append(f"  shape mismatch ({len(mismatched)}): " + "; ".join(mismatched[:8]))
+        if missing:
+            lines.append(f"  missing from the file ({len(missing)}): {missing[:8]}")
+        if unknown:
+            lines.append(f"  in the file but not in the model ({len(unknown)}): {unknown[:8]}")
+        raise ValueError("\n".join(lines))
+    if nsp:
+        logging.warning("Not converted (this model has no next-sentence head): %s", nsp)
+    if skipped_head:
+        logging.warning("Not converted (--heads=encoder): %d masked-LM head tensors of %s",
+                        len(skipped_head), where)
+    logging.info("Read %d tensors from %s.", len(used), where)
+    return weights
+
+
+def resize_vocabulary(bundle: Bundle, keep_ids=None, add_tokens=None) -> Bundle:
+    """Vocabulary surgery on the word embedding and the MLM output bias.
+
+    Args:
+        bundle: `Bundle`.
+        keep_ids: list of int or None. Old ids to keep, in their new order.
+        add_tokens: list of str or None. Tokens appended; their embedding rows
+            (and MLM biases) start as the mean over the existing rows.
+
+    Returns:
+        A new `Bundle` with `vocab_size`, weights and vocabulary resized.
+    """
+    from pretraining.formats import vocab as vocab_lib
+    word_path = "bert/embeddings/word_embeddings/embeddings"
+    bias_path = "mlm/output_bias"
+    weights = dict(bundle.weights)
+    vocab = bundle.vocab
+    size = bundle.config.vocab_size
+    if keep_ids is not None:
+        bad = [i for i in keep_ids if not 0 <= i < size]
+        if bad or not keep_ids:
+            raise ValueError(f"--keep_tokens: ids must be in [0, {size}) (vocab_size of "
+                             f"{bundle.source}). Received: {bad[:10] or 'no ids'}")
+        if len(set(keep_ids)) != len(keep_ids):
+            repeated = sorted({i for i in keep_ids if keep_ids.count(i) > 1})
+            raise ValueError(f"--keep_tokens: repeated ids {repeated[:10]}")
+        vocab = vocab_lib.keep(vocab, keep_ids, size)
+        for path in (word_path, bias_path):
+            if path in weights:
+                weights[path] = weights[path][np.asarray(keep_ids)]
+        size = len(keep_ids)
+    if add_tokens:
+        if vocab is None:
+            raise ValueError(f"--add_tokens needs the vocabulary of {bundle.source} (none "
+                             "found; pass --vocab).")
+        vocab = vocab_lib.add(vocab, add_tokens)
+        for path in (word_path, bias_path):
+            if path in weights:
+                rows = weights[path]
+                mean = rows.mean(axis=0, keepdims=True).astype(rows.dtype)
+                weights[path] = np.concatenate([rows, np.repeat(mean, len(add_tokens), 0)])
+        size += len(add_tokens)
+    config = dataclasses.replace(bundle.config, vocab_size=size)
+    logging.info("Vocabulary resized: %d → %d tokens.", bundle.config.vocab_size, size)
+    return Bundle(config, weights, vocab, bundle.source)
+
+
+def untabled(bundle: Bundle) -> list:
+    """Paths of `bundle` with no Google/Hugging Face name."""
+    return [p for p in bundle.weights if checkpoint_names.lookup(p) is None]

@@ -1,0 +1,105 @@
+"""Google BERT's TF1 name-based checkpoints: `bert_model.ckpt.{index,data-*}`
++ `bert_config.json` + `vocab.txt`.
+
+Read with `tf.train.load_checkpoint`; written with `tf.raw_ops.SaveV2` (a
+`tf.train.Checkpoint` would write object-graph names, not Google's) and made
+findable by `tf.train.latest_checkpoint` with `update_checkpoint_state`.
+"""
+
+import glob
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from pretraining import checkpoint_names
+from pretraining.config import BertConfig, to_google_dict
+from pretraining.formats import vocab as vocab_lib
+from pretraining.formats.bundle import Bundle, read_by_table
+
+CHECKPOINT_NAME = "bert_model.ckpt"
+
+
+def find_prefix(path: str) -> str:
+    """The checkpoint prefix for a prefix, an `.index` file or a directory."""
+    prefix = path
+    if os.path.isdir(path):
+        prefix = tf.train.latest_checkpoint(path)
+        if not prefix:
+            indexes = sorted(glob.glob(os.path.join(path, "*.index")))
+            if len(indexes) != 1:
+                raise ValueError(f"{path}: expected one TF checkpoint (a `*.index` file) in "
+                                 f"the directory, found {len(indexes)}.")
+            prefix = indexes[0]
+    for suffix in (".index", ".data-00000-of-00001", ".meta"):
+        if prefix.endswith(suffix):
+            prefix = prefix[: -len(suffix)]
+    if not os.path.isfile(prefix + ".index"):
+        raise ValueError(f"No TF checkpoint at {path} ({prefix}.index not found).")
+    return prefix
+
+
+def read(path: str, config: BertConfig | None = None, config_source: str = "",
+         heads: str = "all", vocab_path: str = "") -> Bundle:
+    """Reads a Google BERT checkpoint.
+
+    Args:
+        path: checkpoint prefix (`.../bert_model.ckpt`), `.index` file or directory.
+        config: `BertConfig` or None to read `bert_config.json` beside it.
+        config_source: where `config` came from, for messages.
+        heads: `all` or `encoder`.
+        vocab_path: vocabulary file; default `vocab.txt` beside the checkpoint.
+    """
+    prefix = find_prefix(path)
+    directory = os.path.dirname(prefix)
+    if config is None:
+        config_source = os.path.join(directory, "bert_config.json")
+        if not os.path.isfile(config_source):
+            raise ValueError(f"No bert_config.json beside {prefix} ({config_source} not "
+                             "found); pass --config.")
+        config = BertConfig.from_json(config_source)
+    reader = tf.train.load_checkpoint(prefix)
+    names = reader.get_variable_to_shape_map()
+    weights = read_by_table(
+        config, heads, names, reader.get_tensor, lambda e: e.google, lambda e: False,
+        where=prefix, ignorable=checkpoint_names.is_google_ignorable,
+        nsp_prefix=checkpoint_names.GOOGLE_NSP_PREFIX, config_source=config_source)
+    vocab = vocab_lib.read(vocab_path) if vocab_path else vocab_lib.find(directory)
+    if vocab is None:
+        logging.warning("No vocab.txt beside %s: the output will have no vocabulary.", prefix)
+    return Bundle(config, weights, vocab, prefix)
+
+
+def google_config(config: BertConfig) -> dict:
+    """`bert_config.json` fields; Google's `gelu` is the tanh approximation."""
+    fields = to_google_dict(config)
+    if fields["hidden_act"] == "gelu_new":
+        fields["hidden_act"] = "gelu"
+    return fields
+
+
+def write(directory: str, bundle: Bundle) -> str:
+    """Writes `bert_model.ckpt`, `checkpoint`, `bert_config.json` and the
+    vocabulary (`vocab.txt`; a SentencePiece model is copied too). Returns
+    the checkpoint prefix. Untabled variables are skipped (the caller reports them)."""
+    os.makedirs(directory, exist_ok=True)
+    names, tensors = [], []
+    for path, value in bundle.weights.items():
+        entry = checkpoint_names.lookup(path)
+        if entry is not None:
+            names.append(entry.google)
+            tensors.append(tf.constant(value))
+    prefix = os.path.join(directory, CHECKPOINT_NAME)
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=tensors)
+    tf.compat.v1.train.update_checkpoint_state(directory, CHECKPOINT_NAME)
+    with open(os.path.join(directory, "bert_config.json"), "w", encoding="utf-8") as f:
+        json.dump(google_config(bundle.config), f, indent=2, sort_keys=True)
+        f.write("\n")
+    if bundle.vocab is not None:
+        vocab_lib.write_vocab_txt(bundle.vocab, directory)
+        vocab_lib.copy_sentencepiece(bundle.vocab, directory,
+                                     os.path.basename(bundle.vocab.source))
+    logging.info("Wrote %d tensors to %s.", len(names), prefix)
+    return prefix
