@@ -7,18 +7,20 @@ random generators seeded from (seed, unit), possibly in another process, and
 the units' records are merged in unit order through a seeded shuffle
 buffer. The shards are therefore byte-identical for any `num_workers`.
 Splits are written under OUTPUT_DIR/.tmp-*/ and renamed into place only when
-complete, so an error or interrupt leaves no manifest behind.
+complete, so an error or interrupt leaves no manifest behind. OUTPUT_DIR may
+be a `gs://` URL: files then go through `tf.io.gfile` and each split is copied
+into place with its manifest last (see `atomic.publish_dir`).
 """
 
 import itertools
 import os
-import shutil
-import tempfile
 import time
 
+import tensorflow as tf
 from absl import logging
 
 import data_pipeline
+from data_pipeline import atomic
 from data_pipeline import corpus
 from data_pipeline import features
 from data_pipeline import parallel
@@ -132,13 +134,20 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
     split_names = ["train"] + (["eval"] if eval_fraction > 0 else [])
     shards = {"train": num_shards,
               "eval": max(1, int(round(num_shards * eval_fraction)))}
-    created_output_dir = not os.path.isdir(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
-    tmp_root = tempfile.mkdtemp(prefix=".tmp-", dir=output_dir)
+    remote = atomic.is_remote(output_dir)
+    created_output_dir = not remote and not os.path.isdir(output_dir)
+    if remote:
+        tf.io.gfile.makedirs(output_dir)
+    else:
+        os.makedirs(output_dir, exist_ok=True)
+    tmp_root = atomic.make_temp_dir(output_dir, ".tmp-")
     writers = {}
     try:
         for i, name in enumerate(split_names):
-            os.makedirs(os.path.join(tmp_root, name))
+            if remote:
+                tf.io.gfile.makedirs(os.path.join(tmp_root, name))
+            else:
+                os.makedirs(os.path.join(tmp_root, name))
             writers[name] = records.SplitWriter(
                 os.path.join(tmp_root, name), shards[name], compression,
                 shuffle_buffer=shuffle_buffer, seed=[seed, i, 2])
@@ -204,14 +213,14 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
             manifests[name] = manifest
         writers = {}
         for name in split_names:
-            final = os.path.join(output_dir, name)
-            if os.path.exists(final):
-                os.rename(final, os.path.join(tmp_root, "old-" + name))
-            os.rename(os.path.join(tmp_root, name), final)
+            atomic.publish_dir(os.path.join(tmp_root, name),
+                               os.path.join(output_dir, name),
+                               os.path.join(tmp_root, "old-" + name),
+                               features.MANIFEST_FILE)
         return manifests
     finally:
         for writer in writers.values():
             writer.abort()
-        shutil.rmtree(tmp_root, ignore_errors=True)
+        atomic.remove_tree(tmp_root)
         if created_output_dir and not os.listdir(output_dir):
             os.rmdir(output_dir)

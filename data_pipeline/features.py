@@ -222,16 +222,17 @@ class Manifest:
             ValueError: the file is missing, not JSON, or has unknown or missing
                 keys (all named in the message).
         """
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
         path = os.path.join(directory, MANIFEST_FILE)
-        if not os.path.isfile(path):
+        if not tf.io.gfile.exists(path):  # local paths and gs://
             raise ValueError(
                 f"No {MANIFEST_FILE} in data directory {directory!r} (looked for "
                 f"{path!r}). Build the data first with `python -m "
                 "data_pipeline.build --output_dir=...` and pass its train/ or "
                 "eval/ directory.")
-        with open(path, encoding="utf-8") as f:
+        with tf.io.gfile.GFile(path) as f:
             try:
-                data = json.load(f)
+                data = json.loads(f.read())
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path!r} is not valid JSON: {e}") from e
         if not isinstance(data, dict):

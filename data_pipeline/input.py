@@ -122,7 +122,7 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
                          "(manifest num_examples=0). Rebuild it with "
                          "`python -m data_pipeline.build` on a larger corpus.")
     for path in paths:
-        if not os.path.exists(path):
+        if not tf.io.gfile.exists(path):
             raise ValueError(f"Shard {path!r} listed in "
                              f"{os.path.join(data_dir, features.MANIFEST_FILE)!r} "
                              "is missing. Rebuild the data.")
