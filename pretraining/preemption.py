@@ -3,7 +3,9 @@
 A Python signal handler runs only between `tf.function` calls, so the loop
 checks the flag after each `steps_per_loop` chunk, saves a checkpoint and
 raises `Preempted`; the CLI turns it into exit status `EXIT_PREEMPTED`.
-Keep a chunk shorter than the grace period the platform gives.
+Keep a chunk shorter than the grace period the platform gives. Under
+MultiWorkerMirroredStrategy the workers agree (a one-number all-reduce per
+chunk) so a SIGTERM on any one of them stops them all at the same step.
 """
 
 import signal

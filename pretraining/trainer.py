@@ -160,6 +160,7 @@ class Trainer:
             logging.info("Starting from scratch (no checkpoint, no train.init_checkpoint).")
         self.gradient_transform = build_gradient_transform(experiment.optimizer)
         self._train_loop = None
+        self._flag_sum = None
 
     # ---------------------------------------------------------------- data
     def _dataset(self, data_dir: str, training: bool):
@@ -373,14 +374,32 @@ class Trainer:
                                  eta.format(step))
                     self.log.train_record(record)
                     window = progress.Window()
-                if step % train.checkpoint_every == 0 or step == end or sigterm.received:
+                stopping = self._any_worker(sigterm.received)
+                if step % train.checkpoint_every == 0 or step == end or stopping:
                     state.checkpoint.save(step)
-                if sigterm.received:
+                if stopping:
                     raise preemption.Preempted(
                         f"SIGTERM received: checkpoint saved at step {step} in "
                         f"{state.checkpoint.directory}; run the same command to resume.")
                 if train.eval_every and step % train.eval_every == 0 and step < train.steps:
                     self._log_eval(step, self.evaluate())
+
+    def _any_worker(self, flag: bool) -> bool:
+        """True if `flag` is set on any worker. With several workers (one of
+        them preempted, say) they must all checkpoint at the same step and
+        stop together, or the others would wait in a collective forever."""
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return flag
+        if self._flag_sum is None:
+            strategy = self.strategy
+
+            @tf.function
+            def flag_sum(value):
+                per_replica = strategy.run(lambda: tf.identity(value))
+                return strategy.reduce("SUM", per_replica, axis=None)
+
+            self._flag_sum = flag_sum
+        return bool(self._flag_sum(tf.constant(float(flag))).numpy() > 0)
 
     def _handle_non_finite(self, start: int, stop: int, totals: dict):
         """Stops the run, or (with `train.max_nan_skips`) restores the last

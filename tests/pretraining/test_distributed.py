@@ -8,8 +8,10 @@ from pretraining.trainer import Trainer
 from tests.conftest import tiny_experiment
 
 
-def _run(mlm_data, model_dir, strategy=None, **train):
+def _run(mlm_data, model_dir, strategy=None, task="mlm", **train):
     experiment = tiny_experiment(mlm_data, **train)
+    experiment.task = task
+    experiment.model.attention_mask_type = {"mlm": "bidirectional", "seq2seq": "unilm"}[task]
     experiment.model.hidden_dropout_prob = 0.0
     experiment.model.attention_probs_dropout_prob = 0.0
     trainer = Trainer(experiment, str(model_dir), strategy)
@@ -26,10 +28,14 @@ def _relative_differences(w_one, w_two):
             for path, value in w_one.items()}
 
 
-def test_mirrored_equals_default(mlm_data, tmp_path, mirrored):
-    settings = dict(steps=10, global_batch_size=8, steps_per_loop=5, checkpoint_every=10)
-    one, w_one, rec_one = _run(mlm_data, tmp_path / "default", **settings)
-    two, w_two, rec_two = _run(mlm_data, tmp_path / "mirrored", mirrored, **settings)
+@pytest.mark.parametrize("task", ["mlm", "seq2seq"])
+def test_mirrored_equals_default(request, tmp_path, mirrored, task):
+    data = (request.getfixturevalue("mlm_data") if task == "mlm"
+            else request.getfixturevalue("task_data")["seq2seq"])
+    settings = dict(steps=10, global_batch_size=8, steps_per_loop=5, checkpoint_every=10,
+                    task=task)
+    one, w_one, rec_one = _run(data, tmp_path / "default", **settings)
+    two, w_two, rec_two = _run(data, tmp_path / "mirrored", mirrored, **settings)
     assert mirrored.num_replicas_in_sync == 2
     # Same loss at every logged step, same eval over the same tokens.
     for a, b in zip(rec_one, rec_two):

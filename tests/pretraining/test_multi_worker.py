@@ -57,9 +57,14 @@ def _weights_of(model_dir):
 
 
 @pytest.mark.slow
-def test_multi_worker_equals_default(mlm_data, tmp_path):
-    experiment = tiny_experiment(mlm_data, steps=10, global_batch_size=8, steps_per_loop=5,
+@pytest.mark.parametrize("task", ["mlm", "seq2seq"])
+def test_multi_worker_equals_default(request, tmp_path, task):
+    data = (request.getfixturevalue("mlm_data") if task == "mlm"
+            else request.getfixturevalue("task_data")["seq2seq"])
+    experiment = tiny_experiment(data, steps=10, global_batch_size=8, steps_per_loop=5,
                                  checkpoint_every=10)
+    experiment.task = task
+    experiment.model.attention_mask_type = {"mlm": "bidirectional", "seq2seq": "unilm"}[task]
     experiment.model.hidden_dropout_prob = 0.0
     experiment.model.attention_probs_dropout_prob = 0.0
     default_dir, multi_dir = str(tmp_path / "default"), str(tmp_path / "multi")
@@ -86,3 +91,44 @@ def test_multi_worker_equals_default(mlm_data, tmp_path):
         diff = np.linalg.norm(w_two[name] - value) / max(np.linalg.norm(value), 1e-3)
         assert diff < 1e-5, (name, diff)
     assert not [d for d in os.listdir(multi_dir) if d.startswith(".scratch")]
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_worker_stops_both_with_a_checkpoint(mlm_data, tmp_path):
+    """A preempted worker (SIGTERM to one process only): every worker saves at
+    the same step and exits 75; the same command resumes."""
+    import signal
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, "launch"))
+    from local_cluster import free_ports, tf_configs
+
+    experiment = tiny_experiment(mlm_data, steps=2000, steps_per_loop=2, checkpoint_every=1000,
+                                 log_every=2)
+    path = tmp_path / "experiment.json"
+    path.write_text(experiment.to_json())
+    model_dir = str(tmp_path / "run")
+    procs = []
+    try:
+        for config in tf_configs(2, free_ports(2)):
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT,
+                       TF_CONFIG=json.dumps(config))
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "pretraining.train", "--strategy=multi_worker",
+                 f"--experiment={path}", f"--model_dir={model_dir}"], env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        metrics = os.path.join(model_dir, "metrics.jsonl")
+        deadline = time.time() + 180
+        while time.time() < deadline and not os.path.exists(metrics):
+            assert all(p.poll() is None for p in procs)
+            time.sleep(0.1)
+        procs[1].send_signal(signal.SIGTERM)  # the non-chief worker only
+        errors = [p.communicate(timeout=180)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [75, 75], [e[-2000:] for e in errors]
+    saved = [int(e.split("checkpoint saved at step ")[1].split()[0]) for e in errors]
+    assert saved[0] == saved[1] and 0 < saved[0] < 2000
+    step = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints")).get_tensor(
+        "step/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(step) == saved[0]
