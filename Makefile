@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # TensorFlow build: cpu (default), gpu or tpu. e.g. `make install TF_EXTRA=gpu`.
 TF_EXTRA ?= cpu
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)
+
+# Benchmarks against peer implementations (creates their venvs under /tmp/peers
+# first; takes tens of minutes). SUITE=S|M|bf16|input|all, ARGS=--rounds 3 ...
+SUITE ?= S
+bench: install
+	bash bench/peers/setup.sh
+	$(BIN)/python -m bench.run --suite $(SUITE) $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info runs .pytest_cache

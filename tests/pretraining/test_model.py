@@ -158,3 +158,21 @@ def test_checkpoint_tracks_every_weight_through_the_model(config, tmp_path):
     names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
     saved = [n for n in names if n.startswith("model/")]
     assert len(saved) == len(model.weights), sorted(saved)
+
+
+def test_dropout_rate_scale_and_determinism():
+    """8-bit dropout: rate quantised to 26/256, kept values scaled so the mean
+    is unchanged, the same mask for the same seed-generator state."""
+    from pretraining.layers import Dropout
+
+    layer = Dropout(0.1, seed=3)
+    x = np.ones((64, 128, 32), "float32")
+    state = layer.seed_generator.state.numpy().copy()
+    out = np.asarray(layer(x, training=True))
+    dropped = (out == 0).mean()
+    assert abs(dropped - 26 / 256) < 0.003, dropped
+    np.testing.assert_allclose(out[out != 0], 256 / 230, rtol=1e-6)
+    assert abs(out.mean() - 1.0) < 0.01
+    layer.seed_generator.state.assign(state)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=True)), out)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Examples/s of our tf.data input path (`data_pipeline.input.make_dataset`).
+
+Writes random-id masked-LM records (vocab 30522, seq 128, 19 predictions; the
+layout bench/train_step.py trains on) to a temp dir, static or dynamic masking,
+then iterates the *training* dataset exactly as the trainer builds it (file
+shuffle, interleave, shuffle buffer, batch, parse, dynamic masking, prefetch)
+and times blocks of batches.
+
+Prints one line 'RESULT {json}' in the format of bench/peers/common.py's
+`report` (examples_per_s and seq_per_s are the same number here). With
+--consumer SEQ_PER_S (the train step's rate) it also prints the ratio and the
+issue-9 goal (>= 10x).
+
+Example: python -m bench.input_pipeline --masking dynamic --consumer 40
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(HERE, "peers"))
+from common import get_config, report  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="S", choices=["S", "M"], help="seq/vocab shape")
+    ap.add_argument("--masking", default="static", choices=["static", "dynamic"])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--examples", type=int, default=8192, help="records written")
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--batches", type=int, default=50, help="batches per timed block")
+    ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--consumer", type=float, default=0.0,
+                    help="train-step seq/s to compare with (goal: >= 10x)")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from bench.train_step import write_records
+    from data_pipeline import input as data_input
+
+    c = get_config(args.config, args.batch)
+    with tempfile.TemporaryDirectory(prefix="bench_input_") as tmp:
+        t0 = time.perf_counter()
+        data_dir = write_records(os.path.join(tmp, "train"), c, args.examples,
+                                 masking=args.masking, num_shards=args.shards)
+        write_s = time.perf_counter() - t0
+        ds = data_input.make_dataset(data_dir, args.batch, training=True, seed=1)
+        it = iter(ds)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            next(it)
+        warm_s = time.perf_counter() - t0
+        blocks = []
+        for _ in range(args.blocks):
+            t0 = time.perf_counter()
+            for _ in range(args.batches):
+                batch = next(it)
+            _ = batch["input_ids"].numpy()
+            blocks.append(time.perf_counter() - t0)
+    rates = sorted(args.batch * args.batches / s for s in blocks)
+    median = statistics.median(rates)
+    extra = dict(examples_per_s=dict(median=median, min=rates[0], max=rates[-1], n=len(rates)),
+                 masking=args.masking, write_examples_per_s=round(args.examples / write_s, 1),
+                 tensorflow=tf.__version__)
+    if args.consumer:
+        extra.update(consumer_seq_per_s=args.consumer, ratio=round(median / args.consumer, 1),
+                     goal_met=median >= 10 * args.consumer)
+        print(f"goal: input >= 10x the train step ({args.consumer:.1f} seq/s): "
+              f"{median / args.consumer:.0f}x, {'met' if median >= 10 * args.consumer else 'missed'}",
+              flush=True)
+    report(f"input_{args.masking}", c, warm_s, blocks, args.batches, extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""The benchmark suite: our train step alternated with the peers, round by round.
+
+Every round runs each item once, in order (A B C ... A B C ...), each in its own
+process under /usr/bin/time -v (peak RSS), so a noisy shared machine hits all
+alike. The table gives the median over rounds [min-max] and each figure as a
+ratio to the fastest peer *in this run*, then checks the issue-9 goals:
+
+  S fp32: ours >= 1.3x the fastest peer's seq/s
+  M fp32: ours >= 1.15x the fastest peer, and peak RSS <= the lowest peer's
+  input pipeline: examples/s >= 10x what the train step consumes
+
+Suites: S (default), M, bf16 (S and M, ours fp32 vs bf16), input, all.
+Peers need their venvs: `bash bench/peers/setup.sh` (under /tmp/peers).
+
+Examples:
+  python -m bench.run                      # S, 3 rounds
+  python -m bench.run --suite M --rounds 3
+  python -m bench.run --suite S --only ours_jit1,kerashub_jit1 --rounds 2
+  python -m bench.run --suite S --also 'ours_newdropout=.venv/bin/python -m bench.train_step --config S'
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(HERE, "peers"))
+import run_peers  # noqa: E402
+
+PEERS = os.environ.get("PEERS", "/tmp/peers")
+PEER_PREFIXES = ("hf_", "kerashub_")
+
+
+def items_for(suite, py, tp, fp, blocks):
+    ours = lambda *a: [py, "-m", "bench.train_step", *a]  # noqa: E731
+    hf = lambda *a: [tp, f"{HERE}/peers/mlm_step_hf.py", *a]  # noqa: E731
+    kh = lambda *a: [fp, f"{HERE}/peers/mlm_step_kerashub.py", *a]  # noqa: E731
+    b = str(blocks)
+    if suite == "S":
+        return {
+            "ours_jit1": ours("--config", "S", "--jit", "1", "--warmup", "2", "--blocks", b),
+            "kerashub_jit1": kh("--config", "S", "--jit", "1", "--warmup", "2", "--steps", "1", "--blocks", b),
+            "ours_jit0": ours("--config", "S", "--jit", "0", "--warmup", "2", "--blocks", b),
+            "kerashub_jit0": kh("--config", "S", "--jit", "0", "--warmup", "2", "--steps", "1", "--blocks", b),
+            "hf_eager_gather": hf("--config", "S", "--mode", "eager", "--head", "gather", "--warmup", "2", "--steps", "1", "--blocks", b),
+            "hf_eager_full": hf("--config", "S", "--mode", "eager", "--head", "full", "--warmup", "2", "--steps", "1", "--blocks", str(max(3, blocks // 2))),
+        }
+    if suite == "M":
+        m = str(max(3, blocks // 3))
+        return {
+            "ours_jit1": ours("--config", "M", "--jit", "1", "--warmup", "1", "--blocks", m),
+            "kerashub_jit1": kh("--config", "M", "--jit", "1", "--warmup", "1", "--steps", "1", "--blocks", m),
+            "ours_jit0": ours("--config", "M", "--jit", "0", "--warmup", "1", "--blocks", m),
+            "hf_eager_gather": hf("--config", "M", "--mode", "eager", "--head", "gather", "--warmup", "1", "--steps", "1", "--blocks", m),
+        }
+    if suite == "bf16":
+        return {
+            "ours_S_fp32_jit1": ours("--config", "S", "--jit", "1", "--blocks", b),
+            "ours_S_bf16_jit1": ours("--config", "S", "--jit", "1", "--precision", "bf16", "--blocks", b),
+            "ours_S_bf16_jit0": ours("--config", "S", "--jit", "0", "--precision", "bf16", "--blocks", b),
+        }
+    if suite == "input":
+        inp = lambda *a: [py, "-m", "bench.input_pipeline", *a]  # noqa: E731
+        return {
+            "input_static": inp("--masking", "static"),
+            "input_dynamic": inp("--masking", "dynamic"),
+        }
+    raise SystemExit(f"unknown suite {suite}")
+
+
+def value(r):
+    if "seq_per_s" in r:
+        return r["seq_per_s"]["median"]
+    if "examples_per_s" in r:
+        return r["examples_per_s"]["median"]
+    return None
+
+
+def table(suite, recs, names):
+    rows = {}
+    for name in names:
+        rs = [r for r in recs if r["item"] == name and value(r) is not None]
+        if not rs:
+            rows[name] = None
+            continue
+        v = [value(r) for r in rs]
+        rss = [r.get("maxrss_mib_time_v") or r.get("peak_rss_mib") or 0 for r in rs]
+        rows[name] = dict(median=statistics.median(v), min=min(v), max=max(v), n=len(v),
+                          rss=max(rss), mfu=statistics.median(r.get("mfu", 0) or 0 for r in rs),
+                          cpu=[r.get("cpu_pct") for r in rs],
+                          load=[r.get("load1_before") for r in rs])
+    peers = {k: v for k, v in rows.items() if k.startswith(PEER_PREFIXES) and v}
+    best_peer = max(peers, key=lambda k: peers[k]["median"]) if peers else None
+    unit = "examples/s" if suite == "input" else "seq/s"
+    print(f"\n## suite {suite}: median of {max((r['n'] for r in rows.values() if r), default=0)} "
+          f"rounds [min-max], {time.strftime('%Y-%m-%d %H:%M')} UTC, {os.cpu_count()} CPUs")
+    print(f"| item | {unit} | vs fastest peer ({best_peer}) | peak RSS MiB | CPU% | load before |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        if r is None:
+            print(f"| {name} | FAILED | | | | |")
+            continue
+        ratio = f"{r['median'] / peers[best_peer]['median']:.2f}x" if best_peer else "-"
+        print(f"| {name} | {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}] | {ratio} | "
+              f"{r['rss']:.0f} | {min(c or 0 for c in r['cpu']):.0f}-{max(c or 0 for c in r['cpu']):.0f} | "
+              f"{min(l or 0 for l in r['load']):.1f}-{max(l or 0 for l in r['load']):.1f} |")
+    # goals
+    goal = {"S": 1.3, "M": 1.15}.get(suite)
+    if goal and best_peer:
+        for name, r in rows.items():
+            if not name.startswith("ours") or r is None:
+                continue
+            ratio = r["median"] / peers[best_peer]["median"]
+            verdict = "met" if ratio >= goal else f"MISSED by {goal / ratio - 1:.0%} of our speed"
+            print(f"goal {suite}: {name} {ratio:.2f}x vs {best_peer} (goal {goal}x): {verdict}")
+            if suite == "M":
+                low = min(p["rss"] for p in peers.values())
+                print(f"goal M RSS: {name} {r['rss']:.0f} MiB vs lowest peer {low:.0f} MiB: "
+                      + ("met" if r["rss"] <= low else f"MISSED by {r['rss'] / low - 1:.0%}"))
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", default="S", choices=["S", "M", "bf16", "input", "all"])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--blocks", type=int, default=8, help="timed steps per process (S)")
+    ap.add_argument("--only", default="", help="comma-separated item names to keep")
+    ap.add_argument("--also", action="append", default=[], help="NAME=COMMAND, run each round")
+    ap.add_argument("--python", default=sys.executable, help="our venv's python")
+    ap.add_argument("--torch-py", default=f"{PEERS}/torch/bin/python")
+    ap.add_argument("--tf-py", default=f"{PEERS}/kh/bin/python")
+    ap.add_argument("--out", default="", help="jsonl of every RESULT (default /tmp/bench_<suite>.jsonl)")
+    args = ap.parse_args(argv)
+    os.chdir(ROOT)
+    suites = ["S", "M", "input"] if args.suite == "all" else [args.suite]
+    for suite in suites:
+        items = items_for(suite, args.python, args.torch_py, args.tf_py, args.blocks)
+        if args.only:
+            items = {k: v for k, v in items.items() if k in args.only.split(",")}
+        for a in args.also:
+            k, v = a.split("=", 1)
+            items[k] = shlex.split(v)
+        missing = [p for p in (args.torch_py, args.tf_py) if not os.path.exists(p)]
+        if missing and any(k.startswith(PEER_PREFIXES) for k in items):
+            print(f"peer venvs missing ({missing}): run `bash bench/peers/setup.sh`; "
+                  "skipping their items", flush=True)
+            items = {k: v for k, v in items.items()
+                     if not (k.startswith("hf_") and args.torch_py in missing)
+                     and not (k.startswith("kerashub_") and args.tf_py in missing)}
+        out = args.out or f"/tmp/bench_{suite}.jsonl"
+        recs = []
+        with open(out, "a") as f:
+            for rnd in range(args.rounds):
+                for name, argv_ in items.items():
+                    rec = run_peers.run_one(name, argv_, rnd)
+                    recs.append(rec)
+                    f.write(json.dumps(rec) + "\n")
+                    f.flush()
+                    v = value(rec)
+                    print(f"round {rnd} {name:20s} rc={rec['rc']} load_before={rec['load1_before']:.2f} "
+                          f"value={v if v is None else round(v, 2)} rss={rec['maxrss_mib_time_v']}MiB "
+                          f"wall={rec['process_wall_s']}s cpu={rec['cpu_pct']}%", flush=True)
+                    if "error_tail" in rec:
+                        print("   error:", rec["error_tail"][-800:], flush=True)
+        table(suite, recs, list(items))
+        print(f"(every RESULT line in {out})")
+
+
+if __name__ == "__main__":
+    main()
