@@ -26,6 +26,7 @@ flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
 flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).", lower_bound=0)
 flags.DEFINE_float("top_p", 1.0, "Nucleus sampling threshold.")
 flags.DEFINE_integer("num_beams", 4, "Beam width for --method=beam.", lower_bound=1)
+flags.DEFINE_integer("min_new_tokens", 1, "No [SEP] before this many tokens.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_bool("ema", False, "Use the run's EMA weights (if it kept them).")
 flags.mark_flags_as_required(["model_dir", "tokenizer", "prompt"])
@@ -102,8 +103,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from pretraining.generation import GenerationConfig
     f = flags.FLAGS
-    options = cli.run_or_exit(GenerationConfig, f.method, f.max_new_tokens, f.temperature,
-                              f.top_k, f.top_p, f.num_beams, f.seed)
+    options = cli.run_or_exit(
+        GenerationConfig, method=f.method, max_new_tokens=f.max_new_tokens,
+        temperature=f.temperature, top_k=f.top_k, top_p=f.top_p, num_beams=f.num_beams,
+        min_new_tokens=f.min_new_tokens, seed=f.seed)
     texts = cli.run_or_exit(run, f.model_dir, f.tokenizer, f.prompt, options, f.ema)
     for prompt, text in zip(f.prompt, texts):
         sys.stdout.write(f"{prompt} => {text}\n")

@@ -31,6 +31,8 @@ class GenerationConfig:
         top_p: float. Sample among the smallest set of tokens whose
             probability reaches p (1.0: all).
         num_beams: int. Beam width for 'beam'.
+        min_new_tokens: int. `sep_id` cannot end a sequence before this many
+            tokens (a barely trained model often ends at once).
         seed: int. Seed of the sampling RNG (stateless: same seed, same text).
     """
 
@@ -40,12 +42,17 @@ class GenerationConfig:
     top_k: int = 0
     top_p: float = 1.0
     num_beams: int = 4
+    min_new_tokens: int = 1
     seed: int = 0
 
     def __post_init__(self):
         if self.method not in ("greedy", "sample", "beam"):
             raise ValueError("`method` must be 'greedy', 'sample' or 'beam'. "
                              f"Received: method={self.method!r}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError("`min_new_tokens` must be in [0, max_new_tokens]. Received: "
+                             f"min_new_tokens={self.min_new_tokens}, "
+                             f"max_new_tokens={self.max_new_tokens}")
         if self.max_new_tokens < 1 or self.num_beams < 1 or self.top_k < 0:
             raise ValueError("`max_new_tokens` and `num_beams` must be >= 1, `top_k` >= 0. "
                              f"Received: max_new_tokens={self.max_new_tokens}, "
@@ -175,6 +182,12 @@ class Generator:
             return self._beam(*args, options).numpy()
         return self._sample(*args, options).numpy()
 
+    def _forbid_end(self, logits, options, step):
+        """No `sep_id` before `options.min_new_tokens` tokens."""
+        early = step < options.min_new_tokens
+        is_sep = tf.equal(tf.range(tf.shape(logits)[-1]), self.sep_id)[None]
+        return tf.where(tf.logical_and(early, is_sep), NEG_INF, logits)
+
     def _pick(self, logits, options, step):
         if options.method == "greedy":
             return tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -197,6 +210,7 @@ class Generator:
         valid, done = mask, tf.zeros_like(position, tf.bool)
         out = tf.TensorArray(tf.int32, size=options.max_new_tokens)
         for step in tf.range(options.max_new_tokens):
+            logits = self._forbid_end(logits, options, step)
             token = tf.where(done, 0, self._pick(logits, options, step))
             out = out.write(step, token)
             done = tf.logical_or(done, tf.equal(token, self.sep_id))
@@ -218,7 +232,7 @@ class Generator:
         history = tf.zeros([batch * beams, options.max_new_tokens], tf.int32)
         vocab = tf.shape(logits)[-1]
         for step in tf.range(options.max_new_tokens):
-            log_probs = tf.nn.log_softmax(logits)
+            log_probs = self._forbid_end(tf.nn.log_softmax(logits), options, step)
             # A finished beam only extends with padding (id 0) at no cost.
             finished = tf.where(tf.range(vocab)[None] == 0, 0.0, NEG_INF)
             log_probs = tf.where(done[:, None], finished, log_probs)

@@ -58,6 +58,19 @@ def test_cached_steps_equal_full_forward(repo_root, mask_type, task):
         position = position + 1
 
 
+def test_min_new_tokens_keeps_sep_out_early(repo_root):
+    generator = Generator(_model(repo_root, "causal", "lm"), L, sep_id=3)
+    context = _context([4, 2])
+    # Make [SEP] the most likely token everywhere: it may only come from step 3 on.
+    bias = generator.model.masked_lm.output_bias
+    bias.assign(np.where(np.arange(128) == 3, 100.0, bias.numpy()).astype("float32"))
+    for method in ("greedy", "beam"):
+        out = generator.generate(*context, GenerationConfig(method=method, max_new_tokens=6,
+                                                            min_new_tokens=3))
+        assert (out[:, :3] != 3).all(), (method, out)
+        assert (out[:, 3] == 3).all(), (method, out)
+
+
 @pytest.mark.parametrize("options", [
     GenerationConfig(method="greedy", max_new_tokens=6),
     GenerationConfig(method="beam", num_beams=3, max_new_tokens=6),
@@ -125,9 +138,12 @@ def test_trained_run_generates_text_from_the_cli(task_data, mlm_data, tmp_path, 
     result = subprocess.run(
         [sys.executable, "-m", "pretraining.generate", f"--model_dir={tmp_path}",
          f"--tokenizer={mlm_data['tokenizer']}", "--prompt=Return the value of",
-         "--prompt=Open a file", "--method=beam", "--max_new_tokens=8"],
+         "--prompt=Open a file", "--method=sample", "--top_k=50", "--seed=1",
+         "--max_new_tokens=8"],
         capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
+    lines = result.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("Return the value of => ")
-    assert any(line.split(" => ", 1)[1].strip() for line in lines), lines
+    # A 60-step model mostly predicts the word-boundary piece "▁" (greedy and
+    # beam give blank text); seeded top-k sampling gives words.
+    assert all(line.split(" => ", 1)[1].strip() for line in lines), lines
