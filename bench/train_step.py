@@ -107,6 +107,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=None, help="override the config's batch")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--jit", type=int, default=1, choices=[0, 1], help="train.jit_compile")
+    ap.add_argument("--whole-step", type=int, default=1, choices=[0, 1],
+                    help="with --jit 1: XLA on the whole step (the trainer's default on one "
+                    "device) or on forward+backward only (0)")
     ap.add_argument("--threads", type=int, default=2, help="TF intra-op threads (as the peers)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps (the first traces)")
     ap.add_argument("--steps", type=int, default=1, help="steps per timed block (one "
@@ -136,10 +139,11 @@ def main(argv=None):
         data_dir = write_records(os.path.join(tmp, "train"), c,
                                  args.examples or max(128, 4 * c["batch"]))
         trainer = build_trainer(c, data_dir, os.path.join(tmp, "run"), args.precision, args.jit)
+        if args.jit and not args.whole_step:  # the earlier path, for before/after runs
+            trainer.whole_step_xla = False
+            trainer._compiled_forward_backward = tf.function(
+                trainer._forward_backward, jit_compile=True)
         # Exactly what Trainer._train_until sets up before its loop.
-        trainer._compiled_forward_backward = (
-            tf.function(trainer._forward_backward, jit_compile=True)
-            if trainer.experiment.train.jit_compile else trainer._forward_backward)
         loop = trainer._make_train_loop()
         iterator = iter(trainer._dataset(trainer.train_dir, training=True))
 
@@ -169,7 +173,8 @@ def main(argv=None):
         tokens_per_s=round(median * c["seq"], 1),
         mfu=round(median / c["batch"] * fl / (args.peak_gflops * 1e9), 4),
         peak_rss_mb=None,  # filled below
-        precision=args.precision, jit=args.jit, first_step_s=round(first_s, 2),
+        precision=args.precision, jit=args.jit, whole_step_xla=trainer.whole_step_xla,
+        first_step_s=round(first_s, 2),
         threads=args.threads, hw_flops_per_step=fl, model_flops_per_step=fl,
         trainer_flops_per_step=ours_flops, peak_gflops=args.peak_gflops,
         first_loss=round(first["loss_sum"] / max(first["weight"], 1.0), 4),

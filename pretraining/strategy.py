@@ -72,3 +72,12 @@ def create_strategy(name: str = "default", num_logical_cpus: int = 0,
     logging.info("Strategy %s with %d replica(s) in sync", type(strategy).__name__,
                  strategy.num_replicas_in_sync)
     return strategy
+
+
+def is_default_strategy(strategy: tf.distribute.Strategy) -> bool:
+    """True for TensorFlow's default (no-op) strategy: one device, no replicas
+    to place or reduce across, so a step may run without `strategy.run`."""
+    distributed = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy,
+                   tf.distribute.TPUStrategy, tf.distribute.OneDeviceStrategy,
+                   tf.distribute.experimental.ParameterServerStrategy)
+    return strategy.num_replicas_in_sync == 1 and not isinstance(strategy, distributed)

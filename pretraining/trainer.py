@@ -23,6 +23,7 @@ from pretraining.flops import mlm_train_flops
 from pretraining import heads
 from pretraining.heads import BertPretrainer
 from pretraining.model import BertEncoder
+from pretraining.strategy import is_default_strategy
 from pretraining.optimizers import (ExponentialMovingAverage, build_gradient_transform,
                                     create_ema, create_optimizer)
 
@@ -161,13 +162,15 @@ class Trainer:
         self.gradient_transform = build_gradient_transform(experiment.optimizer)
         self._train_loop = None
         self._flag_sum = None
-        # train.jit_compile: XLA compiles forward+backward; the all-reduce,
-        # gradient transforms and update stay outside (under a strategy XLA
-        # cannot place them; on one device, compiling the whole step inside
-        # strategy.run measured 10x slower here: see the closing note).
+        # train.jit_compile: on one device (the default strategy) XLA compiles
+        # the whole step, forward, backward, clipping and the update, into one
+        # program, called from the loop without `strategy.run`. Under a
+        # distribution strategy XLA cannot place the all-reduce and the update
+        # (`tfvariable_on_a_different_device`), so it compiles forward+backward only.
+        self.whole_step_xla = bool(train.jit_compile) and is_default_strategy(self.strategy)
         self._compiled_forward_backward = (
             tf.function(self._forward_backward, jit_compile=True)
-            if train.jit_compile else self._forward_backward)
+            if train.jit_compile and not self.whole_step_xla else self._forward_backward)
 
     # ---------------------------------------------------------------- data
     def _dataset(self, data_dir: str, training: bool):
@@ -274,13 +277,20 @@ class Trainer:
     def _make_train_loop(self):
         strategy, step = self.strategy, self.state.step
         keys = self.sum_keys + ("grad_norm",)
-        replica_step = self._replica_step
+        if self.whole_step_xla:
+            compiled_step = tf.function(self._replica_step, jit_compile=True)
+
+            def run_step(batch):
+                return compiled_step(batch)
+        else:
+            def run_step(batch):
+                return strategy.run(self._replica_step, args=(batch,))
 
         @tf.function
         def train_loop(iterator, num_steps):
             totals = tf.zeros([len(keys)])
             for _ in tf.range(num_steps):
-                out = strategy.run(replica_step, args=(next(iterator),))
+                out = run_step(next(iterator))
                 totals += tf.stack([strategy.reduce("SUM", out[k], axis=None) for k in keys])
                 step.assign_add(1)
             return dict(zip(keys, tf.unstack(totals)))
