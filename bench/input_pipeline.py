@@ -7,12 +7,15 @@ then iterates the *training* dataset exactly as the trainer builds it (file
 shuffle, interleave, shuffle buffer, batch, parse, dynamic masking, prefetch)
 and times blocks of batches.
 
-Prints one line 'RESULT {json}' in the format of bench/peers/common.py's
-`report` (examples_per_s and seq_per_s are the same number here). With
+Prints a table of the timed blocks, then one line 'RESULT {json}' in the
+format of bench/peers/common.py's `report` (examples_per_s and seq_per_s are
+the same number here). --threads N gives tf.data a private threadpool of N
+threads (with `taskset -c 0`, --threads 1 measures one core). With
 --consumer SEQ_PER_S (the train step's rate) it also prints the ratio and the
 issue-9 goal (>= 10x).
 
 Example: python -m bench.input_pipeline --masking dynamic --consumer 40
+         taskset -c 0 python -m bench.input_pipeline --masking dynamic --threads 1
 """
 import argparse
 import os
@@ -37,6 +40,8 @@ def main(argv=None):
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--batches", type=int, default=50, help="batches per timed block")
     ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="tf.data private threadpool size (0: TF's shared pool)")
     ap.add_argument("--consumer", type=float, default=0.0,
                     help="train-step seq/s to compare with (goal: >= 10x)")
     args = ap.parse_args(argv)
@@ -54,6 +59,10 @@ def main(argv=None):
                                  masking=args.masking, num_shards=args.shards)
         write_s = time.perf_counter() - t0
         ds = data_input.make_dataset(data_dir, args.batch, training=True, seed=1)
+        if args.threads:
+            options = tf.data.Options()
+            options.threading.private_threadpool_size = args.threads
+            ds = ds.with_options(options)
         it = iter(ds)
         t0 = time.perf_counter()
         for _ in range(5):
@@ -66,10 +75,14 @@ def main(argv=None):
                 batch = next(it)
             _ = batch["input_ids"].numpy()
             blocks.append(time.perf_counter() - t0)
+    print(f"{'block':>5} {'seconds':>8} {'examples/s':>11}")
+    for i, s in enumerate(blocks):
+        print(f"{i:>5} {s:>8.3f} {args.batch * args.batches / s:>11.0f}")
     rates = sorted(args.batch * args.batches / s for s in blocks)
     median = statistics.median(rates)
     extra = dict(examples_per_s=dict(median=median, min=rates[0], max=rates[-1], n=len(rates)),
-                 masking=args.masking, write_examples_per_s=round(args.examples / write_s, 1),
+                 masking=args.masking, threads=args.threads or None,
+                 write_examples_per_s=round(args.examples / write_s, 1),
                  tensorflow=tf.__version__)
     if args.consumer:
         extra.update(consumer_seq_per_s=args.consumer, ratio=round(median / args.consumer, 1),

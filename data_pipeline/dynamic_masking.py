@@ -86,44 +86,89 @@ class DynamicMasker:
         exists = tf.range(length)[None, :] < num_groups[:, None]
         order = tf.argsort(tf.where(exists, keys, 2.0), axis=1, stable=True)
         ordered = tf.gather(sizes, order, batch_dims=1)
-
-        def take(total, size):  # Google's rule: skip a group that overshoots.
-            ok = (size > 0) & (total + size <= target)
-            return total + tf.where(ok, size, 0)
-
-        totals = tf.scan(take, tf.transpose(ordered),
-                         initializer=tf.zeros_like(target))  # (G, batch)
-        before = tf.concat([tf.zeros_like(target)[None], totals[:-1]], 0)
-        chosen_ordered = tf.transpose(totals > before)  # (batch, G)
-        inverse = tf.argsort(order, axis=1, stable=True)
-        chosen_group = tf.gather(chosen_ordered, inverse, batch_dims=1)
-        selected = eligible & tf.gather(chosen_group, group_of, batch_dims=1)
-        # 80% [MASK], 10% random non-special id, 10% unchanged.
+        chosen_ordered = _take_greedily(ordered, target)  # (batch, G)
+        # Back to group order: chosen[b, order[b, i]] = chosen_ordered[b, i].
+        chosen_group = tf.math.unsorted_segment_sum(
+            tf.reshape(tf.cast(chosen_ordered, tf.int32), [-1]),
+            tf.reshape(order + rows, [-1]), shape[0] * length)
+        selected = eligible & (tf.gather(chosen_group, group_of + rows) > 0)
+        # Sorted positions of the selected tokens, zero padded to P: the k-th
+        # selected token of a row goes to slot k (k < count <= target <= P),
+        # the others to a spare slot P that is dropped.
+        count = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
+        valid = tf.range(preds)[None, :] < count[:, None]  # (batch, P)
+        slot = tf.where(selected, tf.cumsum(tf.cast(selected, tf.int32),
+                                            axis=1) - 1, preds)
+        slot_rows = tf.range(shape[0])[:, None]
+        positions = tf.math.unsorted_segment_sum(
+            tf.reshape(tf.where(selected, tf.range(length)[None, :], 0), [-1]),
+            tf.reshape(slot + slot_rows * (preds + 1), [-1]),
+            shape[0] * (preds + 1))
+        positions = tf.reshape(positions, [shape[0], preds + 1])[:, :preds]
+        flat = positions + slot_rows * length  # (batch, P) into (batch * L)
+        masked_ids = tf.where(valid, tf.gather(tf.reshape(ids, [-1]), flat), 0)
+        # 80% [MASK], 10% random non-special id, 10% unchanged; the draws are
+        # made for every token and read at the selected ones.
         draw = tf.random.stateless_uniform(shape, seeds[1])
         pick = tf.random.stateless_uniform(
             shape, seeds[2], minval=0, maxval=tf.shape(self._candidates)[0],
             dtype=tf.int32)
-        random_ids = tf.gather(self._candidates, pick)
+        draw = tf.gather(tf.reshape(draw, [-1]), flat)
+        random_ids = tf.gather(self._candidates,
+                               tf.gather(tf.reshape(pick, [-1]), flat))
         replacement = tf.where(draw < 0.8, self.mask_id,
-                               tf.where(draw < 0.9, random_ids, ids))
-        batch["input_ids"] = tf.where(selected, replacement, ids)
-        # Sorted positions of the selected tokens, zero padded to P.
-        positions = tf.range(length)[None, :] + tf.zeros_like(ids)
-        sort_key = tf.where(selected, positions, length + positions)
-        first = tf.argsort(sort_key, axis=1, stable=True)
-        first = tf.pad(first, [[0, 0], [0, tf.maximum(preds - length, 0)]])
-        first = tf.cast(first[:, :preds], tf.int32)
-        count = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
-        valid = tf.range(preds)[None, :] < count[:, None]
-        batch["masked_lm_positions"] = tf.where(valid, first, 0)
-        batch["masked_lm_ids"] = tf.where(
-            valid, tf.gather(ids, first, batch_dims=1), 0)
+                               tf.where(draw < 0.9, random_ids, masked_ids))
+        change = tf.math.unsorted_segment_sum(
+            tf.reshape(tf.where(valid, replacement - masked_ids, 0), [-1]),
+            tf.reshape(flat, [-1]), shape[0] * length)
+        batch["input_ids"] = ids + tf.reshape(change, shape)
+        batch["masked_lm_positions"] = positions
+        batch["masked_lm_ids"] = masked_ids
         batch["masked_lm_weights"] = tf.cast(valid, tf.float32)
         static = ids.shape[0]
         for name in ("masked_lm_positions", "masked_lm_ids",
                      "masked_lm_weights"):
             batch[name] = tf.ensure_shape(batch[name], [static, preds])
         return batch
+
+
+def _take_greedily(sizes, target):
+    """Google's rule, vectorised: groups taken in order, one that would
+    overshoot the remaining budget skipped, later ones may still fit.
+
+    Equal to the sequential scan `total += size if total + size <= target`.
+    Each pass works on the undecided groups (in order): it accepts every one
+    whose running sum fits the remaining budget (the groups the scan takes
+    before its next skip), then rejects every undecided group larger than the
+    budget left, which includes the one that stopped the run. A rejection is
+    final because the budget never grows, and a rejected group leaves the
+    scan's total unchanged, so the undecided groups with the new budget are
+    again the same problem. After the first pass every undecided group fits
+    the budget, so each pass accepts at least one group and the largest
+    undecided size drops below the stopping group's: at most 1 + (number of
+    distinct group sizes) passes.
+
+    Args:
+        sizes: int32 `[B, G]`. Group sizes in the order they are tried
+            (0: no group).
+        target: int32 `[B]`. Budget of each row.
+
+    Returns:
+        bool `[B, G]`: the groups taken.
+    """
+    def step(undecided, taken, remaining):
+        running = tf.cumsum(tf.where(undecided, sizes, 0), axis=1)
+        accept = undecided & (running <= remaining[:, None])
+        remaining -= tf.reduce_sum(tf.where(accept, sizes, 0), axis=1)
+        undecided &= ~accept & (sizes <= remaining[:, None])
+        return undecided, taken | accept, remaining
+
+    undecided = (sizes > 0) & (sizes <= target[:, None])
+    _, taken, _ = tf.while_loop(
+        lambda undecided, *_: tf.reduce_any(undecided), step,
+        (undecided, tf.zeros_like(undecided), target),
+        maximum_iterations=tf.shape(sizes)[1])
+    return taken
 
 
 def batch_seed(seed: int, pipeline_id: int, batch_index) -> tf.Tensor:

@@ -103,6 +103,127 @@ def test_deterministic_per_seed_and_batch_index():
     assert not np.array_equal(run(1, 0, 5), run(1, 1, 5))
 
 
+def _scan_reference(masker, batch, seed):
+    """The previous `DynamicMasker.__call__` (a `tf.scan` over the groups,
+    argsorts for the inverse order and the positions), kept to check that
+    the vectorised one draws exactly the same masks."""
+    batch = dict(batch)
+    ids = batch["input_ids"]
+    starts = tf.cast(batch.pop("word_starts"), tf.bool)
+    preds = masker.max_predictions_per_seq
+    shape = tf.shape(ids)
+    length = shape[1]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+    eligible = ~tf.gather(masker._is_special, ids)
+    if masker.whole_word:
+        previous = tf.pad(eligible[:, :-1], [[0, 0], [1, 0]])
+        group_start = eligible & (starts | ~previous)
+    else:
+        group_start = eligible
+    group_of = tf.maximum(
+        tf.cumsum(tf.cast(group_start, tf.int32), axis=1) - 1, 0)
+    num_groups = tf.reduce_sum(tf.cast(group_start, tf.int32), axis=1)
+    rows = tf.range(shape[0])[:, None] * length
+    sizes = tf.reshape(tf.math.unsorted_segment_sum(
+        tf.reshape(tf.cast(eligible, tf.int32), [-1]),
+        tf.reshape(group_of + rows, [-1]), shape[0] * length), shape)
+    num_eligible = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
+    target = tf.cast(tf.round(tf.cast(num_eligible, tf.float32)
+                              * masker.masked_lm_prob), tf.int32)
+    target = tf.minimum(preds, tf.maximum(1, target))
+    target = tf.where(num_eligible > 0, target, 0)
+    keys = tf.random.stateless_uniform(shape, seeds[0])
+    exists = tf.range(length)[None, :] < num_groups[:, None]
+    order = tf.argsort(tf.where(exists, keys, 2.0), axis=1, stable=True)
+    ordered = tf.gather(sizes, order, batch_dims=1)
+
+    def take(total, size):
+        ok = (size > 0) & (total + size <= target)
+        return total + tf.where(ok, size, 0)
+
+    totals = tf.scan(take, tf.transpose(ordered),
+                     initializer=tf.zeros_like(target))
+    before = tf.concat([tf.zeros_like(target)[None], totals[:-1]], 0)
+    chosen_ordered = tf.transpose(totals > before)
+    inverse = tf.argsort(order, axis=1, stable=True)
+    chosen_group = tf.gather(chosen_ordered, inverse, batch_dims=1)
+    selected = eligible & tf.gather(chosen_group, group_of, batch_dims=1)
+    draw = tf.random.stateless_uniform(shape, seeds[1])
+    pick = tf.random.stateless_uniform(
+        shape, seeds[2], minval=0, maxval=tf.shape(masker._candidates)[0],
+        dtype=tf.int32)
+    random_ids = tf.gather(masker._candidates, pick)
+    replacement = tf.where(draw < 0.8, masker.mask_id,
+                           tf.where(draw < 0.9, random_ids, ids))
+    batch["input_ids"] = tf.where(selected, replacement, ids)
+    positions = tf.range(length)[None, :] + tf.zeros_like(ids)
+    sort_key = tf.where(selected, positions, length + positions)
+    first = tf.argsort(sort_key, axis=1, stable=True)
+    first = tf.pad(first, [[0, 0], [0, tf.maximum(preds - length, 0)]])
+    first = tf.cast(first[:, :preds], tf.int32)
+    count = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
+    valid = tf.range(preds)[None, :] < count[:, None]
+    batch["masked_lm_positions"] = tf.where(valid, first, 0)
+    batch["masked_lm_ids"] = tf.where(
+        valid, tf.gather(ids, first, batch_dims=1), 0)
+    batch["masked_lm_weights"] = tf.cast(valid, tf.float32)
+    return batch
+
+
+def _varied_batch(seed, rows=64):
+    """Rows of every length (0: only [CLS] [SEP], nothing eligible), word
+    lengths from ~1 to ~5 tokens, [UNK] and [SEP] splitting words."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((rows, L), np.int32)
+    starts = np.zeros((rows, L), np.int32)
+    normal = np.flatnonzero(~LAYOUT.is_special)
+    for row in range(rows):
+        n = 0 if row % 16 == 0 else int(rng.integers(1, L - 1))
+        ids[row, 0], ids[row, n + 1] = 101, 102
+        ids[row, 1:n + 1] = rng.choice(normal, n)
+        ids[row, 1:n + 1][rng.random(n) < 0.03] = 100
+        ids[row, 1:n + 1][rng.random(n) < 0.02] = 102
+        starts[row, 1:n + 1] = rng.random(n) < rng.choice([0.2, 0.5, 0.9])
+    return {"input_ids": tf.constant(ids), "word_starts": tf.constant(starts)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("preds,whole_word", [(20, True), (4, True),
+                                              (20, False)])
+def test_equals_scan_reference(seed, preds, whole_word):
+    batch = _varied_batch(seed)
+    masker = dynamic_masking.DynamicMasker(LAYOUT, preds,
+                                           whole_word=whole_word)
+    key = dynamic_masking.batch_seed(seed, 0, 11)
+    got = masker(batch, key)
+    want = _scan_reference(masker, batch, key)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(),
+                                      err_msg=name)
+    weights = want["masked_lm_weights"].numpy()
+    assert not weights[::16].any()  # no eligible tokens: nothing masked
+    if preds == 4:  # P caps the target of the long rows
+        assert (weights.sum(1) == preds).mean() > 0.5
+
+
+def test_greedy_passes_equal_sequential_rule():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(0, 6, (300, 40)).astype(np.int32)
+    sizes[rng.random(sizes.shape) < 0.5] = 1
+    target = rng.integers(0, 25, 300).astype(np.int32)
+    want = np.zeros(sizes.shape, bool)
+    for row in range(len(sizes)):
+        total = 0
+        for g, size in enumerate(sizes[row]):
+            if size > 0 and total + size <= target[row]:
+                total += size
+                want[row, g] = True
+    got = dynamic_masking._take_greedily(tf.constant(sizes),
+                                         tf.constant(target))
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
 @pytest.fixture(scope="module")
 def small_corpus(corpus_file, tmp_path_factory):
     docs = list(corpus.read_documents(corpus_file))[:40]
