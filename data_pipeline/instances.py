@@ -64,23 +64,39 @@ def create_instances(sentences: list, word_starts: list,
         [np.asarray(w, dtype=bool) for w in word_starts if len(w)])
     if starts.shape != stream.shape:
         raise ValueError("`word_starts` lengths must match `sentences` lengths.")
-    max_tokens = max_seq_length - 2
     cls = np.array([cls_id], np.int32)
     sep = np.array([sep_id], np.int32)
     true = np.ones(1, bool)
     instances = []
-    pos = 0
-    while pos < len(stream):
-        target = max_tokens
-        if max_tokens > 2 and rng.random() < short_seq_prob:
-            target = int(rng.integers(2, max_tokens + 1))
-        chunk = stream[pos:pos + target]
-        chunk_starts = starts[pos:pos + target].copy()
+    for pos, size in pack_spans(len(stream), rng,
+                                max_seq_length=max_seq_length,
+                                short_seq_prob=short_seq_prob):
+        chunk_starts = starts[pos:pos + size].copy()
         chunk_starts[0] = True
-        pos += target
-        tokens = np.concatenate([cls, chunk, sep])
+        tokens = np.concatenate([cls, stream[pos:pos + size], sep])
         instances.append(Instance(
             tokens=tokens,
             word_starts=np.concatenate([true, chunk_starts, true]),
             segment_ids=np.zeros(len(tokens), np.int32)))
     return instances
+
+
+def pack_spans(num_tokens: int, rng: np.random.Generator, *,
+               max_seq_length: int,
+               short_seq_prob: float = 0.1) -> list[tuple[int, int]]:
+    """The (start, size) token spans `create_instances` packs a document of
+    `num_tokens` tokens into, drawing the same random numbers.
+
+    Each span's target size is L - 2, or with `short_seq_prob` uniform in
+    [2, L - 2]; the last span takes what is left.
+    """
+    max_tokens = max_seq_length - 2
+    spans = []
+    pos = 0
+    while pos < num_tokens:
+        target = max_tokens
+        if max_tokens > 2 and rng.random() < short_seq_prob:
+            target = int(rng.integers(2, max_tokens + 1))
+        spans.append((pos, min(target, num_tokens - pos)))
+        pos += target
+    return spans

@@ -1,5 +1,13 @@
-"""TFRecord writing: `tf.train.Example` serialisation and sharded writers."""
+"""TFRecord writing: `tf.train.Example` serialisation and sharded writers.
 
+Records are encoded here with NumPy, a whole batch at a time, in protobuf's
+deterministic wire format (features sorted by name, packed lists): the bytes
+equal `tf.train.Example.SerializeToString(deterministic=True)`. protobuf's
+default serialisation orders the feature map by a per-process hash seed, so
+the same records came out as different bytes in different processes.
+"""
+
+import dataclasses
 import os
 
 import numpy as np
@@ -39,10 +47,11 @@ def serialize_example(masked: masking.MaskedInstance, segment_ids, *,
     Returns:
         The serialised `tf.train.Example`.
     """
-    return example_proto(
-        masked, segment_ids, max_seq_length=max_seq_length,
-        max_predictions_per_seq=max_predictions_per_seq,
-        next_sentence_label=next_sentence_label).SerializeToString()
+    columns = _columns(masked, segment_ids, max_seq_length,
+                       max_predictions_per_seq, next_sentence_label)
+    return serialize_columns(columns, {
+        name: (len(values), "float" if name == "masked_lm_weights" else "int")
+        for name, values in columns.items()})
 
 
 def example_proto(masked: masking.MaskedInstance, segment_ids, *,
@@ -95,8 +104,181 @@ def _columns(masked, segment_ids, max_seq_length, max_predictions_per_seq,
     return columns
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordBatch:
+    """Serialised records stored back to back in one bytes object (cheap to
+    pickle between processes).
+
+    Args:
+        blob: bytes. The records, concatenated.
+        offsets: np.ndarray. int64 `[n + 1]`; record i is
+            `blob[offsets[i]:offsets[i + 1]]`.
+    """
+
+    blob: bytes
+    offsets: np.ndarray
+
+    @classmethod
+    def from_records(cls, records) -> "RecordBatch":
+        """Packs a list of serialised records."""
+        sizes = np.fromiter((len(r) for r in records), np.int64, len(records))
+        return cls(b"".join(records), np.concatenate([[0], np.cumsum(sizes)]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __iter__(self):
+        blob, ends = self.blob, self.offsets.tolist()
+        return (blob[a:b] for a, b in zip(ends[:-1], ends[1:]))
+
+
+def _varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                          np.ndarray]:
+    """LEB128 varints of int64 `values` `[rows, n]` (negative values as
+    10-byte two's complement, as protobuf writes them).
+
+    Returns:
+        (bytes, keep, sizes): uint8 `[rows, n * width]` with each value's
+        bytes in a `width`-byte slot, bool `[rows, n * width]` marking the
+        bytes in use, and int64 `[rows]` bytes in use per row.
+    """
+    v = np.ascontiguousarray(values, np.int64).view(np.uint64)
+    top = int(v.max(initial=0))
+    width = max(1, (top.bit_length() + 6) // 7)
+    if width == 1:
+        return (v.astype(np.uint8), np.ones(v.shape, bool),
+                np.full(len(v), v.shape[1], np.int64))
+    if top < 2**32:
+        v = v.astype(np.uint32)
+    groups, keep = [], [np.ones(v.shape, bool)]
+    for j in range(width):
+        group = ((v >> (7 * j)) & 0x7F).astype(np.uint8)
+        if j + 1 < width:
+            more = v >= (1 << (7 * (j + 1)))  # a byte j + 1 follows
+            group |= more.view(np.uint8) << 7
+            keep.append(more)
+        groups.append(group)
+    rows = len(v)
+    sizes = sum(k.sum(axis=1, dtype=np.int64) for k in keep)
+    return (np.stack(groups, axis=-1).reshape(rows, -1),
+            np.stack(keep, axis=-1).reshape(rows, -1), sizes)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _pick(pieces: list[bytes], which: np.ndarray) -> tuple[np.ndarray,
+                                                             np.ndarray,
+                                                             np.ndarray]:
+    """Row i holds `pieces[which[i]]`: (bytes, keep, sizes) as `_varints`."""
+    width = max(len(p) for p in pieces)
+    table = np.zeros((len(pieces), width), np.uint8)
+    sizes = np.array([len(p) for p in pieces], np.int64)
+    for i, piece in enumerate(pieces):
+        table[i, :len(piece)] = np.frombuffer(piece, np.uint8)
+    keep = np.arange(width) < sizes[:, None]
+    return table[which], keep[which], sizes[which]
+
+
+def _feature_header(name: str, kind: str, payload_size: int) -> bytes:
+    """The bytes before a feature's packed values in the `features` map:
+    entry tag and length, key, Feature tag and length, list tag and length."""
+    key = name.encode()
+    values = b"\x0a" + _varint(payload_size)  # Int64List/FloatList.value
+    feature = (b"\x1a" if kind == "int" else b"\x12") + _varint(
+        len(values) + payload_size)  # Feature.int64_list / .float_list
+    entry = (b"\x0a" + _varint(len(key)) + key  # map key
+             + b"\x12" + _varint(len(feature) + len(values) + payload_size))
+    return (b"\x0a" + _varint(len(entry) + len(feature) + len(values)
+                               + payload_size) + entry + feature + values)
+
+
+def serialize_batch(columns: dict, lengths: dict) -> RecordBatch:
+    """Serialises rows of zero-padded feature columns as `tf.train.Example`s.
+
+    Each row is laid out in fixed-width slots (varints take their widest
+    size) and a bool mask of the bytes in use compacts all rows at once.
+
+    Args:
+        columns: dict. name -> array `[num_rows, length]` (already padded to
+            the layout's length).
+        lengths: dict. name -> (length, "int"|"float"), as
+            `features.feature_lengths` returns; names must match `columns`.
+
+    Returns:
+        A RecordBatch of `num_rows` records, bytes equal to
+        `tf.train.Example.SerializeToString(deterministic=True)`.
+
+    Raises:
+        ValueError: a column is missing, unknown or of the wrong shape.
+    """
+    if set(columns) != set(lengths):
+        raise ValueError(f"Record columns {sorted(columns)} do not match the "
+                         f"layout {sorted(lengths)}.")
+    num_rows = len(next(iter(columns.values())))
+    if not num_rows:
+        return RecordBatch(b"", np.zeros(1, np.int64))
+    parts = []
+    for name in sorted(lengths):  # protobuf's deterministic map order
+        length, kind = lengths[name]
+        values = np.asarray(columns[name])
+        if values.shape != (num_rows, length):
+            raise ValueError(f"Feature {name!r} has shape {values.shape}; the "
+                             f"layout needs ({num_rows}, {length}).")
+        if kind == "float":
+            payload = np.ascontiguousarray(values, "<f4").view(np.uint8)
+            values_part = (payload, np.ones(payload.shape, bool),
+                           np.full(num_rows, 4 * length, np.int64))
+        else:
+            values_part = _varints(values)
+        unique, which = np.unique(values_part[2], return_inverse=True)
+        parts.append(_pick([_feature_header(name, kind, size)
+                            for size in unique.tolist()], which.ravel()))
+        parts.append(values_part)
+    body_sizes = sum(part[2] for part in parts)
+    unique, which = np.unique(body_sizes, return_inverse=True)
+    parts.insert(0, _pick([b"\x0a" + _varint(size) for size in
+                           unique.tolist()], which.ravel()))  # .features
+    keep = np.concatenate([part[1] for part in parts], axis=1)
+    flat = np.concatenate([part[0] for part in parts], axis=1)[keep]
+    row_sizes = keep.sum(axis=1, dtype=np.int64)
+    return RecordBatch(flat.tobytes(),
+                       np.concatenate([[0], np.cumsum(row_sizes)]))
+
+
+def pad_rows(rows: list[dict], lengths: dict) -> dict:
+    """Stacks per-record columns (1-D, possibly shorter) into zero-padded
+    `[len(rows), length]` arrays for `serialize_batch`.
+
+    Raises:
+        ValueError: a record's columns do not match the layout, or a column
+            is longer than its length.
+    """
+    out = {}
+    for name, (length, kind) in lengths.items():
+        out[name] = np.zeros((len(rows), length),
+                             np.float32 if kind == "float" else np.int64)
+    for i, row in enumerate(rows):
+        if set(row) != set(lengths):
+            raise ValueError(f"Record columns {sorted(row)} do not match the "
+                             f"layout {sorted(lengths)}.")
+        for name, values in row.items():
+            values = np.asarray(values)
+            if len(values) > lengths[name][0]:
+                raise ValueError(f"Feature {name!r} has {len(values)} values; "
+                                 f"the layout allows {lengths[name][0]}.")
+            out[name][i, :len(values)] = values
+    return out
+
+
 def serialize_columns(columns: dict, lengths: dict) -> bytes:
-    """Serialises zero-padded feature columns as a `tf.train.Example`.
+    """Serialises zero-padded feature columns as one `tf.train.Example`.
 
     Args:
         columns: dict. name -> 1-D values (shorter values are zero padded).
@@ -106,24 +288,7 @@ def serialize_columns(columns: dict, lengths: dict) -> bytes:
     Raises:
         ValueError: a column is missing, unknown or longer than its length.
     """
-    if set(columns) != set(lengths):
-        raise ValueError(f"Record columns {sorted(columns)} do not match the "
-                         f"layout {sorted(lengths)}.")
-    feature = {}
-    for name, (length, kind) in lengths.items():
-        values = np.asarray(columns[name])
-        if len(values) > length:
-            raise ValueError(f"Feature {name!r} has {len(values)} values; the "
-                             f"layout allows {length}.")
-        if kind == "float":
-            out = np.zeros(length, np.float32)
-            out[:len(values)] = values
-            feature[name] = tf.train.Feature(
-                float_list=tf.train.FloatList(value=out.tolist()))
-        else:
-            feature[name] = _int64(_padded(values, length).tolist())
-    return tf.train.Example(features=tf.train.Features(
-        feature=feature)).SerializeToString()
+    return serialize_batch(pad_rows([columns], lengths), lengths).blob
 
 
 def zero_record(lengths: dict) -> bytes:

@@ -7,7 +7,9 @@
   lm       documents joined with [SEP] and cut into full-length chunks
 
 A unit's random choices come only from (seed, unit index, split), so the
-records of a unit do not depend on which process makes them.
+records of a unit do not depend on which process makes them. The common case,
+mlm without NSP, is done a unit at a time in NumPy (spans, masking,
+serialisation); the others build their instances one by one.
 """
 
 import dataclasses
@@ -122,17 +124,76 @@ def _mlm_columns(cfg, inst, mask_rng, layout):
     return columns
 
 
-def _lm_records(cfg, docs, layout, lengths):
+def _lm_rows(cfg, docs, layout):
     stream = [np.concatenate([s[0] for s in doc] + [[layout.sep_id]])
               for doc in docs]
     if not stream:
         return []
     stream = np.concatenate(stream).astype(np.int64)
     size = cfg.max_seq_length
-    return [records.serialize_columns(
-        {"input_ids": stream[i:i + size],
-         "input_mask": np.ones(len(stream[i:i + size]), np.int64)}, lengths)
-        for i in range(0, len(stream), size)]
+    return [{"input_ids": stream[i:i + size],
+             "input_mask": np.ones(len(stream[i:i + size]), np.int64)}
+            for i in range(0, len(stream), size)]
+
+
+def _packed_mlm(cfg, ids, starts, doc_ranges, dupes, pack_rng, mask_rng,
+                layout, lengths) -> records.RecordBatch:
+    """mlm records without NSP for documents at token ranges `doc_ranges`
+    of the unit's stream: the instances of `instances.create_instances`,
+    masked as `masking.mask_tokens` would, all in one batch."""
+    span_start, span_size = [], []
+    for _ in range(dupes):
+        for first, end in doc_ranges:
+            for pos, size in instances_lib.pack_spans(
+                    end - first, pack_rng, max_seq_length=cfg.max_seq_length,
+                    short_seq_prob=cfg.short_seq_prob):
+                span_start.append(first + pos)
+                span_size.append(size)
+    num, length = len(span_start), cfg.max_seq_length
+    if not num:
+        return records.serialize_batch(
+            {name: np.zeros((0, n)) for name, (n, _) in lengths.items()},
+            lengths)
+    size = np.array(span_size)
+    column = np.arange(length - 2)
+    inside = column < size[:, None]
+    index = np.minimum(np.array(span_start)[:, None] + column, len(ids) - 1)
+    rows = np.arange(num)
+    tokens = np.zeros((num, length), np.int32)  # [CLS] span [SEP] padding
+    tokens[:, 1:-1] = np.where(inside, ids[index], 0)
+    tokens[:, 0] = layout.cls_id
+    tokens[rows, size + 1] = layout.sep_id
+    word_starts = np.zeros((num, length), bool)
+    word_starts[:, 1:-1] = inside & starts[index]
+    word_starts[:, :2] = True
+    word_starts[rows, size + 1] = True
+    columns = {"input_ids": tokens,
+               "input_mask": np.arange(length) < size[:, None] + 2,
+               "segment_ids": np.zeros((num, length), np.int64)}
+    if cfg.masking == "static":
+        m = masking_lib.mask_batch(
+            tokens, size + 2, word_starts, mask_rng,
+            max_predictions_per_seq=cfg.max_predictions_per_seq,
+            masked_lm_prob=cfg.masked_lm_prob, layout=layout)
+        columns.update(input_ids=m.input_ids,
+                       masked_lm_positions=m.masked_lm_positions,
+                       masked_lm_ids=m.masked_lm_ids,
+                       masked_lm_weights=m.masked_lm_weights)
+    else:
+        columns["word_starts"] = word_starts
+    return records.serialize_batch(columns, lengths)
+
+
+def _encode(tokenizer, texts):
+    """(ids, word starts, ids per text) of all texts as one stream."""
+    if hasattr(tokenizer, "encode_flat"):
+        return tokenizer.encode_flat(texts)
+    ids, starts = tokenizer.encode_with_starts(texts)
+    sizes = np.array([len(i) for i in ids], np.int64)
+    if not sizes.sum():
+        return np.zeros(0, np.int32), np.zeros(0, bool), sizes
+    return (np.concatenate([np.asarray(i, np.int32) for i in ids]),
+            np.concatenate([np.asarray(w, bool) for w in starts]), sizes)
 
 
 def process_unit(documents: list, first_index: int, unit: int, tokenizer,
@@ -150,40 +211,52 @@ def process_unit(documents: list, first_index: int, unit: int, tokenizer,
         eval_fraction: float. Held-out fraction of documents.
 
     Returns:
-        {"train": [bytes], "eval": [bytes], "text_bytes": int}.
+        {"train": RecordBatch, "eval": RecordBatch, "text_bytes": int}.
     """
     layout = tokenizer.layout
     lengths = cfg.lengths()
     flat = [s for doc in documents for s in doc]
-    ids, starts = tokenizer.encode_with_starts(flat)
-    by_split = {name: [] for name in SPLITS}
-    offset = 0
+    ids, starts, sizes = _encode(tokenizer, flat)
+    sentence_end = np.cumsum(sizes)
+    sentence_start, sentence_end = ((sentence_end - sizes).tolist(),
+                                    sentence_end.tolist())
+    by_split = {name: [] for name in SPLITS}  # (first sentence, end) per doc
+    sentence = 0
     for d, doc in enumerate(documents):
-        pairs = [(np.asarray(ids[offset + k], np.int32),
-                  np.asarray(starts[offset + k], bool)) for k in range(len(doc))]
-        offset += len(doc)
         split = ("eval" if is_eval_document(seed, first_index + d,
                                             eval_fraction) else "train")
-        by_split[split].append(pairs)
+        by_split[split].append((sentence, sentence + len(doc)))
+        sentence += len(doc)
     out = {"text_bytes": sum(len(s.encode("utf-8")) for s in flat)}
     for split_index, split in enumerate(SPLITS):
-        docs = by_split[split]
-        if cfg.task == "lm":
-            out[split] = _lm_records(cfg, docs, layout, lengths)
-            continue
         pack_rng = np.random.default_rng([seed, unit, split_index, 0])
         mask_rng = np.random.default_rng([seed, unit, split_index, 1])
-        serialized = []
-        for _ in range(cfg.dupe_factor if split == "train" else 1):
-            for d in range(len(docs)):
-                for inst in _instances(cfg, docs, d, pack_rng, layout):
-                    if cfg.task == "mlm":
-                        columns = _mlm_columns(cfg, inst, mask_rng, layout)
-                    else:
-                        columns = {"input_ids": inst.tokens,
-                                   "input_mask": np.ones(len(inst.tokens)),
-                                   "segment_ids": inst.segment_ids}
-                    serialized.append(records.serialize_columns(columns,
-                                                                lengths))
-        out[split] = serialized
+        dupes = cfg.dupe_factor if split == "train" else 1
+        if cfg.task == "mlm" and not cfg.next_sentence:
+            doc_ranges = [(sentence_start[a], sentence_end[b - 1])
+                          for a, b in by_split[split]]
+            out[split] = _packed_mlm(cfg, ids, starts, doc_ranges, dupes,
+                                     pack_rng, mask_rng, layout, lengths)
+            continue
+        docs = []
+        for a, b in by_split[split]:
+            docs.append([(ids[first:end], starts[first:end]) for first, end
+                         in zip(sentence_start[a:b], sentence_end[a:b])])
+        if cfg.task == "lm":
+            rows = _lm_rows(cfg, docs, layout)
+        else:
+            rows = []
+            for _ in range(dupes):
+                for d in range(len(docs)):
+                    for inst in _instances(cfg, docs, d, pack_rng, layout):
+                        if cfg.task == "mlm":
+                            rows.append(_mlm_columns(cfg, inst, mask_rng,
+                                                     layout))
+                        else:
+                            rows.append({"input_ids": inst.tokens,
+                                         "input_mask": np.ones(
+                                             len(inst.tokens)),
+                                         "segment_ids": inst.segment_ids})
+        out[split] = records.serialize_batch(records.pad_rows(rows, lengths),
+                                             lengths)
     return out

@@ -4,6 +4,7 @@ Special ids are fixed: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
 """
 
 import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -178,8 +179,24 @@ class SentencePieceTokenizer:
         return self._sp.encode(text, out_type=int)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Returns the ids of each text, using SentencePiece's batched encode."""
-        return self._sp.encode(list(texts), out_type=int)
+        """Returns the ids of each text, using SentencePiece's batched encode
+        on one thread (its default takes every core; a build gets its
+        parallelism from worker processes instead)."""
+        return self._sp.encode(list(texts), out_type=int, num_threads=1)
+
+    def encode_flat(self, texts) -> tuple[np.ndarray, np.ndarray,
+                                          np.ndarray]:
+        """Encodes texts into one stream.
+
+        Returns:
+            (ids, starts, lengths): int32 `[T]` ids of all texts in order,
+            bool `[T]` word-start flags, int64 `[len(texts)]` ids per text.
+        """
+        ids = self.encode_batch(texts)
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32,
+                           int(lengths.sum()))
+        return flat, self.is_word_start[flat], lengths
 
     def encode_with_starts(self, texts) -> tuple[list, list]:
         """Returns (ids per text, word-start flags per text)."""

@@ -5,6 +5,7 @@ import pytest
 
 from data_pipeline import features
 from data_pipeline import masking
+from data_pipeline import vocab_layout
 
 VOCAB = 1000
 P = 20
@@ -140,3 +141,34 @@ def test_speed():
     rate = len(seqs) / (time.perf_counter() - start)
     # Target is >= 10k/s; the bound leaves room for a loaded CI machine.
     assert rate > 4000, rate
+
+
+def test_mask_batch_equals_mask_tokens_row_by_row():
+    layout = vocab_layout.VocabLayout(VOCAB, dict(features.SPECIAL_IDS),
+                                      ((10, 20),))
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(0, L + 1, 300)
+    tokens = rng.integers(0, VOCAB, (300, L)).astype(np.int32)
+    tokens[rng.random(tokens.shape) < 0.05] = features.UNK_ID
+    tokens[:5] = features.CLS_ID  # rows with nothing eligible draw nothing
+    ws = rng.random(tokens.shape) < 0.6
+    for prob in (0.15, 0.5):
+        batch_rng, row_rng = np.random.default_rng(7), np.random.default_rng(7)
+        m = masking.mask_batch(tokens, lengths, ws, batch_rng,
+                               max_predictions_per_seq=P, masked_lm_prob=prob,
+                               layout=layout)
+        for i, n in enumerate(lengths):
+            one = masking.mask_tokens(tokens[i, :n], ws[i, :n], row_rng,
+                                      vocab_size=VOCAB, layout=layout,
+                                      max_predictions_per_seq=P,
+                                      masked_lm_prob=prob)
+            np.testing.assert_array_equal(m.input_ids[i, :n], one.input_ids)
+            np.testing.assert_array_equal(m.input_ids[i, n:], tokens[i, n:])
+            np.testing.assert_array_equal(m.masked_lm_positions[i],
+                                          one.masked_lm_positions)
+            np.testing.assert_array_equal(m.masked_lm_ids[i],
+                                          one.masked_lm_ids)
+            np.testing.assert_array_equal(m.masked_lm_weights[i],
+                                          one.masked_lm_weights)
+            assert m.num_predictions[i] == one.num_predictions
+        assert batch_rng.random() == row_rng.random()  # same draws consumed
