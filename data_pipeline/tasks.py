@@ -103,14 +103,19 @@ def _instances(cfg, docs, d, rng, layout):
         random_next=cfg.task == "mlm", cls_id=cls_id, sep_id=sep_id)
 
 
-def _mlm_columns(cfg, inst, mask_rng, layout):
-    n = len(inst.tokens)
-    columns = {"input_ids": inst.tokens, "input_mask": np.ones(n, np.int64),
-               "segment_ids": inst.segment_ids}
+def _mlm_records(cfg, tokens, word_starts, segment_ids, seq_lengths,
+                 mask_rng, layout, lengths,
+                 next_sentence_labels=None) -> records.RecordBatch:
+    """mlm records of padded `[N, L]` instances: masked in one batch as
+    `masking.mask_tokens` would mask them one by one, or with
+    `word_starts` kept for dynamic masking."""
+    length = cfg.max_seq_length
+    columns = {"input_ids": tokens,
+               "input_mask": np.arange(length) < seq_lengths[:, None],
+               "segment_ids": segment_ids}
     if cfg.masking == "static":
-        m = masking_lib.mask_tokens(
-            inst.tokens, inst.word_starts, mask_rng,
-            vocab_size=layout.vocab_size,
+        m = masking_lib.mask_batch(
+            tokens, seq_lengths, word_starts, mask_rng,
             max_predictions_per_seq=cfg.max_predictions_per_seq,
             masked_lm_prob=cfg.masked_lm_prob, layout=layout)
         columns.update(input_ids=m.input_ids,
@@ -118,10 +123,29 @@ def _mlm_columns(cfg, inst, mask_rng, layout):
                        masked_lm_ids=m.masked_lm_ids,
                        masked_lm_weights=m.masked_lm_weights)
     else:
-        columns["word_starts"] = inst.word_starts.astype(np.int64)
+        columns["word_starts"] = word_starts
     if cfg.next_sentence:
-        columns["next_sentence_labels"] = [int(inst.is_random_next)]
-    return columns
+        columns["next_sentence_labels"] = next_sentence_labels[:, None]
+    return records.serialize_batch(columns, lengths)
+
+
+def _instance_mlm_records(cfg, insts, mask_rng, layout, lengths):
+    """`_mlm_records` of Instance/PairInstance objects."""
+    num, length = len(insts), cfg.max_seq_length
+    tokens = np.zeros((num, length), np.int32)
+    word_starts = np.zeros((num, length), bool)
+    segment_ids = np.zeros((num, length), np.int32)
+    seq_lengths = np.zeros(num, np.int64)
+    for i, inst in enumerate(insts):
+        n = len(inst.tokens)
+        tokens[i, :n] = inst.tokens
+        word_starts[i, :n] = inst.word_starts
+        segment_ids[i, :n] = inst.segment_ids
+        seq_lengths[i] = n
+    labels = np.array([int(getattr(inst, "is_random_next", False))
+                       for inst in insts], np.int64)
+    return _mlm_records(cfg, tokens, word_starts, segment_ids, seq_lengths,
+                        mask_rng, layout, lengths, labels)
 
 
 def _lm_rows(cfg, docs, layout):
@@ -167,21 +191,9 @@ def _packed_mlm(cfg, ids, starts, doc_ranges, dupes, pack_rng, mask_rng,
     word_starts[:, 1:-1] = inside & starts[index]
     word_starts[:, :2] = True
     word_starts[rows, size + 1] = True
-    columns = {"input_ids": tokens,
-               "input_mask": np.arange(length) < size[:, None] + 2,
-               "segment_ids": np.zeros((num, length), np.int64)}
-    if cfg.masking == "static":
-        m = masking_lib.mask_batch(
-            tokens, size + 2, word_starts, mask_rng,
-            max_predictions_per_seq=cfg.max_predictions_per_seq,
-            masked_lm_prob=cfg.masked_lm_prob, layout=layout)
-        columns.update(input_ids=m.input_ids,
-                       masked_lm_positions=m.masked_lm_positions,
-                       masked_lm_ids=m.masked_lm_ids,
-                       masked_lm_weights=m.masked_lm_weights)
-    else:
-        columns["word_starts"] = word_starts
-    return records.serialize_batch(columns, lengths)
+    return _mlm_records(cfg, tokens, word_starts,
+                        np.zeros((num, length), np.int32), size + 2,
+                        mask_rng, layout, lengths)
 
 
 def _encode(tokenizer, texts):
@@ -244,19 +256,18 @@ def process_unit(documents: list, first_index: int, unit: int, tokenizer,
                          in zip(sentence_start[a:b], sentence_end[a:b])])
         if cfg.task == "lm":
             rows = _lm_rows(cfg, docs, layout)
-        else:
-            rows = []
-            for _ in range(dupes):
-                for d in range(len(docs)):
-                    for inst in _instances(cfg, docs, d, pack_rng, layout):
-                        if cfg.task == "mlm":
-                            rows.append(_mlm_columns(cfg, inst, mask_rng,
-                                                     layout))
-                        else:
-                            rows.append({"input_ids": inst.tokens,
-                                         "input_mask": np.ones(
-                                             len(inst.tokens)),
-                                         "segment_ids": inst.segment_ids})
+            out[split] = records.serialize_batch(
+                records.pad_rows(rows, lengths), lengths)
+            continue
+        insts = [inst for _ in range(dupes) for d in range(len(docs))
+                 for inst in _instances(cfg, docs, d, pack_rng, layout)]
+        if cfg.task == "mlm":
+            out[split] = _instance_mlm_records(cfg, insts, mask_rng, layout,
+                                               lengths)
+            continue
+        rows = [{"input_ids": inst.tokens,
+                 "input_mask": np.ones(len(inst.tokens)),
+                 "segment_ids": inst.segment_ids} for inst in insts]
         out[split] = records.serialize_batch(records.pad_rows(rows, lengths),
                                              lengths)
     return out
