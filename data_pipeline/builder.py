@@ -167,8 +167,7 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
         for out in parallel.ordered_map(run, units, num_workers):
             made = 0
             for name in split_names:
-                for record in out[name]:
-                    writers[name].write(record)
+                writers[name].write_batch(out[name])
                 made += len(out[name])
             unit_sizes.append(out["documents"])
             progress.update(out["documents"], made, out["text_bytes"])

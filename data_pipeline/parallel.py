@@ -8,9 +8,15 @@ bounded however long the input stream.
 Workers are forked: the function (a closure holding the tokenizer) is
 inherited, never pickled, so user callables (e.g. a Chinese segmenter) need
 not be picklable. Arguments and results are pickled.
+
+While the map runs, objects that existed before it are frozen out of the
+garbage collector (`gc.freeze`): each full collection would otherwise walk
+TensorFlow's whole heap (10-20% of a 1-worker build), and in a forked worker
+also copy every page it touches (20% more worker CPU).
 """
 
 import collections
+import gc
 import multiprocessing
 from typing import Callable, Iterable, Iterator
 
@@ -33,14 +39,22 @@ def ordered_map(function: Callable, items: Iterable[tuple],
     Raises:
         ValueError: `num_workers` < 1.
     """
-    global _FUNCTION  # pylint: disable=global-statement
     if not isinstance(num_workers, int) or num_workers < 1:
         raise ValueError(f"--num_workers must be an int >= 1. Received: "
                          f"num_workers={num_workers!r}")
-    if num_workers == 1:
-        for item in items:
-            yield function(*item)
-        return
+    gc.freeze()
+    try:
+        if num_workers == 1:
+            for item in items:
+                yield function(*item)
+            return
+        yield from _pool_map(function, items, num_workers)
+    finally:
+        gc.unfreeze()
+
+
+def _pool_map(function, items, num_workers):
+    global _FUNCTION  # pylint: disable=global-statement
     _FUNCTION = function
     context = multiprocessing.get_context("fork")
     pool = context.Pool(num_workers)

@@ -346,6 +346,18 @@ class ShardWriter:
         self.counts[self._next] += 1
         self._next = (self._next + 1) % len(self._writers)
 
+    def write_many(self, records: list) -> None:
+        """Appends records, each to the next shard in turn (as `write`)."""
+        num, first = len(self._writers), self._next
+        for j in range(min(num, len(records))):
+            shard = (first + j) % num
+            write = self._writers[shard].write
+            part = records[j::num]
+            for record in part:
+                write(record)
+            self.counts[shard] += len(part)
+        self._next = (first + len(records)) % num
+
     def close(self) -> tuple[list[str], list[int]]:
         """Closes every shard; returns (shard basenames, records per shard)."""
         for writer in self._writers:
@@ -396,10 +408,33 @@ class SplitWriter:
             self._buffer[i], self._buffer[-1] = self._buffer[-1], self._buffer[i]
             self._writer.write(self._buffer.pop())
 
+    def write_batch(self, records) -> None:
+        """Adds records (a RecordBatch or list), exactly as `write` one by one
+        would, with the random draws of a full buffer made in one call (a
+        Generator's draws do not depend on how they are grouped)."""
+        records = list(records)
+        self.count += len(records)
+        buffer, last = self._buffer, self._buffer_size - 1
+        room = max(0, last - len(buffer))  # Appended without a draw.
+        buffer.extend(records[:room])
+        rest = records[room:]
+        if not rest:
+            return
+        out = []
+        for record, i in zip(rest, self._rng.integers(
+                self._buffer_size, size=len(rest)).tolist()):
+            if i < last:  # Swap it in for buffer[i], which goes out.
+                out.append(buffer[i])
+                buffer[i] = record
+            else:
+                out.append(record)
+        self._writer.write_many(out)
+
     def close(self) -> tuple[list[str], list[int]]:
         """Writes the buffer out in a seeded random order and closes shards."""
-        for i in self._rng.permutation(len(self._buffer)).tolist():
-            self._writer.write(self._buffer[i])
+        buffer = self._buffer
+        self._writer.write_many([buffer[i] for i in self._rng.permutation(
+            len(buffer)).tolist()])
         self._buffer = []
         return self._writer.close()
 

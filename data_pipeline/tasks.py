@@ -239,7 +239,7 @@ def process_unit(documents: list, first_index: int, unit: int, tokenizer,
                                             eval_fraction) else "train")
         by_split[split].append((sentence, sentence + len(doc)))
         sentence += len(doc)
-    out = {"text_bytes": sum(len(s.encode("utf-8")) for s in flat)}
+    out = {"text_bytes": len("".join(flat).encode("utf-8"))}
     for split_index, split in enumerate(SPLITS):
         pack_rng = np.random.default_rng([seed, unit, split_index, 0])
         mask_rng = np.random.default_rng([seed, unit, split_index, 1])

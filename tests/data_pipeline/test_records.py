@@ -89,3 +89,30 @@ def test_serialize_batch_matches_protobuf():
     np.testing.assert_array_equal(restored.offsets, batch.offsets)
     assert len(records.serialize_batch(
         records.pad_rows([], lengths), lengths)) == 0
+
+
+def test_write_batch_equals_write(tmp_path):
+    def write(name, batched):
+        directory = tmp_path / name
+        directory.mkdir()
+        writer = records.SplitWriter(str(directory), 3, shuffle_buffer=16,
+                                     seed=4)
+        data = [str(i).encode() for i in range(200)]
+        if batched:
+            for start, end in ((0, 5), (5, 15), (15, 16), (16, 90), (90, 200)):
+                writer.write_batch(records.RecordBatch.from_records(
+                    data[start:end]))
+        else:
+            for record in data:
+                writer.write(record)
+        files, counts = writer.close()
+        assert writer.count == 200
+        return counts, [open(directory / f, "rb").read() for f in files]
+
+    assert write("one_by_one", False) == write("batched", True)
+    # What write_batch relies on, at the default buffer size too.
+    for bound in (16, 100_000):
+        one = np.random.default_rng(3)
+        many = np.random.default_rng(3)
+        assert ([int(one.integers(bound)) for _ in range(50)]
+                == many.integers(bound, size=50).tolist())
