@@ -9,14 +9,17 @@ ratio to the fastest peer *in this run*, then checks the issue-9 goals:
   S fp32: ours >= 1.3x the fastest peer's seq/s
   M fp32: ours >= 1.15x the fastest peer, and peak RSS <= the lowest peer's
   input pipeline: examples/s >= 10x what the train step consumes
+  data (issue 3): bench/data_build.py, the mlm build (1 and 2 workers) vs HF
+    tokenizers + DataCollatorForLanguageModeling, with its own table and goals
 
-Suites: S (default), M, bf16 (S and M, ours fp32 vs bf16), input, all.
+Suites: S (default), M, bf16 (S and M, ours fp32 vs bf16), input, data, all.
 Peers need their venvs: `bash bench/peers/setup.sh` (under /tmp/peers).
 
 Examples:
   python -m bench.run                      # S, 3 rounds
   python -m bench.run --suite M --rounds 3
   python -m bench.run --suite S --only ours_jit1,kerashub_jit1 --rounds 2
+  python -m bench.run --suite data --rounds 3
   python -m bench.run --suite S --also 'ours_newdropout=.venv/bin/python -m bench.train_step --config S'
 """
 import argparse
@@ -128,7 +131,7 @@ def table(suite, recs, names):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default="S", choices=["S", "M", "bf16", "input", "all"])
+    ap.add_argument("--suite", default="S", choices=["S", "M", "bf16", "input", "data", "all"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--blocks", type=int, default=8, help="timed steps per process (S)")
     ap.add_argument("--only", default="", help="comma-separated item names to keep")
@@ -141,6 +144,14 @@ def main(argv=None):
     os.chdir(ROOT)
     suites = ["S", "M", "input"] if args.suite == "all" else [args.suite]
     for suite in suites:
+        if suite == "data":  # Its own runner: corpus, tokenizers, goals.
+            import subprocess  # pylint: disable=import-outside-toplevel
+            cmd = [args.python, "-m", "bench.data_build", "--rounds", str(args.rounds)]
+            if args.only:
+                cmd += ["--only", args.only]
+            print("+ " + " ".join(cmd), flush=True)
+            subprocess.run(cmd, check=False)
+            continue
         items = items_for(suite, args.python, args.torch_py, args.tf_py, args.blocks)
         if args.only:
             items = {k: v for k, v in items.items() if k in args.only.split(",")}
