@@ -2,7 +2,9 @@
 
 Results come back in submission order whatever the number of workers, so a
 build that merges them in that order writes the same bytes with 1 or N
-workers. At most `2 * num_workers` units are in flight, so memory stays
+workers. With N workers, N - 1 are forked processes and this process is the
+N-th (between reading and writing, it takes a unit itself when the others
+are busy). At most `4 * num_workers` units are in flight, so memory stays
 bounded however long the input stream.
 
 Workers are forked: the function (a closure holding the tokenizer) is
@@ -53,16 +55,40 @@ def ordered_map(function: Callable, items: Iterable[tuple],
         gc.unfreeze()
 
 
+class _Done:
+    """A result computed in this process, in the queue of pool results."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def ready(self):
+        return True
+
+    def get(self):
+        return self.value
+
+
 def _pool_map(function, items, num_workers):
+    """`num_workers - 1` forked processes plus this one: this process reads,
+    merges and writes, and takes the next unit itself whenever the others
+    have `2 * (num_workers - 1)` units queued (so no core idles while this
+    process is busy, and no third process competes for two cores)."""
     global _FUNCTION  # pylint: disable=global-statement
     _FUNCTION = function
+    forked = num_workers - 1
     context = multiprocessing.get_context("fork")
-    pool = context.Pool(num_workers)
+    pool = context.Pool(forked)
     try:
         pending = collections.deque()
         for item in items:
-            pending.append(pool.apply_async(_call, (item,)))
-            if len(pending) >= 2 * num_workers:
+            queued = sum(1 for p in pending if not p.ready())
+            if queued >= 2 * forked:
+                pending.append(_Done(function(*item)))
+            else:
+                pending.append(pool.apply_async(_call, (item,)))
+            while pending and pending[0].ready():
+                yield pending.popleft().get()
+            if len(pending) >= 4 * num_workers:  # Bounds memory.
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
