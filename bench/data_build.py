@@ -386,7 +386,7 @@ def table(recs, names, data, args):
               f"{data['full']['mb']} MB vs {rows['ours_w1_half']['pss']:.0f} MiB at "
               f"{data['half']['mb']} MB")
     for label, value, goal in checks:
-        verdict = "met" if value >= goal else f"MISSED by {goal / value - 1:.0%}"
+        verdict = "met" if value >= goal else f"MISSED by {goal / value - 1:.1%}"
         print(f"goal {label}: {value:.2f}x (goal {goal}x): {verdict}")
     print("RESULT " + json.dumps(result), flush=True)
 
