@@ -317,19 +317,10 @@ def main(argv=None):
     print(f"corpus {data['full']['mb']} MB (half {data['half']['mb']} MB), "
           f"distinct text {data['distinct']['mb']} MB, {data['spm']}", flush=True)
     items = _items(args, data)
-    recs = []
-    with open(args.out, "a") as f:
-        for rnd in range(args.rounds):
-            for name, cmd in items.items():
-                rec = run_peers.run_one(name, cmd, rnd)
-                recs.append(rec)
-                f.write(json.dumps(rec) + "\n")
-                f.flush()
-                print(f"round {rnd} {name:13s} rc={rec['rc']} load={rec['load1_before']:.2f} "
-                      f"inst/s={rec.get('inst_per_s', 0):.0f} cpu%={rec['cpu_pct']} "
-                      f"tree PSS={rec.get('tree_peak_pss_mib')}MiB", flush=True)
-                if "error_tail" in rec:
-                    print("   error:", rec["error_tail"][-800:], flush=True)
+    recs = run_peers.run_rounds(
+        items, args.rounds, args.out,
+        lambda rec: (f"load={rec['load1_before']:.2f} inst/s={rec.get('inst_per_s', 0):.0f} "
+                     f"cpu%={rec['cpu_pct']} tree PSS={rec.get('tree_peak_pss_mib')}MiB"))
     table(recs, list(items), data, args)
 
 

@@ -23,7 +23,6 @@ Examples:
   python -m bench.run --suite S --also 'ours_newdropout=.venv/bin/python -m bench.train_step --config S'
 """
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -166,20 +165,13 @@ def main(argv=None):
                      if not (k.startswith("hf_") and args.torch_py in missing)
                      and not (k.startswith("kerashub_") and args.tf_py in missing)}
         out = args.out or f"/tmp/bench_{suite}.jsonl"
-        recs = []
-        with open(out, "a") as f:
-            for rnd in range(args.rounds):
-                for name, argv_ in items.items():
-                    rec = run_peers.run_one(name, argv_, rnd)
-                    recs.append(rec)
-                    f.write(json.dumps(rec) + "\n")
-                    f.flush()
-                    v = value(rec)
-                    print(f"round {rnd} {name:20s} rc={rec['rc']} load_before={rec['load1_before']:.2f} "
-                          f"value={v if v is None else round(v, 2)} rss={rec['maxrss_mib_time_v']}MiB "
-                          f"wall={rec['process_wall_s']}s cpu={rec['cpu_pct']}%", flush=True)
-                    if "error_tail" in rec:
-                        print("   error:", rec["error_tail"][-800:], flush=True)
+        def describe(rec):
+            v = value(rec)
+            return (f"load_before={rec['load1_before']:.2f} value={v if v is None else round(v, 2)} "
+                    f"rss={rec['maxrss_mib_time_v']}MiB wall={rec['process_wall_s']}s "
+                    f"cpu={rec['cpu_pct']}%")
+
+        recs = run_peers.run_rounds(items, args.rounds, out, describe)
         table(suite, recs, list(items))
         print(f"(every RESULT line in {out})")
 
