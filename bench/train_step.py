@@ -32,6 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "peers"))
 from common import get_config, report, train_flops  # noqa: E402
+from pretraining import cpu_env  # noqa: E402
+
+cpu_env.apply_defaults()  # As `python -m pretraining.train` does; override with the env.
 
 PEAK_GFLOPS = 327.0
 
@@ -175,6 +178,8 @@ def main(argv=None):
         peak_rss_mb=None,  # filled below
         precision=args.precision, jit=args.jit, whole_step_xla=trainer.whole_step_xla,
         first_step_s=round(first_s, 2),
+        tf_enable_onednn_opts=os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
         threads=args.threads, hw_flops_per_step=fl, model_flops_per_step=fl,
         trainer_flops_per_step=ours_flops, peak_gflops=args.peak_gflops,
         first_loss=round(first["loss_sum"] / max(first["weight"], 1.0), 4),

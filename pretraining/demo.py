@@ -15,7 +15,7 @@ import time
 
 from absl import app, flags, logging
 
-from pretraining import cli
+from pretraining import cli, cpu_env
 
 flags.DEFINE_string("run_dir", "runs/demo", "Where the demo writes data, checkpoints and "
                     "summary.json (relative to the current directory).")
@@ -159,4 +159,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cpu_env.apply_defaults()  # Before TensorFlow loads.
     app.run(main)

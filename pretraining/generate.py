@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from pretraining import cli
+from pretraining import cli, cpu_env
 
 flags.DEFINE_string("model_dir", None, "Run directory written by pretraining.train.")
 flags.DEFINE_string("tokenizer", None, "The run's tokenizer (SentencePiece .model or vocab.txt).")
@@ -113,4 +113,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cpu_env.apply_defaults()  # Before TensorFlow loads.
     app.run(main)

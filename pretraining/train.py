@@ -9,7 +9,7 @@ import sys
 
 from absl import app, flags, logging
 
-from pretraining import cli, preemption
+from pretraining import cli, cpu_env, preemption
 from pretraining.config import ExperimentConfig
 
 flags.DEFINE_string("experiment", None, "Experiment JSON (configs/experiments/*.json).")
@@ -49,4 +49,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cpu_env.apply_defaults()  # Before TensorFlow loads.
     app.run(main)

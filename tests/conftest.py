@@ -8,6 +8,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pretraining import cpu_env  # noqa: E402
+
+# The CLIs' CPU defaults, here too: in-process and subprocess runs compare equal.
+cpu_env.apply_defaults()
+
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
