@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # TensorFlow build: cpu (default), gpu or tpu. e.g. `make install TF_EXTRA=gpu`.
 TF_EXTRA ?= cpu
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-all bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)
+
+# Also the `extended` variants (pytest.ini): about 1 minute more.
+test-all: install
+	$(BIN)/python -m pytest -m "" $(ARGS)
 
 # Benchmarks against peer implementations (creates their venvs under /tmp/peers
 # first; takes tens of minutes). SUITE=S|M|bf16|input|all, ARGS=--rounds 3 ...

@@ -97,7 +97,10 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes(long_experiment, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags", [(), ("--strategy=mirrored", "--num_logical_cpus=2")],
+# The default strategy's resume is also checked by test_trainer.py (resume equality)
+# and the SIGTERM test above; the mirrored variant runs by default.
+@pytest.mark.parametrize("flags", [pytest.param((), marks=pytest.mark.extended),
+                                   ("--strategy=mirrored", "--num_logical_cpus=2")],
                          ids=["default", "mirrored"])
 def test_sigkill_then_resume_is_bit_identical(mlm_data, tmp_path, flags):
     """Dropout on: the data position and the dropout RNG state are restored."""

@@ -130,7 +130,7 @@ def test_whole_step_xla_matches_the_uncompiled_step(mlm_data, tmp_path, accumula
     backward, clipping, AdamW) with XLA: same losses and weights as without."""
     trainers = {}
     for jit in (False, True):
-        experiment = tiny_experiment(mlm_data, steps=10, jit_compile=jit,
+        experiment = tiny_experiment(mlm_data, steps=4, jit_compile=jit,
                                      gradient_accumulation_steps=accumulation)
         experiment.model.hidden_dropout_prob = 0.0  # XLA draws other random bits
         trainer = Trainer(experiment, str(tmp_path / f"jit{int(jit)}"))
