@@ -47,7 +47,8 @@ def test_mirrored_equals_default(request, tmp_path, mirrored, task):
         assert diff < 1e-5, (path, diff)
 
 
-@pytest.mark.parametrize("use_mirrored", [False, True], ids=["default", "mirrored"])
+@pytest.mark.parametrize("use_mirrored", [pytest.param(False, marks=pytest.mark.extended), True],
+                         ids=["default", "mirrored"])
 def test_gradient_accumulation_equals_the_whole_batch(mlm_data, tmp_path, mirrored,
                                                       use_mirrored):
     """4 micro-batches summed per update == the 16-example batch at once, and

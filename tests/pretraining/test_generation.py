@@ -118,7 +118,9 @@ def test_rejects_bidirectional_models(repo_root):
         Generator(_model(repo_root, "bidirectional", "mlm"), L, sep_id=3)
 
 
-@pytest.mark.parametrize("task, mask_type", [("seq2seq", "unilm"), ("lm", "causal")])
+# Causal generation itself: test_cached_steps_equal_full_forward and the unit tests above.
+@pytest.mark.parametrize("task, mask_type", [("seq2seq", "unilm"),
+                                             pytest.param("lm", "causal", marks=pytest.mark.extended)])
 def test_trained_run_generates_text_from_the_cli(task_data, mlm_data, tmp_path, task,
                                                   mask_type):
     import os

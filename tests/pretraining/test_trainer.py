@@ -73,6 +73,8 @@ def experiment_file(mlm_data, tmp_path):
     return str(path)
 
 
+# Also covered end to end by test_safety.py (SIGTERM and SIGKILL runs resumed by the CLI).
+@pytest.mark.extended
 def test_cli_resumes_existing_run(experiment_file, tmp_path):
     model_dir = str(tmp_path / "run")
     first = _train_cli([f"--experiment={experiment_file}", f"--model_dir={model_dir}"], tmp_path)
