@@ -16,6 +16,9 @@ import tensorflow as tf
 
 from data_pipeline import vocab_layout
 
+# Groups of the random order tried first (see DynamicMasker.__call__).
+_PREFIX_GROUPS = 32
+
 
 class DynamicMasker:
     """Masks batches of `input_ids` / `word_starts`.
@@ -84,13 +87,35 @@ class DynamicMasker:
         # Random order of the existing groups (missing groups last).
         keys = tf.random.stateless_uniform(shape, seeds[0])
         exists = tf.range(length)[None, :] < num_groups[:, None]
-        order = tf.argsort(tf.where(exists, keys, 2.0), axis=1, stable=True)
-        ordered = tf.gather(sizes, order, batch_dims=1)
-        chosen_ordered = _take_greedily(ordered, target)  # (batch, G)
-        # Back to group order: chosen[b, order[b, i]] = chosen_ordered[b, i].
-        chosen_group = tf.math.unsorted_segment_sum(
-            tf.reshape(tf.cast(chosen_ordered, tf.int32), [-1]),
-            tf.reshape(order + rows, [-1]), shape[0] * length)
+        scores = tf.where(exists, keys, 2.0)
+
+        def chosen_groups(num_tried):
+            """Google's rule on the first `num_tried` groups of the random
+            order (ties: lower index first, as a stable argsort), mapped back
+            to group order: chosen[b, order[b, i]] = chosen_ordered[b, i]."""
+            order = tf.math.top_k(-scores, k=num_tried).indices
+            ordered = tf.gather(sizes, order, batch_dims=1)
+            chosen_ordered = _take_greedily(ordered, target)  # (batch, tried)
+            remaining = target - tf.reduce_sum(
+                tf.where(chosen_ordered, ordered, 0), axis=1)
+            chosen = tf.math.unsorted_segment_sum(
+                tf.reshape(tf.cast(chosen_ordered, tf.int32), [-1]),
+                tf.reshape(order + rows, [-1]), shape[0] * length)
+            return chosen, remaining
+
+        static_length = ids.shape[1]
+        if static_length is not None and static_length > _PREFIX_GROUPS:
+            # A row is decided once its budget is spent or all its groups were
+            # tried; the groups further down the order cannot change it. The
+            # first _PREFIX_GROUPS almost always decide every row (each taken
+            # group holds >= 1 token, budgets are <= P); when one does not,
+            # the batch is redone over all groups. Same masks either way.
+            prefix, remaining = chosen_groups(_PREFIX_GROUPS)
+            decided = (remaining == 0) | (num_groups <= _PREFIX_GROUPS)
+            chosen_group = tf.cond(tf.reduce_all(decided), lambda: prefix,
+                                   lambda: chosen_groups(static_length)[0])
+        else:
+            chosen_group = chosen_groups(length)[0]
         selected = eligible & (tf.gather(chosen_group, group_of + rows) > 0)
         # Sorted positions of the selected tokens, zero padded to P: the k-th
         # selected token of a row goes to slot k (k < count <= target <= P),
@@ -107,15 +132,14 @@ class DynamicMasker:
         positions = tf.reshape(positions, [shape[0], preds + 1])[:, :preds]
         flat = positions + slot_rows * length  # (batch, P) into (batch * L)
         masked_ids = tf.where(valid, tf.gather(tf.reshape(ids, [-1]), flat), 0)
-        # 80% [MASK], 10% random non-special id, 10% unchanged; the draws are
-        # made for every token and read at the selected ones.
-        draw = tf.random.stateless_uniform(shape, seeds[1])
+        # 80% [MASK], 10% random non-special id, 10% unchanged: one draw per
+        # prediction slot (the k-th selected token of a row reads slot k).
+        slots = tf.stack([shape[0], preds])
+        draw = tf.random.stateless_uniform(slots, seeds[1])
         pick = tf.random.stateless_uniform(
-            shape, seeds[2], minval=0, maxval=tf.shape(self._candidates)[0],
+            slots, seeds[2], minval=0, maxval=tf.shape(self._candidates)[0],
             dtype=tf.int32)
-        draw = tf.gather(tf.reshape(draw, [-1]), flat)
-        random_ids = tf.gather(self._candidates,
-                               tf.gather(tf.reshape(pick, [-1]), flat))
+        random_ids = tf.gather(self._candidates, pick)
         replacement = tf.where(draw < 0.8, self.mask_id,
                                tf.where(draw < 0.9, random_ids, masked_ids))
         change = tf.math.unsorted_segment_sum(

@@ -106,7 +106,8 @@ def test_deterministic_per_seed_and_batch_index():
 def _scan_reference(masker, batch, seed):
     """The previous `DynamicMasker.__call__` (a `tf.scan` over the groups,
     argsorts for the inverse order and the positions), kept to check that
-    the vectorised one draws exactly the same masks."""
+    the vectorised one draws exactly the same masks (with the replacement
+    draws per prediction slot, as the current one makes them)."""
     batch = dict(batch)
     ids = batch["input_ids"]
     starts = tf.cast(batch.pop("word_starts"), tf.bool)
@@ -148,11 +149,17 @@ def _scan_reference(masker, batch, seed):
     inverse = tf.argsort(order, axis=1, stable=True)
     chosen_group = tf.gather(chosen_ordered, inverse, batch_dims=1)
     selected = eligible & tf.gather(chosen_group, group_of, batch_dims=1)
-    draw = tf.random.stateless_uniform(shape, seeds[1])
+    # One draw per prediction slot; the k-th selected token of a row reads
+    # slot k (non-selected tokens read a slot too, unused).
+    slots = [shape[0], preds]
+    draw = tf.random.stateless_uniform(slots, seeds[1])
     pick = tf.random.stateless_uniform(
-        shape, seeds[2], minval=0, maxval=tf.shape(masker._candidates)[0],
+        slots, seeds[2], minval=0, maxval=tf.shape(masker._candidates)[0],
         dtype=tf.int32)
-    random_ids = tf.gather(masker._candidates, pick)
+    slot = tf.minimum(tf.cumsum(tf.cast(selected, tf.int32), axis=1) - 1, preds - 1)
+    slot = tf.maximum(slot, 0)
+    draw = tf.gather(draw, slot, batch_dims=1)
+    random_ids = tf.gather(masker._candidates, tf.gather(pick, slot, batch_dims=1))
     replacement = tf.where(draw < 0.8, masker.mask_id,
                            tf.where(draw < 0.9, random_ids, ids))
     batch["input_ids"] = tf.where(selected, replacement, ids)
@@ -205,6 +212,30 @@ def test_equals_scan_reference(seed, preds, whole_word):
     assert not weights[::16].any()  # no eligible tokens: nothing masked
     if preds == 4:  # P caps the target of the long rows
         assert (weights.sum(1) == preds).mean() > 0.5
+
+
+def test_rows_undecided_by_the_first_groups_equal_reference():
+    """Two one-token words among two-token ones, odd budget: a row whose
+    one-token words both come after the first _PREFIX_GROUPS groups of the
+    random order still has one token of budget left there, so the masker
+    must redo the batch over all groups, where a one-token word fills it."""
+    rows = 16
+    ids = np.full((rows, L), 500, np.int32)
+    ids[:, 0], ids[:, L - 1] = 101, 102
+    starts = np.zeros((rows, L), np.int32)
+    starts[:, 2:L - 2:2] = 1  # 62 two-token words
+    starts[:, [1, L - 2]] = 1  # and two one-token words: 64 groups
+    batch = {"input_ids": tf.constant(ids), "word_starts": tf.constant(starts)}
+    assert 64 > dynamic_masking._PREFIX_GROUPS
+    assert round((L - 2) * 0.15) == 19  # odd budget
+    masker = dynamic_masking.DynamicMasker(LAYOUT, P)
+    key = dynamic_masking.batch_seed(5, 0, 3)
+    got, want = masker(batch, key), _scan_reference(masker, batch, key)
+    for name in want:
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(),
+                                      err_msg=name)
+    # The rule always reaches the budget here (a one-token word fits).
+    np.testing.assert_array_equal(got["masked_lm_weights"].numpy().sum(1), 19)
 
 
 def test_greedy_passes_equal_sequential_rule():
