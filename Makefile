@@ -22,7 +22,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(ARGS)
 
-# Also the `extended` tests (pytest.ini): about 2 minutes more.
+# Also the `extended` tests (pytest.ini): about 3 minutes more.
 test-all: install
 	$(BIN)/python -m pytest -m "" $(ARGS)
 

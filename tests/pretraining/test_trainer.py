@@ -126,7 +126,9 @@ def test_init_checkpoint_of_another_model_is_refused(mlm_data, tmp_path):
         Trainer(experiment, str(tmp_path / "target"))
 
 
-@pytest.mark.parametrize("accumulation", [1, 2])
+# Accumulation 2 inside the compiled step runs in make test-all; accumulation
+# itself is covered by test_distributed.py::test_gradient_accumulation_equals_the_whole_batch.
+@pytest.mark.parametrize("accumulation", [1, pytest.param(2, marks=pytest.mark.extended)])
 def test_whole_step_xla_matches_the_uncompiled_step(mlm_data, tmp_path, accumulation):
     """`train.jit_compile` on one device compiles the whole step (forward,
     backward, clipping, AdamW) with XLA: same losses and weights as without."""
