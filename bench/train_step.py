@@ -14,8 +14,9 @@ weighted, so the head does the same work as the peers'). Dropout 0.1, AdamW.
 
 Prints, last, one line 'RESULT {json}' (the format of `report` in
 bench/peers/common.py) with seq_per_s / tok_per_s (median, min, max over the
-timed blocks), tokens_per_s, mfu (against --peak-gflops, default 327 GFLOP/s,
-the best fp32 matmul measured on this machine), peak_rss_mb. With --goal-vs
+timed blocks), tokens_per_s, mfu (against --peak-gflops; by default the best
+fp32 matmul rate TensorFlow reaches in this process, with the same threads and
+oneDNN settings, measured after the timed blocks), peak_rss_mb. With --goal-vs
 a seq/s figure, also says how far from the goal the run is.
 
 Examples:
@@ -36,7 +37,20 @@ from pretraining import cpu_env  # noqa: E402
 
 cpu_env.apply_defaults()  # As `python -m pretraining.train` does; override with the env.
 
-PEAK_GFLOPS = 327.0
+
+
+def measure_peak_gflops(n=2048, repeats=6):
+    """Best fp32 GFLOP/s of an n x n matmul in this process (the MFU reference)."""
+    import tensorflow as tf
+    a, b = tf.random.uniform((n, n)), tf.random.uniform((n, n))
+    matmul = tf.function(lambda: tf.linalg.matmul(a, b))
+    matmul().numpy()
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        matmul().numpy()
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+    return best
 
 
 def write_records(directory, c, num_examples, seed=0, masking="static", num_shards=2):
@@ -120,8 +134,9 @@ def main(argv=None):
     ap.add_argument("--blocks", type=int, default=12, help="timed blocks")
     ap.add_argument("--examples", type=int, default=0,
                     help="records to write (default: 4 batches' worth, min 128)")
-    ap.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS,
-                    help="MFU reference, GFLOP/s (default 327: best fp32 matmul seen here)")
+    ap.add_argument("--peak-gflops", type=float, default=0.0,
+                    help="MFU reference, GFLOP/s (default: measured here, a 2048^2 fp32 "
+                    "matmul, best of 6)")
     ap.add_argument("--goal-vs", type=float, default=0.0,
                     help="a peer's seq/s; with --goal-ratio prints the gap to the goal")
     ap.add_argument("--goal-ratio", type=float, default=1.3)
@@ -169,6 +184,8 @@ def main(argv=None):
         num_params = trainer.state.model.count_params()
         ours_flops = trainer.flops_per_step
 
+    if not args.peak_gflops:
+        args.peak_gflops = round(measure_peak_gflops(), 1)
     fl = train_flops(c, "masked")["total"]
     seq = sorted(c["batch"] * args.steps / s for s in blocks)
     median = seq[len(seq) // 2] if len(seq) % 2 else 0.5 * (seq[len(seq) // 2 - 1] + seq[len(seq) // 2])
