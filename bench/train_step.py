@@ -38,7 +38,6 @@ from pretraining import cpu_env  # noqa: E402
 cpu_env.apply_defaults()  # As `python -m pretraining.train` does; override with the env.
 
 
-
 def measure_peak_gflops(n=2048, repeats=6):
     """Best fp32 GFLOP/s of an n x n matmul in this process (the MFU reference)."""
     import tensorflow as tf
