@@ -12,7 +12,10 @@ ratio to the fastest peer *in this run*, then checks the issue-9 goals:
   data (issue 3): bench/data_build.py, the mlm build (1 and 2 workers) vs HF
     tokenizers + DataCollatorForLanguageModeling, with its own table and goals
 
-Suites: S (default), M, bf16 (S and M, ours fp32 vs bf16), input, data, all.
+  bf16: ours fp32 vs bf16 throughput (config S), then bench/bf16_curve.py: the
+    two loss curves over 200 steps on the sample corpus, window by window
+
+Suites: S (default), M, bf16, input, data, all.
 Peers need their venvs: `bash bench/peers/setup.sh` (under /tmp/peers).
 
 Examples:
@@ -26,6 +29,7 @@ import argparse
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 
@@ -127,6 +131,12 @@ def table(suite, recs, names):
     return rows
 
 
+def run_child(cmd):
+    """A benchmark with its own table and goals, in its own process."""
+    print("+ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=False)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,15 +151,11 @@ def main(argv=None):
     ap.add_argument("--out", default="", help="jsonl of every RESULT (default /tmp/bench_<suite>.jsonl)")
     args = ap.parse_args(argv)
     os.chdir(ROOT)
-    suites = ["S", "M", "input"] if args.suite == "all" else [args.suite]
+    suites = ["S", "M", "bf16", "input"] if args.suite == "all" else [args.suite]
     for suite in suites:
         if suite == "data":  # Its own runner: corpus, tokenizers, goals.
-            import subprocess  # pylint: disable=import-outside-toplevel
             cmd = [args.python, "-m", "bench.data_build", "--rounds", str(args.rounds)]
-            if args.only:
-                cmd += ["--only", args.only]
-            print("+ " + " ".join(cmd), flush=True)
-            subprocess.run(cmd, check=False)
+            run_child(cmd + (["--only", args.only] if args.only else []))
             continue
         items = items_for(suite, args.python, args.torch_py, args.tf_py, args.blocks)
         if args.only:
@@ -171,9 +177,12 @@ def main(argv=None):
                     f"rss={rec['maxrss_mib_time_v']}MiB wall={rec['process_wall_s']}s "
                     f"cpu={rec['cpu_pct']}%")
 
-        recs = run_peers.run_rounds(items, args.rounds, out, describe)
-        table(suite, recs, list(items))
-        print(f"(every RESULT line in {out})")
+        if items:
+            recs = run_peers.run_rounds(items, args.rounds, out, describe)
+            table(suite, recs, list(items))
+            print(f"(every RESULT line in {out})")
+        if suite == "bf16" and (not args.only or "bf16_curve" in args.only.split(",")):
+            run_child([args.python, "-m", "bench.bf16_curve"])  # the loss curves
 
 
 if __name__ == "__main__":

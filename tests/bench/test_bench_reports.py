@@ -1,0 +1,68 @@
+"""The benchmark reports' own logic: goal verdicts and the bf16 comparison.
+
+Pure Python on made-up figures; no timing (the benchmarks themselves run in
+`make bench`).
+"""
+import pytest
+
+from bench import bf16_curve, run
+
+
+def _curve(losses, start=10):
+    return [{"step": start * (i + 1), "loss": loss} for i, loss in enumerate(losses)]
+
+
+def test_bf16_curve_tracks_when_every_window_is_close_and_both_fall():
+    fp32 = _curve([9.0, 8.0, 7.0, 6.5])
+    bf16 = _curve([9.0, 8.1, 7.0, 6.4])
+    result = bf16_curve.compare(fp32, bf16, tolerance=0.05)
+    assert result["tracks"]
+    assert result["max_rel_gap"] == pytest.approx(0.1 / 6.5)
+    assert result["mean_rel_gap"] == pytest.approx((0.1 / 8.0 + 0.1 / 6.5) / 4)
+    assert result["fp32_drop"] == pytest.approx(2.5)
+    assert result["bf16_drop"] == pytest.approx(2.6)
+
+
+def test_bf16_curve_one_window_off_is_not_tracking():
+    fp32 = _curve([9.0, 8.0, 7.0, 6.5])
+    bf16 = _curve([9.0, 8.0, 7.8, 6.5])  # 11% off at one window
+    result = bf16_curve.compare(fp32, bf16, tolerance=0.05)
+    assert not result["tracks"]
+    assert result["max_rel_gap"] == pytest.approx(0.8 / 7.0)
+
+
+def test_bf16_curve_flat_curves_do_not_count_as_tracking():
+    flat = _curve([9.0, 8.9, 8.9, 8.8])  # identical, but nothing was learned
+    assert not bf16_curve.compare(flat, flat, tolerance=0.05)["tracks"]
+
+
+def test_bf16_curve_refuses_runs_logged_at_different_steps():
+    with pytest.raises(ValueError, match="different steps"):
+        bf16_curve.compare(_curve([9.0, 8.0]), _curve([9.0, 8.0], start=20), tolerance=0.05)
+
+
+def _rec(item, value, rss):
+    return {"item": item, "seq_per_s": {"median": value}, "maxrss_mib_time_v": rss,
+            "mfu": 0.5, "cpu_pct": 150, "load1_before": 0.1}
+
+
+def test_suite_table_reports_medians_ratios_and_missed_goals(capsys):
+    recs = [_rec("ours_jit1", v, 4000) for v in (2.0, 2.2, 1.9)]
+    recs += [_rec("hf_eager_gather", v, 3000) for v in (1.5, 1.6, 1.7)]
+    recs += [_rec("kerashub_jit1", 1.0, 4400)]
+    rows = run.table("M", recs, ["ours_jit1", "hf_eager_gather", "kerashub_jit1", "ours_gone"])
+    out = capsys.readouterr().out
+    assert rows["ours_jit1"]["median"] == 2.0 and rows["ours_jit1"]["n"] == 3
+    assert rows["ours_gone"] is None and "| ours_gone | FAILED |" in out
+    # Against the fastest peer (HF, median 1.6): 1.25x >= 1.15x; RSS 4000 vs 3000 MiB.
+    assert "| ours_jit1 | 2.00 [1.90-2.20] | 1.25x |" in out
+    assert "goal M: ours_jit1 1.25x vs hf_eager_gather (goal 1.15x): met" in out
+    assert "goal M RSS: ours_jit1 4000 MiB vs lowest peer 3000 MiB: MISSED by 33%" in out
+
+
+def test_suite_table_says_by_how_much_a_speed_goal_is_missed(capsys):
+    recs = [_rec("ours_jit1", 26.0, 2000), _rec("hf_eager_gather", 25.0, 1300)]
+    run.table("S", recs, ["ours_jit1", "hf_eager_gather"])
+    out = capsys.readouterr().out
+    # 1.04x of the peer; 1.3x would need 32.5 seq/s, 25% more than ours.
+    assert "goal S: ours_jit1 1.04x vs hf_eager_gather (goal 1.3x): MISSED by 25% of our speed" in out
