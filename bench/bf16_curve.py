@@ -77,7 +77,7 @@ def compare(fp32, bf16, tolerance):
     drops = [r[0]["loss"] - r[-1]["loss"] for r in (fp32, bf16)]
     tracks = max(gaps) <= tolerance and min(drops) >= MIN_DROP
     return {"max_rel_gap": max(gaps), "mean_rel_gap": sum(gaps) / len(gaps),
-            "fp32_drop": drops[0], "bf16_drop": drops[1], "tracks": tracks}
+            "fp32_drop": drops[0], "bf16_drop": drops[1], "tracks": tracks, "gaps": gaps}
 
 
 def main(argv=None):
@@ -113,9 +113,8 @@ def main(argv=None):
           f"jit {args.jit}, seed {args.seed}, {time.strftime('%Y-%m-%d %H:%M')} UTC")
     print("| step | fp32 loss | bf16 loss | rel. gap |")
     print("|---|---|---|---|")
-    for f, b in zip(fp32, bf16):
-        print(f"| {f['step']} | {f['loss']:.4f} | {b['loss']:.4f} | "
-              f"{abs(b['loss'] - f['loss']) / f['loss']:.3%} |")
+    for f, b, gap in zip(fp32, bf16, result["gaps"]):
+        print(f"| {f['step']} | {f['loss']:.4f} | {b['loss']:.4f} | {gap:.3%} |")
     print("\n| run | held-out loss | held-out MLM acc. | examples/s | wall s |")
     print("|---|---|---|---|---|")
     for name, (_, summary, wall) in runs.items():
@@ -127,6 +126,7 @@ def main(argv=None):
           f"{result['bf16_drop']:.2f} (bf16) nats (at least {MIN_DROP}): {verdict}")
     result.update({
         "item": "bf16_curve", "steps": args.steps, "jit": args.jit,
+        "gaps": [round(g, 6) for g in result["gaps"]],
         "fp32_losses": [round(r["loss"], 5) for r in fp32],
         "bf16_losses": [round(r["loss"], 5) for r in bf16],
         **{f"{name}_{key}": summary[key] for name, (_, summary, _) in runs.items()

@@ -17,6 +17,7 @@ def test_bf16_curve_tracks_when_every_window_is_close_and_both_fall():
     bf16 = _curve([9.0, 8.1, 7.0, 6.4])
     result = bf16_curve.compare(fp32, bf16, tolerance=0.05)
     assert result["tracks"]
+    assert result["gaps"] == pytest.approx([0.0, 0.1 / 8.0, 0.0, 0.1 / 6.5])
     assert result["max_rel_gap"] == pytest.approx(0.1 / 6.5)
     assert result["mean_rel_gap"] == pytest.approx((0.1 / 8.0 + 0.1 / 6.5) / 4)
     assert result["fp32_drop"] == pytest.approx(2.5)
