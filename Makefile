@@ -10,10 +10,14 @@ TF_EXTRA ?= cpu
 
 install: $(STAMP)
 
-$(STAMP): setup.py
+# Then compiles the dynamic-masking kernel (needs g++; without it dynamic
+# masking runs on TensorFlow ops: the same masks, several times slower).
+$(STAMP): setup.py data_pipeline/native/dynamic_mask_op.cc
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),test]"
+	$(BIN)/python -m data_pipeline.native \
+	  || echo "make: the dynamic-masking kernel did not build (above); dynamic masking will use TensorFlow ops"
 	touch $(STAMP)
 
 demo: install

@@ -17,6 +17,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["data_pipeline", "data_pipeline.*",
                                     "pretraining", "pretraining.*"]),
+    # The dynamic-masking kernel's source, compiled after install by
+    # `python -m data_pipeline.native` (against the TensorFlow installed).
+    package_data={"data_pipeline.native": ["*.cc"]},
     install_requires=[
         "tensorflow-datasets",
         "sentencepiece",

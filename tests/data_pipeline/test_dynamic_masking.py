@@ -8,6 +8,7 @@ from data_pipeline import build
 from data_pipeline import corpus
 from data_pipeline import dynamic_masking
 from data_pipeline import input as input_lib
+from data_pipeline import native
 from data_pipeline import vocab_layout
 
 VOCAB, P, L, B = 1000, 20, 128, 500
@@ -114,7 +115,6 @@ def _scan_reference(masker, batch, seed):
     preds = masker.max_predictions_per_seq
     shape = tf.shape(ids)
     length = shape[1]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     eligible = ~tf.gather(masker._is_special, ids)
     if masker.whole_word:
         previous = tf.pad(eligible[:, :-1], [[0, 0], [1, 0]])
@@ -133,7 +133,8 @@ def _scan_reference(masker, batch, seed):
                               * masker.masked_lm_prob), tf.int32)
     target = tf.minimum(preds, tf.maximum(1, target))
     target = tf.where(num_eligible > 0, target, 0)
-    keys = tf.random.stateless_uniform(shape, seeds[0])
+    keys = tf.cast(tf.bitwise.right_shift(
+        dynamic_masking.hashed_bits(seed, 0, shape), 8), tf.float32) / 2 ** 24
     exists = tf.range(length)[None, :] < num_groups[:, None]
     order = tf.argsort(tf.where(exists, keys, 2.0), axis=1, stable=True)
     ordered = tf.gather(sizes, order, batch_dims=1)
@@ -151,17 +152,14 @@ def _scan_reference(masker, batch, seed):
     selected = eligible & tf.gather(chosen_group, group_of, batch_dims=1)
     # One draw per prediction slot; the k-th selected token of a row reads
     # slot k (non-selected tokens read a slot too, unused).
-    slots = [shape[0], preds]
-    draw = tf.random.stateless_uniform(slots, seeds[1])
-    pick = tf.random.stateless_uniform(
-        slots, seeds[2], minval=0, maxval=tf.shape(masker._candidates)[0],
-        dtype=tf.int32)
+    kind, random_ids = dynamic_masking.replacement_draws(
+        seed, tf.stack([shape[0], preds]), masker._candidates)
     slot = tf.minimum(tf.cumsum(tf.cast(selected, tf.int32), axis=1) - 1, preds - 1)
     slot = tf.maximum(slot, 0)
-    draw = tf.gather(draw, slot, batch_dims=1)
-    random_ids = tf.gather(masker._candidates, tf.gather(pick, slot, batch_dims=1))
-    replacement = tf.where(draw < 0.8, masker.mask_id,
-                           tf.where(draw < 0.9, random_ids, ids))
+    kind = tf.gather(kind, slot, batch_dims=1)
+    random_ids = tf.gather(random_ids, slot, batch_dims=1)
+    replacement = tf.where(kind < 13421773, masker.mask_id,  # 0.8 * 2^24
+                           tf.where(kind < 15099495, random_ids, ids))
     batch["input_ids"] = tf.where(selected, replacement, ids)
     positions = tf.range(length)[None, :] + tf.zeros_like(ids)
     sort_key = tf.where(selected, positions, length + positions)
@@ -194,13 +192,26 @@ def _varied_batch(seed, rows=64):
     return {"input_ids": tf.constant(ids), "word_starts": tf.constant(starts)}
 
 
+def _implementation(name):
+    """Skips the compiled kernel's tests when it is not built, except in CI,
+    where `make install` builds it and its absence is a failure."""
+    if name == "native" and native.load() is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: the dynamic-masking kernel {native.library_path()}"
+                        f" is not built (`{native.BUILD_COMMAND}`)")
+        pytest.skip(f"kernel not built (`{native.BUILD_COMMAND}`)")
+    return name
+
+
+@pytest.mark.parametrize("implementation", ["ops", "native"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("preds,whole_word", [(20, True), (4, True),
                                               (20, False)])
-def test_equals_scan_reference(seed, preds, whole_word):
+def test_equals_scan_reference(seed, preds, whole_word, implementation):
     batch = _varied_batch(seed)
-    masker = dynamic_masking.DynamicMasker(LAYOUT, preds,
-                                           whole_word=whole_word)
+    masker = dynamic_masking.DynamicMasker(
+        LAYOUT, preds, whole_word=whole_word,
+        implementation=_implementation(implementation))
     key = dynamic_masking.batch_seed(seed, 0, 11)
     got = masker(batch, key)
     want = _scan_reference(masker, batch, key)
@@ -228,7 +239,7 @@ def test_rows_undecided_by_the_first_groups_equal_reference():
     batch = {"input_ids": tf.constant(ids), "word_starts": tf.constant(starts)}
     assert 64 > dynamic_masking._PREFIX_GROUPS
     assert round((L - 2) * 0.15) == 19  # odd budget
-    masker = dynamic_masking.DynamicMasker(LAYOUT, P)
+    masker = dynamic_masking.DynamicMasker(LAYOUT, P, implementation="ops")
     key = dynamic_masking.batch_seed(5, 0, 3)
     got, want = masker(batch, key), _scan_reference(masker, batch, key)
     for name in want:
@@ -332,3 +343,34 @@ def test_per_host_sharding_disjoint_complete(dynamic_dir, pipelines):
         dynamic_dir)]
     assert sorted(seen) == sorted(stored)
     assert len(seen) == manifest.num_examples
+
+
+@pytest.mark.parametrize("implementation", ["ops", "native"])
+def test_id_outside_vocabulary_is_an_error(implementation):
+    batch = _varied_batch(0, rows=4)
+    ids = batch["input_ids"].numpy()
+    ids[2, 5] = VOCAB + 7
+    batch["input_ids"] = tf.constant(ids)
+    masker = dynamic_masking.DynamicMasker(
+        LAYOUT, P, implementation=_implementation(implementation))
+    match = r"input_ids\[2, 5\] = 1007 is outside the vocabulary" if (
+        implementation == "native") else "1007"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        masker(batch, dynamic_masking.batch_seed(0, 0, 0))
+
+
+def test_native_requested_but_not_built_names_the_fix(monkeypatch):
+    monkeypatch.setattr(native, "load", lambda path=None: None)
+    with pytest.raises(ValueError, match="python -m data_pipeline.native"):
+        dynamic_masking.DynamicMasker(LAYOUT, P, implementation="native")
+    with pytest.raises(ValueError, match="implementation"):
+        dynamic_masking.DynamicMasker(LAYOUT, P, implementation="fast")
+    # "auto" falls back to TensorFlow ops, which give the same masks.
+    masker = dynamic_masking.DynamicMasker(LAYOUT, P)
+    assert masker._kernel is None
+
+
+def test_native_library_build_errors_name_the_compiler(tmp_path):
+    with pytest.raises(RuntimeError, match="no-such-c\\+\\+.*not found"):
+        native.build(str(tmp_path / "op.so"), compiler="no-such-c++")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
