@@ -67,3 +67,18 @@ def test_suite_table_says_by_how_much_a_speed_goal_is_missed(capsys):
     out = capsys.readouterr().out
     # 1.04x of the peer; 1.3x would need 32.5 seq/s, 25% more than ours.
     assert "goal S: ours_jit1 1.04x vs hf_eager_gather (goal 1.3x): MISSED by 25% of our speed" in out
+
+
+def test_input_suite_checks_issue_3_goal_per_cpu_second(capsys):
+    def rec(item, masking, per_cpu):
+        return {"item": item, "examples_per_s": {"median": 2 * per_cpu},
+                "examples_per_cpu_s": {"median": per_cpu}, "masking": masking,
+                "peak_rss_mib": 500, "cpu_pct": 180, "load1_before": 0.1}
+    recs = [rec("input_static", "static", 90_000)]
+    recs += [rec("input_dynamic", "dynamic", v) for v in (20_000, 25_000, 30_000)]
+    recs += [rec("input_dynamic_b256", "dynamic", v) for v in (49_000, 52_000, 61_000)]
+    run.table("input", recs, ["input_static", "input_dynamic", "input_dynamic_b256"])
+    out = capsys.readouterr().out
+    assert "goal issue 3: input_dynamic_b256 52,000" in out and out.count("): met") == 1
+    assert "goal issue 3: input_dynamic 25,000" in out and "MISSED by 100%" in out
+    assert "goal issue 3: input_static" not in out  # static masking is not the goal
