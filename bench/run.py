@@ -29,6 +29,7 @@ Examples:
 import argparse
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,11 +75,13 @@ def items_for(suite, py, tp, fp, blocks):
         }
     if suite == "input":
         inp = lambda *a: [py, "-m", "bench.input_pipeline", *a]  # noqa: E731
+        pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
         return {
             "input_static": inp("--masking", "static"),
             "input_dynamic": inp("--masking", "dynamic"),
-            "input_dynamic_b256": inp("--masking", "dynamic", "--batch", "256",
-                                      "--batches", "20"),
+            # One core: pinned to CPU 0 with a one-thread tf.data pool.
+            "input_dynamic_b256_1core": pin + inp("--masking", "dynamic", "--batch", "256",
+                                                  "--batches", "20", "--threads", "1"),
         }
     raise SystemExit(f"unknown suite {suite}")
 
