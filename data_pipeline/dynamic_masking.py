@@ -184,8 +184,8 @@ class DynamicMasker:
             batch[name] = tf.ensure_shape(batch[name], [static, preds])
         return batch
 
-
     def _call_kernel(self, batch, seed):
+        """The same masks from the compiled kernel (one op per batch)."""
         ids = batch["input_ids"]
         starts = batch.pop("word_starts")
         (batch["input_ids"], batch["masked_lm_positions"],
