@@ -1,12 +1,23 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both set up .venv first.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 # TensorFlow build: cpu (default), gpu or tpu. e.g. `make install TF_EXTRA=gpu`.
 TF_EXTRA ?= cpu
+# TensorFlow version: empty takes the newest the extra allows (2.21 for cpu and
+# gpu; 2.20 for tpu, tensorflow-tpu's newest). `make install TF_VERSION=2.20.0`
+# pins one (2.20 and 2.21 are supported and tested).
+TF_VERSION ?=
+TF_PACKAGE_cpu := tensorflow-cpu
+TF_PACKAGE_gpu := tensorflow[and-cuda]
+TF_PACKAGE_tpu := tensorflow-tpu
+TF_PIN := $(if $(TF_VERSION),"$(TF_PACKAGE_$(TF_EXTRA))==$(TF_VERSION)")
+STAMP := $(VENV)/.installed-$(TF_EXTRA)$(if $(TF_VERSION),-$(TF_VERSION))
+# The second TensorFlow that `make test-compat` runs the suite on, in its own venv.
+COMPAT_TF_VERSION ?= 2.20.0
+COMPAT_VENV ?= .venv-tf$(COMPAT_TF_VERSION)
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all test-ports test-compat bench clean
 
 install: $(STAMP)
 
@@ -15,7 +26,7 @@ install: $(STAMP)
 $(STAMP): setup.py data_pipeline/native/dynamic_mask_op.cc
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),test]"
+	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),test]" $(TF_PIN)
 	$(BIN)/python -m data_pipeline.native \
 	  || echo "make: the dynamic-masking kernel did not build (above); dynamic masking will use TensorFlow ops"
 	touch $(STAMP)
@@ -30,6 +41,18 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -m "" $(ARGS)
 
+# The package and portability checks (marker `ports`): a wheel installed in a
+# fresh venv and run from an empty directory, the model under Keras's JAX and
+# PyTorch backends (skipped, saying why, without jax / torch in the venv), the
+# TPU extra resolving on PyPI. A few minutes.
+test-ports: install
+	$(BIN)/python -m pytest -m ports $(ARGS)
+
+# The whole suite again on TensorFlow $(COMPAT_TF_VERSION) (the TPU build's
+# version), in $(COMPAT_VENV).
+test-compat:
+	$(MAKE) test VENV=$(COMPAT_VENV) TF_VERSION=$(COMPAT_TF_VERSION) ARGS="$(ARGS)"
+
 # Benchmarks against peer implementations (creates their venvs under /tmp/peers
 # first; takes tens of minutes). SUITE=S|M|bf16|input|all, ARGS=--rounds 3 ...
 SUITE ?= S
@@ -38,4 +61,4 @@ bench: install
 	$(BIN)/python -m bench.run --suite $(SUITE) $(ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info runs .pytest_cache
+	rm -rf $(VENV) .venv-tf* *.egg-info build dist runs .pytest_cache

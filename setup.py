@@ -3,10 +3,13 @@
 from setuptools import find_packages, setup
 
 # TensorFlow is chosen through an extra, so GPU and TPU users get their build:
-#   pip install -e ".[cpu]"   CPU only (small wheel; what `make install` uses)
-#   pip install -e ".[gpu]"   NVIDIA GPUs (tensorflow[and-cuda])
-#   pip install -e ".[tpu]"   Cloud TPU VMs (tensorflow-tpu)
-TF_VERSION = "2.21.0"
+#   pip install ".[cpu]"   CPU only (small wheel; what `make install` uses)
+#   pip install ".[gpu]"   NVIDIA GPUs (tensorflow[and-cuda])
+#   pip install ".[tpu]"   Cloud TPU VMs (tensorflow-tpu; 2.20 is its newest release)
+# TensorFlow 2.20 and 2.21 are supported (both tested); pip takes the newest of
+# the range a build has. Pin one by naming it too, e.g.
+#   pip install ".[cpu]" tensorflow-cpu==2.20.0   (or `make install TF_VERSION=2.20.0`)
+TF_RANGE = ">=2.20,<2.22"
 
 setup(
     name="bert-pretraining",
@@ -19,7 +22,9 @@ setup(
                                     "pretraining", "pretraining.*"]),
     # The dynamic-masking kernel's source, compiled after install by
     # `python -m data_pipeline.native` (against the TensorFlow installed).
-    package_data={"data_pipeline.native": ["*.cc"]},
+    package_data={"data_pipeline.native": ["*.cc"],
+                  # The shipped model and experiment configs (`--experiment=demo`).
+                  "pretraining.configs": ["models/*.json", "experiments/*.json"]},
     install_requires=[
         "tensorflow-datasets",
         "sentencepiece",
@@ -29,9 +34,9 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
-        "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
-        "tpu": [f"tensorflow-tpu=={TF_VERSION}"],
+        "cpu": [f"tensorflow-cpu{TF_RANGE}"],
+        "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
+        "tpu": [f"tensorflow-tpu{TF_RANGE}"],
         "test": ["pytest"],
     },
 )

@@ -21,15 +21,25 @@ _GOOGLE_EXTRA_KEYS = frozenset({
     "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type",
 })
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Experiment fields that hold a path: relative values in an experiment file are
+# taken from the file's directory; values given with --override, from the
+# current directory.
+PATH_FIELDS = (("data", "train_dir"), ("data", "eval_dir"), ("train", "init_checkpoint"))
 
 
-def resolve_path(path: str) -> str:
-    """Resolves a path from an experiment file: relative paths are taken
-    against the repository root, `gs://` and absolute paths are kept."""
-    if not path or "://" in path or os.path.isabs(path):
+def resolve_path(path: str, base_dir: str | None = None) -> str:
+    """Resolves a path from an experiment: `gs://` (any `scheme://`) and
+    absolute paths are kept, `~` is expanded, `./…` is taken from the current
+    directory, and any other relative path from `base_dir` (the experiment
+    file's directory; the current directory when None)."""
+    if not path or "://" in path:
         return path
-    return os.path.join(REPO_ROOT, path)
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    if base_dir is None or path == "." or path.startswith(("./", "." + os.sep)):
+        return os.path.abspath(path)
+    return os.path.normpath(os.path.join(os.path.abspath(base_dir), path))
 
 
 @dataclasses.dataclass
@@ -203,8 +213,21 @@ class ExperimentConfig(Config):
                 f"--override=model.attention_mask_type={allowed[0]}).")
 
     @classmethod
+    def from_json(cls, path: str, **kwargs):
+        """Reads an experiment: a JSON file, or the name of a shipped one
+        (`demo`, `smoke_cpu`, …: `pretraining/configs/experiments/`). Relative
+        paths inside it are taken from its directory (`./…` from the current
+        directory); `overrides` from the current directory."""
+        from pretraining import configs
+        path = configs.find("experiments", path)
+        return super().from_json(path, base_dir=os.path.dirname(os.path.abspath(path)),
+                                 **kwargs)
+
+    @classmethod
     def from_dict(cls, data: dict, where: str | None = None, tolerated=frozenset(),
-                  overrides: list[str] = ()):
+                  overrides: list[str] = (), base_dir: str | None = None):
+        """`base_dir`: the directory relative paths in `data` are taken from
+        (the current directory when None)."""
         check_keys(cls, data, "experiment")
         data = json.loads(json.dumps(data))  # deep copy
         for section in ("model", "data"):
@@ -212,13 +235,19 @@ class ExperimentConfig(Config):
                 raise ValueError(f"The experiment has no `{section}` section. "
                                  f"Sections: {sorted(cls._SECTIONS)}.")
         if isinstance(data["model"], str):
-            model_path = resolve_path(data["model"])
+            from pretraining import configs
+            model_path = configs.find("models", data["model"], base_dir)
             try:
                 with open(model_path, encoding="utf-8") as f:
                     data["model"] = json.load(f)
-            except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"`model` names {data['model']!r}, which could not be read "
-                                 f"as a model config JSON ({e}).") from None
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"`model` names {data['model']!r} ({model_path}), which could "
+                                 f"not be read as a model config JSON ({e}).") from None
+        for section, field in PATH_FIELDS:
+            value = data.get(section, {}).get(field) if isinstance(data.get(section), dict) \
+                else None
+            if isinstance(value, str):
+                data[section][field] = resolve_path(value, base_dir)
         for item in overrides:
             _apply_override(data, item)
         kwargs = {}
@@ -256,4 +285,6 @@ def _apply_override(data: dict, item: str):
     except ValueError:
         raise ValueError(f"--override {item!r}: {section}.{field} must be of type "
                          f"{kind.__name__}. Received: {raw!r}") from None
+    if (section, field) in PATH_FIELDS:
+        value = resolve_path(value)  # typed on the command line: the current directory
     data.setdefault(section, {})[field] = value

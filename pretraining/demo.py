@@ -20,7 +20,8 @@ from pretraining import cli, cpu_env
 flags.DEFINE_string("run_dir", "runs/demo", "Where the demo writes data, checkpoints and "
                     "summary.json (relative to the current directory).")
 flags.DEFINE_bool("overwrite", False, "Delete --run_dir first and start clean.")
-flags.DEFINE_string("experiment", "configs/experiments/demo.json", "Experiment JSON to train.")
+flags.DEFINE_string("experiment", "demo", "Experiment to train: a JSON file or a shipped "
+                    "name (pretraining/configs/experiments/).")
 flags.DEFINE_multi_string("override", [], "section.field=value, e.g. train.steps=200.")
 
 MAX_SEQ_LENGTH = 128
@@ -83,11 +84,11 @@ def run(run_dir: str, overwrite: bool, experiment_path: str, overrides=()) -> di
     if overwrite and os.path.exists(run_dir):
         logging.info("--overwrite: deleting %s", run_dir)
         shutil.rmtree(run_dir)
-    from pretraining.config import ExperimentConfig, resolve_path
+    from pretraining.config import ExperimentConfig
     data_dir = os.path.join(run_dir, "data")
     overrides = [f"data.train_dir={data_dir}/train", f"data.eval_dir={data_dir}/eval",
                  *overrides]
-    experiment = ExperimentConfig.from_json(resolve_path(experiment_path), overrides=overrides)
+    experiment = ExperimentConfig.from_json(experiment_path, overrides=overrides)
     data_info = prepare_data(data_dir, experiment.model.vocab_size)
 
     from pretraining.trainer import Trainer
@@ -137,7 +138,7 @@ def describe(summary: dict) -> str:
         "",
         "Next:",
         f"  tensorboard --logdir {os.path.join(rel, 'model')}",
-        "  python -m pretraining.train --experiment=configs/experiments/demo.json "
+        "  python -m pretraining.train --experiment=demo "
         "--model_dir=runs/mine --override=train.steps=2000",
         f"  python -m data_pipeline.build --task=mlm --input='my_corpus/*.txt' "
         f"--tokenizer={os.path.join(rel, 'data', 'spm.model')} --output_dir=runs/my_data "

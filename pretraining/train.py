@@ -12,7 +12,8 @@ from absl import app, flags, logging
 from pretraining import cli, cpu_env, preemption
 from pretraining.config import ExperimentConfig
 
-flags.DEFINE_string("experiment", None, "Experiment JSON (configs/experiments/*.json).")
+flags.DEFINE_string("experiment", None, "Experiment: a JSON file, or a shipped name such as "
+                    "demo or smoke_cpu (pretraining/configs/experiments/).")
 flags.DEFINE_string("model_dir", None, "Run directory: checkpoints, TensorBoard, summary.json.")
 flags.DEFINE_multi_string("override", [], "section.field=value, e.g. train.steps=50 (repeatable).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],

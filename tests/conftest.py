@@ -65,7 +65,7 @@ def tiny_experiment(mlm_data, **train):
                      "checkpoint_every": 10, "keep_checkpoints": 5}
     train_section.update(train)
     return ExperimentConfig.from_dict({
-        "model": "configs/models/bert_test.json",
+        "model": "bert_test",  # shipped: pretraining/configs/models/bert_test.json
         "data": {"train_dir": mlm_data["train_dir"], "eval_dir": mlm_data["eval_dir"],
                  "shuffle_buffer": 100},
         "optimizer": {"learning_rate": 0.005, "warmup_steps": 5},

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pretraining.config import ExperimentConfig
+from pretraining.config import PATH_FIELDS, ExperimentConfig, resolve_path
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPERIMENTS = os.path.join(REPO_ROOT, "configs", "experiments")
@@ -47,8 +47,8 @@ def test_recipe_loads_and_says_how_to_run(name):
     if experiment.data.train_dir.startswith("gs://"):  # kept as written, not resolved
         assert experiment.data.train_dir.startswith("gs://YOUR_BUCKET/")
     else:
-        assert os.path.isabs(experiment.data.train_dir) or \
-            experiment.data.train_dir.startswith("runs/")
+        assert experiment.data.train_dir == os.path.join(os.getcwd(), "runs", "demo", "data",
+                                                         "train")
 
 
 @pytest.mark.parametrize("name", [n for n in RECIPES if loadable(n)])
@@ -78,6 +78,9 @@ def test_fields_stated_in_the_description_match_the_json(name):
             assert text == str(value).lower(), (section, field)
         elif isinstance(value, (int, float)):
             assert float(text) == pytest.approx(value), (section, field, text, value)
+        elif (section, field) in PATH_FIELDS:  # read from the current directory: ./…
+            assert text.startswith("./") or "://" in text, (section, field, text)
+            assert resolve_path(text) == value, (section, field)
         else:
             assert text == value, (section, field)
     task = re.search(r"\btask=(\w+)", experiment.description)

@@ -66,10 +66,61 @@ def test_experiment_round_trip_and_overrides(repo_root):
     assert again == experiment
 
 
-def test_demo_experiment_loads(repo_root):
-    experiment = ExperimentConfig.from_json(f"{repo_root}/configs/experiments/demo.json")
+def test_demo_experiment_loads_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped file is found by name
+    experiment = ExperimentConfig.from_json("demo")
     assert experiment.model.vocab_size == 8000
-    assert resolve_path(experiment.data.train_dir) == f"{repo_root}/runs/demo/data/train"
+    # demo.json says "./runs/demo/data/train": the current directory.
+    assert experiment.data.train_dir == f"{tmp_path}/runs/demo/data/train"
+    assert ExperimentConfig.from_json("smoke_cpu.json").model == experiment.model
+
+
+def test_relative_paths_resolve_against_the_experiment_file(tmp_path, monkeypatch):
+    exp_dir, cwd = tmp_path / "exp", tmp_path / "work"
+    exp_dir.mkdir(), cwd.mkdir()
+    (exp_dir / "tiny.json").write_text(json.dumps({"vocab_size": 50, "hidden_size": 8,
+                                                   "num_attention_heads": 2}))
+    (exp_dir / "e.json").write_text(json.dumps({
+        "model": "tiny.json",
+        "data": {"train_dir": "records/train", "eval_dir": "./records/eval"},
+        "train": {"init_checkpoint": "gs://bucket/run"}}))
+    monkeypatch.chdir(cwd)
+    experiment = ExperimentConfig.from_json(str(exp_dir / "e.json"),
+                                            overrides=["data.eval_dir=mine/eval"])
+    assert experiment.model.vocab_size == 50
+    assert experiment.data.train_dir == str(exp_dir / "records" / "train")  # the file's dir
+    assert experiment.data.eval_dir == str(cwd / "mine" / "eval")  # a flag: the current dir
+    assert experiment.train.init_checkpoint == "gs://bucket/run"  # URLs as written
+    # "./" inside the file means the current directory.
+    again = ExperimentConfig.from_json(str(exp_dir / "e.json"))
+    assert again.data.eval_dir == str(cwd / "records" / "eval")
+    # A shipped model by name.
+    (exp_dir / "e2.json").write_text(json.dumps({"model": "bert_tiny",
+                                                 "data": {"train_dir": "t"}}))
+    assert ExperimentConfig.from_json(str(exp_dir / "e2.json")).model.hidden_size == 128
+
+
+def test_resolve_path_rules(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_path("a/b", "/base") == "/base/a/b"
+    assert resolve_path("../m.json", "/base/exp") == "/base/m.json"
+    assert resolve_path("./a", "/base") == f"{tmp_path}/a"
+    assert resolve_path("a") == f"{tmp_path}/a"
+    assert resolve_path("/abs/x", "/base") == "/abs/x"
+    assert resolve_path("gs://b/x", "/base") == "gs://b/x"
+    assert resolve_path("") == ""
+
+
+def test_unknown_experiment_or_model_names_the_value_and_the_shipped_names(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"No experiment config 'demoo'.*demo, .*smoke_cpu"):
+        ExperimentConfig.from_json("demoo")
+    (tmp_path / "e.json").write_text(json.dumps({"model": "configs/models/bert_demo.json",
+                                                 "data": {"train_dir": "t"}}))
+    with pytest.raises(ValueError, match=rf"{tmp_path}/configs/models/bert_demo.json does "
+                                         r"not exist.*experiment file's directory.*bert_base"):
+        ExperimentConfig.from_json("e.json")
 
 
 @pytest.mark.parametrize("override, message", [
