@@ -16,7 +16,9 @@ PROJECT="${PROJECT:-}"                                   # GCP project id
 ZONE="${ZONE:-}"                                         # e.g. us-central2-b (v4), europe-west4-a (v3)
 TPU_NAME="${TPU_NAME:-bert-pretraining}"
 ACCELERATOR_TYPE="${ACCELERATOR_TYPE:-v4-8}"             # v3-8, v4-8: one host; v4-32 …: a pod slice
-RUNTIME_VERSION="${RUNTIME_VERSION:-tpu-ubuntu2204-base}"  # TensorFlow comes from pip (tensorflow-tpu)
+RUNTIME_VERSION="${RUNTIME_VERSION:-auto}"               # auto: the base image of the TPU generation
+#   (v2-v4: tpu-ubuntu2204-base, v5e: v2-alpha-tpuv5-lite, v5p: v2-alpha-tpuv5,
+#   v6e: v2-alpha-tpuv6e); TensorFlow comes from pip (tensorflow-tpu 2.20).
 BUCKET="${BUCKET:-}"                                     # gs://BUCKET holds data and runs
 EXPERIMENT="${EXPERIMENT:-configs/experiments/bert_base_phase1_tpu.json}"
 RUN_NAME="${RUN_NAME:-bert_base_phase1}"
@@ -29,7 +31,7 @@ LOCAL_DATA_DIR="${LOCAL_DATA_DIR:-/tmp/bert-data}"       # `stage`: copy on each
 TPU_ADDRESS="${TPU_ADDRESS:-auto}"                       # --tpu=: auto = local on one host, $TPU_NAME on a pod
 RUN_WORKERS="${RUN_WORKERS:-all}"                        # workers that start the trainer (all, or 0)
 REMOTE_DIR="${REMOTE_DIR:-bert-pretraining}"             # on the VMs, relative to $HOME
-LIBTPU_INDEX="${LIBTPU_INDEX:-https://storage.googleapis.com/libtpu-tf-releases/index.html}"  # pip -f for libtpu
+LIBTPU_INDEX="${LIBTPU_INDEX:-}"                         # pip -f for another libtpu (default: PyPI's)
 LOG_LINES="${LOG_LINES:-100}"
 LOG_WORKER="${LOG_WORKER:-0}"
 # -----------------------------------------------------------------------------
@@ -113,6 +115,22 @@ gcloud_tpu() {
   run gcloud compute tpus tpu-vm "$verb" "$TPU_NAME" "--project=$PROJECT" "--zone=$ZONE" "$@"
 }
 
+# The TPU software version to create the VM with: the generation's base image
+# (Ubuntu + the TPU driver, no framework), as Cloud TPU's runtime table gives.
+runtime_version() {
+  if [[ "$RUNTIME_VERSION" != auto ]]; then
+    printf '%s' "$RUNTIME_VERSION"
+    return
+  fi
+  case "$ACCELERATOR_TYPE" in
+    v2-*|v3-*|v4-*) printf 'tpu-ubuntu2204-base' ;;
+    v5litepod-*|v5e-*) printf 'v2-alpha-tpuv5-lite' ;;
+    v5p-*) printf 'v2-alpha-tpuv5' ;;
+    v6e-*) printf 'v2-alpha-tpuv6e' ;;
+    *) die "No default RUNTIME_VERSION for ACCELERATOR_TYPE=$ACCELERATOR_TYPE: set RUNTIME_VERSION (a TPU software version, e.g. tpu-ubuntu2204-base)" ;;
+  esac
+}
+
 single_host() {
   local chips="${ACCELERATOR_TYPE##*-}"
   [[ "$chips" =~ ^[0-9]+$ ]] || die "ACCELERATOR_TYPE must end in a number (v4-8, v4-32 …). Received: ACCELERATOR_TYPE=$ACCELERATOR_TYPE"
@@ -130,7 +148,9 @@ tpu_address() {
 }
 
 cmd_create() {
-  local args=("--accelerator-type=$ACCELERATOR_TYPE" "--version=$RUNTIME_VERSION")
+  local version
+  version="$(runtime_version)"
+  local args=("--accelerator-type=$ACCELERATOR_TYPE" "--version=$version")
   if [[ -n "$CAPACITY" ]]; then
     args+=("$CAPACITY")
   fi
@@ -143,9 +163,12 @@ cmd_setup() {
     --exclude=./.pytest_cache -C "$REPO_ROOT" .
   run gcloud compute tpus tpu-vm scp "$tarball" "$TPU_NAME:bert-pretraining-src.tar.gz" \
     "--project=$PROJECT" "--zone=$ZONE" --worker=all
-  local dir
+  local dir find_links=""
   dir="$(remote_quote "$REMOTE_DIR")"
-  gcloud_tpu ssh --worker=all "--command=set -e; mkdir -p $dir; tar -xzf bert-pretraining-src.tar.gz -C $dir; cd $dir; (python3 -m venv .venv || (sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv && python3 -m venv .venv)); .venv/bin/pip install -q --upgrade pip; .venv/bin/pip install -q -e '.[tpu]' -f $(remote_quote "$LIBTPU_INDEX"); .venv/bin/python -c 'import tensorflow as tf; print(tf.__version__)'"
+  if [[ -n "$LIBTPU_INDEX" ]]; then
+    find_links=" -f $(remote_quote "$LIBTPU_INDEX")"
+  fi
+  gcloud_tpu ssh --worker=all "--command=set -e; mkdir -p $dir; tar -xzf bert-pretraining-src.tar.gz -C $dir; cd $dir; (python3 -m venv .venv || (sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv && python3 -m venv .venv)); .venv/bin/pip install -q --upgrade pip; .venv/bin/pip install -q -e '.[tpu]'$find_links; (.venv/bin/python -m data_pipeline.native || echo 'the dynamic-masking kernel did not build: TensorFlow ops are used'); .venv/bin/python -c 'import tensorflow as tf; print(tf.__version__)'"
 }
 
 cmd_stage() {

@@ -107,6 +107,26 @@ def test_tpu_create_line():
     assert "--spot" not in argv and "--preemptible" not in argv
 
 
+@pytest.mark.parametrize("accelerator,runtime", [
+    ("v4-32", "tpu-ubuntu2204-base"), ("v5litepod-8", "v2-alpha-tpuv5-lite"),
+    ("v5p-8", "v2-alpha-tpuv5"), ("v6e-8", "v2-alpha-tpuv6e")])
+def test_tpu_create_picks_the_generations_base_image(accelerator, runtime):
+    env = dict(TPU_ENV, ACCELERATOR_TYPE=accelerator)
+    (argv,) = commands(run("tpu_vm.sh", "--dry-run", "create", env=env).stdout)
+    assert flag(argv, "--version") == runtime
+    env["RUNTIME_VERSION"] = "tpu-vm-tf-2.16.1-pjrt"  # the user's choice wins
+    (argv,) = commands(run("tpu_vm.sh", "--dry-run", "create", env=env).stdout)
+    assert flag(argv, "--version") == "tpu-vm-tf-2.16.1-pjrt"
+
+
+def test_tpu_create_refuses_an_unknown_generation_without_a_runtime():
+    result = run("tpu_vm.sh", "--dry-run", "create", check=False,
+                 env=dict(TPU_ENV, ACCELERATOR_TYPE="v9x-8"))
+    assert result.returncode == 2
+    assert "ACCELERATOR_TYPE=v9x-8" in result.stderr and "RUNTIME_VERSION" in result.stderr
+    assert not commands(result.stdout)
+
+
 @pytest.mark.parametrize("option", ["--spot", "--preemptible"])
 def test_tpu_create_spot_or_preemptible(option):
     (argv,) = commands(run("tpu_vm.sh", "--dry-run", option, "create", env=TPU_ENV).stdout)
@@ -119,7 +139,14 @@ def test_tpu_setup_installs_the_tpu_extra_on_every_worker():
     scp, ssh = cmds[1], cmds[2]
     assert scp[4] == "scp" and "--worker=all" in scp
     assert ssh[4] == "ssh" and "--worker=all" in ssh
-    assert 'install -q -e ".[tpu]"' in flag(ssh, "--command").replace("'", '"')
+    command = flag(ssh, "--command").replace("'", '"')
+    # tensorflow-tpu 2.20 and its libtpu both come from PyPI: no other index.
+    assert 'install -q -e ".[tpu]";' in command and " -f " not in command
+    assert "python -m data_pipeline.native" in command
+    env = dict(TPU_ENV, LIBTPU_INDEX="https://example.invalid/libtpu.html")
+    ssh = commands(run("tpu_vm.sh", "--dry-run", "setup", env=env).stdout)[2]
+    assert '-e ".[tpu]" -f https://example.invalid/libtpu.html;' in \
+        flag(ssh, "--command").replace("'", '"')
 
 
 @pytest.mark.parametrize("accelerator,tpu", [("v4-8", "local"), ("v3-8", "local"),
