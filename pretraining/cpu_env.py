@@ -13,8 +13,14 @@ are TensorFlow's documented environment variables:
 
 A value the user already set always wins, e.g. `TF_ENABLE_ONEDNN_OPTS=0` keeps
 Eigen. They change CPU kernels only; GPU and TPU math is unaffected.
+
+The XLA flag is set only for TensorFlow 2.21 and later: XLA:CPU in TF 2.20
+fails to compile the train step's gradient matmuls with it ("Unsupported oneDNN
+Dot op variation ... grad_x"), measured here; its oneDNN kernels outside XLA
+are fine.
 """
 
+import importlib.metadata
 import os
 import sys
 
@@ -24,8 +30,36 @@ ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 XLA_ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
 
 
-def apply_defaults(environ=None) -> bool:
+# The first XLA whose oneDNN dots compile our step (TF 2.20's do not).
+XLA_ONEDNN_SINCE = (2, 21)
+# The names TensorFlow's wheels install under (one per build).
+_TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tensorflow-intel",
+                     "tf-nightly", "tf-nightly-cpu")
+
+
+def installed_tensorflow_version() -> tuple[int, int] | None:
+    """(major, minor) of the installed TensorFlow, read from the package
+    metadata without importing it; None when none is installed."""
+    for name in _TF_DISTRIBUTIONS:
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        parts = version.split(".")
+        try:
+            return int(parts[0]), int(parts[1])
+        except (IndexError, ValueError):
+            return None
+    return None
+
+
+def apply_defaults(environ=None, tf_version=None) -> bool:
     """Sets the defaults in `environ` (default `os.environ`) where unset.
+
+    Args:
+        environ: dict. The environment to change; `os.environ` when None.
+        tf_version: (major, minor). The TensorFlow the defaults are for; the
+            installed one when None.
 
     Returns:
         bool. False when TensorFlow was already imported into this process
@@ -40,6 +74,9 @@ def apply_defaults(environ=None) -> bool:
         return False
     env.setdefault(ONEDNN_ENV, "1")
     xla_flags = env.get("XLA_FLAGS", "")
+    tf_version = tf_version or installed_tensorflow_version()
+    if tf_version and tuple(tf_version) < XLA_ONEDNN_SINCE:
+        return True
     if "xla_cpu_use_onednn" not in xla_flags:
         env["XLA_FLAGS"] = f"{xla_flags} {XLA_ONEDNN_FLAG}".strip()
     return True
