@@ -40,7 +40,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEERS = os.environ.get("PEERS", "/tmp/peers")
-GOOGLE_PER_CORE = 1288.0  # /work/shared/BENCHMARKS.md, create_pretraining_data.py
+GOOGLE_PER_CORE = 1288.0  # Google create_pretraining_data.py, examples/s per core (peers harness)
 GOALS = {"google_x": 5.0, "hf_x": 2.0, "scaling": 1.8}
 SEQ, PREDICTIONS, BATCH = 128, 20, 32
 

@@ -148,7 +148,7 @@ def masked_lm_sums(logits, batch):
     """Per-replica sums for the masked-LM loss and accuracy.
 
     Returns `(loss_sum, correct_sum, weight_sum)` as float32 scalars; the
-    caller divides by the *global* weight sum (see DESIGN.md).
+    caller divides by the *global* weight sum (see docs/architecture.md).
     """
     return _sums(logits, batch["masked_lm_ids"], batch["masked_lm_weights"])
 

@@ -1,7 +1,7 @@
 """The distributed training loop: data → model → optimizer → checkpoints.
 
 The only module that joins the model, the optimizer and `data_pipeline.input`.
-A custom loop rather than `model.fit` (see DESIGN.md): `steps_per_loop` steps
+A custom loop rather than `model.fit` (see docs/architecture.md): `steps_per_loop` steps
 per `tf.function` call, loss normalised by the global count of masked tokens,
 gradients all-reduced once, clipped by global norm after the all-reduce.
 """

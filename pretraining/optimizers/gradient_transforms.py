@@ -7,7 +7,7 @@ them and reports the global norm of the incoming gradients.
 
 In a distributed custom loop, call the pipeline inside the replica function on
 the all-reduced (identical on every replica) gradients, then divide by
-`num_replicas_in_sync` and call `optimizer.apply_gradients` (see DESIGN.md):
+`num_replicas_in_sync` and call `optimizer.apply_gradients` (see docs/architecture.md):
 every transform here is deterministic given `(grads, step)`, so all replicas
 produce the same result.
 """

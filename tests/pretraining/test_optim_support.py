@@ -1,6 +1,6 @@
 """Shared helpers of the optimizer tests (no tests here).
 
-`run_steps` follows DESIGN.md's custom-loop recipe: each replica holds a
+`run_steps` follows the custom-loop recipe of docs/architecture.md: each replica holds a
 different share of the gradient, the shares are all-reduced (SUM), passed
 through an optional gradient transform, divided by the replica count and
 applied with `optimizer.apply_gradients` inside the replica function.
