@@ -37,29 +37,76 @@ def layer_norm(name: str, condition_size: int = 0):
     return LayerNorm(condition_size=condition_size, dtype="float32", name=name)
 
 
+# 32-bit words for the hash. TensorFlow and JAX have uint32, whose arithmetic
+# wraps modulo 2**32. Keras's torch backend maps "uint32" to int64 (torch has
+# no uint32 arithmetic), so there the words are int64 values in [0, 2**32):
+# sums are masked back to 32 bits, and products are taken in 16-bit halves
+# (no int64 overflow). Same words on every backend; the TensorFlow and JAX ops
+# are the plain uint32 ones.
+_NATIVE_UINT32 = keras.backend.backend() != "torch"
+_LOW32 = 0xFFFFFFFF
+
+
+def _words(x):
+    """Integers → 32-bit words (two's-complement bits of int32 values)."""
+    if _NATIVE_UINT32:
+        return ops.cast(x, "uint32")
+    return ops.bitwise_and(ops.cast(x, "int64"), _LOW32)
+
+
+def _add32(h, key):
+    return h + key if _NATIVE_UINT32 else ops.bitwise_and(h + key, _LOW32)
+
+
+def _mul32(h, constant: int):
+    """`h * constant` modulo 2**32."""
+    if _NATIVE_UINT32:
+        return h * ops.convert_to_tensor(constant, "uint32")
+    low = h * (constant & 0xFFFF)  # < 2**48
+    high = ops.bitwise_and(h * (constant >> 16), 0xFFFF)  # bits 16-31 of the product
+    return ops.bitwise_and(low + ops.left_shift(high, 16), _LOW32)
+
+
 def _mix32(h):
-    """MurmurHash3's 32-bit finaliser (uint32 in, uint32 out): every input bit
-    flips each output bit with probability ~1/2."""
+    """MurmurHash3's 32-bit finaliser (32-bit words in and out): every input
+    bit flips each output bit with probability ~1/2."""
     h = ops.bitwise_xor(h, ops.right_shift(h, 16))
-    h = h * ops.convert_to_tensor(0x85EBCA6B, "uint32")
+    h = _mul32(h, 0x85EBCA6B)
     h = ops.bitwise_xor(h, ops.right_shift(h, 13))
-    h = h * ops.convert_to_tensor(0xC2B2AE35, "uint32")
+    h = _mul32(h, 0xC2B2AE35)
     return ops.bitwise_xor(h, ops.right_shift(h, 16))
 
 
 def hashed_bits(count: int, seed):
-    """`count` pseudo-random uint32 words: a counter hashed with a 2-word key.
+    """`count` pseudo-random 32-bit words: a counter hashed with a 2-word key.
 
     `mix32(mix32(i * φ + seed[0]) ^ seed[1])` for i = 0…count-1: about a dozen
     integer ops per word that XLA fuses into one vectorised loop. The Philox
     generator behind `keras.random` is lowered by XLA on CPU to ~450 ns per
     word (a 1M-element dropout took 120 ms forward+backward, 2 ms hashed).
-    Good enough for dropout masks, not a general-purpose generator.
+    Good enough for dropout masks, not a general-purpose generator. The words
+    are uint32 (int64 under Keras's torch backend), the same on every backend.
     """
-    key = ops.cast(seed, "uint32")
-    index = ops.cast(ops.arange(count, dtype="int32"), "uint32")
-    h = _mix32(index * ops.convert_to_tensor(0x9E3779B9, "uint32") + key[0])
+    key = _words(seed)
+    index = _words(ops.arange(count, dtype="int32"))
+    h = _mix32(_add32(_mul32(index, 0x9E3779B9), key[0]))
     return _mix32(ops.bitwise_xor(h, key[1]))
+
+
+def hashed_dropout(inputs, rate: float, seed):
+    """Dropout of `inputs` (static shape, element count a multiple of 4) with
+    the mask drawn from `hashed_bits` keyed on `seed` (2 int32 words): the same
+    mask on every backend for the same seed. See `Dropout`."""
+    shape = tuple(inputs.shape)
+    threshold = min(255, max(1, round(rate * 256)))
+    bits = hashed_bits(math.prod(shape) // 4, seed)[None, :]
+    shifts = ops.convert_to_tensor([[0], [8], [16], [24]], dtype="uint32")
+    # (4, count/4) by broadcasting: no concatenate of the four fields.
+    fields = ops.bitwise_and(ops.right_shift(bits, shifts),
+                             ops.convert_to_tensor(255, "uint32"))
+    keep = ops.reshape(fields >= ops.convert_to_tensor(threshold, "uint32"), shape)
+    scale = ops.cast(256.0 / (256 - threshold), inputs.dtype)
+    return ops.where(keep, inputs * scale, ops.zeros_like(inputs))
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -89,17 +136,9 @@ class Dropout(keras.layers.Dropout):
         count = math.prod(shape) if all(isinstance(d, int) for d in shape) else None
         if not count or count % 4:
             return super().call(inputs, training=training)
-        threshold = min(255, max(1, round(self.rate * 256)))
         seed = keras.random.randint((2,), -2 ** 31, 2 ** 31 - 1, dtype="int32",
                                     seed=self.seed_generator)
-        bits = hashed_bits(count // 4, seed)[None, :]
-        shifts = ops.convert_to_tensor([[0], [8], [16], [24]], dtype="uint32")
-        # (4, count/4) by broadcasting: no concatenate of the four fields.
-        fields = ops.bitwise_and(ops.right_shift(bits, shifts),
-                                 ops.convert_to_tensor(255, "uint32"))
-        keep = ops.reshape(fields >= ops.convert_to_tensor(threshold, "uint32"), shape)
-        scale = ops.cast(256.0 / (256 - threshold), inputs.dtype)
-        return ops.where(keep, inputs * scale, ops.zeros_like(inputs))
+        return hashed_dropout(inputs, self.rate, seed)
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
