@@ -7,7 +7,9 @@ Google's tool parse with the same spec.
 
 import dataclasses
 import json
+import math
 import os
+import typing
 from typing import Any
 
 from data_pipeline import atomic
@@ -186,6 +188,24 @@ class Manifest:
                 f"{self.task!r}, masking={self.masking!r}")
         _check_choice("split", self.split, SPLITS)
         _check_choice("compression", self.compression, COMPRESSIONS)
+        for name in ("max_seq_length", "max_predictions_per_seq", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Manifest field `{name}` must be >= 1. Received: "
+                                 f"{name}={getattr(self, name)!r}")
+        for name in ("num_shards", "num_examples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Manifest field `{name}` must be >= 0. Received: "
+                                 f"{name}={getattr(self, name)!r}")
+        for i, name in enumerate(self.shard_files):
+            if not _is_plain_name(name):
+                raise ValueError(
+                    f"Manifest field `shard_files` must hold file names inside the "
+                    f"split directory (no path separators, `..` or absolute paths). "
+                    f"Received: shard_files[{i}]={name!r}")
+        for i, count in enumerate(self.examples_per_shard):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"Manifest field `examples_per_shard` must hold ints >= 0. "
+                                 f"Received: examples_per_shard[{i}]={count!r}")
         if not (len(self.shard_files) == len(self.examples_per_shard)
                 == self.num_shards):
             raise ValueError(
@@ -249,4 +269,38 @@ class Manifest:
                 f"{path!r} does not match the manifest schema: unknown keys "
                 f"{unknown}, missing keys {missing}. Rebuild the data with "
                 "`python -m data_pipeline.build`.")
-        return cls(**data)
+        try:
+            _check_types(cls, data)
+            return cls(**data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None
+
+
+def _is_plain_name(name: Any) -> bool:
+    """True for a file name that stays in its directory (`a.tfrecord`)."""
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and "/" not in name and "\\" not in name and ":" not in name
+            and os.path.basename(name) == name and not os.path.isabs(name))
+
+
+def _check_types(cls, data: dict) -> None:
+    """Refuses manifest values of the wrong JSON type, naming the field."""
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        expected = typing.get_origin(hints[name]) or hints[name]
+        if expected is float:
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value))
+        elif expected is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, expected)
+        if not ok:
+            raise TypeError(f"Manifest field `{name}` must be of type "
+                            f"{expected.__name__}. Received: {name}={value!r}")
+    for name in ("shard_files", "examples_per_shard"):
+        kind = str if name == "shard_files" else int
+        for i, item in enumerate(data.get(name) or []):
+            if isinstance(item, bool) or not isinstance(item, kind):
+                raise TypeError(f"Manifest field `{name}` must hold {kind.__name__} "
+                                f"values. Received: {name}[{i}]={item!r}")

@@ -1,7 +1,8 @@
 r"""Reads records made by Google's `create_pretraining_data.py`.
 
 Their layout is our static MLM layout; only a manifest is missing. This
-writes a small one that lists the record files by absolute path:
+writes a small one, with a symbolic link to each record file beside it (a
+manifest names files inside its own directory only):
 
   python -m data_pipeline.google_records --input='google/*.tfrecord' \
       --output_dir=data/google_train --max_seq_length=128 \
@@ -62,6 +63,7 @@ def write_manifest(input_patterns, output_dir: str, *, max_seq_length: int,
                     f"{next_sentence}: {str(e).splitlines()[0]}") from e
         counts.append(int(ds.reduce(0, lambda n, _: n + 1)))
     os.makedirs(output_dir, exist_ok=True)
+    names = _link_files(files, output_dir)
     manifest = features.Manifest(
         max_seq_length=max_seq_length,
         max_predictions_per_seq=max_predictions_per_seq,
@@ -70,13 +72,26 @@ def write_manifest(input_patterns, output_dir: str, *, max_seq_length: int,
         tokenizer_sha256=vocab.sha256, vocab_size=vocab.vocab_size,
         special_ids=dict(vocab.layout.special_ids),
         reserved_id_ranges=[list(r) for r in vocab.layout.reserved_id_ranges],
-        seed=0, split=split, num_shards=len(files), shard_files=files,
+        seed=0, split=split, num_shards=len(files), shard_files=names,
         examples_per_shard=counts, num_examples=sum(counts),
         compression=compression,
         source=f"Google create_pretraining_data.py records: {input_patterns}",
         tool_version=data_pipeline.__version__)
     manifest.write(output_dir)
     return manifest
+
+
+def _link_files(files: list[str], output_dir: str) -> list[str]:
+    """Links each file into `output_dir` (`00000-NAME`); returns the link names."""
+    names = []
+    for i, path in enumerate(files):
+        name = f"{i:05d}-{os.path.basename(path)}"
+        link = os.path.join(output_dir, name)
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(path, link)
+        names.append(name)
+    return names
 
 
 def main(argv):

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from data_pipeline import dynamic_masking
 from data_pipeline import features
+from data_pipeline import integrity
 from data_pipeline import records
 from data_pipeline import vocab_layout
 
@@ -35,6 +36,16 @@ _MAX_CYCLE_LENGTH = 8
 # was a third of the pipeline; per chunk they cost a sixteenth of that.
 _BLOCK_LENGTH = 16
 
+# Data checks, exported here for the trainer (see `data_pipeline.integrity`):
+# `check_shards` at start (stat only), `find_bad_record`/`explain_error` after
+# the pipeline raised a `tf.errors.OpError`, `check_same_tokenizer` between
+# manifests.
+check_shards = integrity.check_shards
+find_bad_record = integrity.find_bad_record
+explain_error = integrity.explain_error
+check_same_tokenizer = integrity.check_same_tokenizer
+check_resume_tokenizer = integrity.check_resume_tokenizer
+
 
 def read_manifest(data_dir: str) -> features.Manifest:
     """Reads `data_dir/manifest.json` (ValueError if missing or invalid).
@@ -43,6 +54,12 @@ def read_manifest(data_dir: str) -> features.Manifest:
         data_dir: str. A split directory (`.../train` or `.../eval`).
     """
     return features.Manifest.read(data_dir)
+
+
+def _read_file(path, count, compression):
+    """The records of one shard, asserting the manifest's `count` of them."""
+    return tf.data.TFRecordDataset(path, compression_type=compression).apply(
+        tf.data.experimental.assert_cardinality(count))
 
 
 def _parse_fn(manifest: features.Manifest, seed: int = 0,
@@ -133,15 +150,15 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
         raise ValueError(f"Data directory {data_dir!r} holds no examples "
                          "(manifest num_examples=0). Rebuild it with "
                          "`python -m data_pipeline.build` on a larger corpus.")
-    for path in paths:
-        if not tf.io.gfile.exists(path):
-            raise ValueError(f"Shard {path!r} listed in "
-                             f"{os.path.join(data_dir, features.MANIFEST_FILE)!r} "
-                             "is missing. Rebuild the data.")
+    integrity.check_shards(data_dir, manifest)
     mode, num_pipelines, pipeline_id = _sharding(manifest, len(paths),
                                                  input_context)
 
-    files = tf.data.Dataset.from_tensor_slices(paths)
+    # (path, count): each file's reader asserts the manifest's count, so a
+    # shard with fewer (or more) records fails when it ends, in the first
+    # epoch (FailedPreconditionError; `find_bad_record` names the shard).
+    files = tf.data.Dataset.from_tensor_slices(
+        (paths, tf.constant([n for _, n in shards], tf.int64)))
     local_counts = [n for _, n in shards]
     if mode == "files":
         files = files.shard(num_pipelines, pipeline_id)
@@ -152,7 +169,7 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
         files = files.shuffle(num_local_files, seed=seed,
                               reshuffle_each_iteration=True).repeat()
         ds = files.interleave(
-            lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+            lambda f, n: _read_file(f, n, compression),
             cycle_length=min(num_local_files, _MAX_CYCLE_LENGTH),
             block_length=_BLOCK_LENGTH, num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True)
@@ -163,7 +180,7 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
                         reshuffle_each_iteration=True)
         ds = ds.rebatch(batch_size, drop_remainder=True)
     else:
-        ds = tf.data.TFRecordDataset(files, compression_type=compression)
+        ds = files.flat_map(lambda f, n: _read_file(f, n, compression))
         if mode == "records":
             ds = ds.shard(num_pipelines, pipeline_id)
             local = len(range(pipeline_id, manifest.num_examples, num_pipelines))

@@ -58,6 +58,7 @@ def check_data(experiment: ExperimentConfig, data_dir: str, split: str):
         raise ValueError(f"The {split} records in {data_dir} do not fit the experiment: "
                          + "; ".join(problems)
                          + ". Rebuild the data or fix the model config.")
+    data_input.check_shards(data_dir, manifest)  # every shard present, not cut short
     return manifest
 
 
@@ -129,7 +130,11 @@ class Trainer:
         self.eval_dir = resolve_path(experiment.data.eval_dir) if experiment.data.eval_dir else ""
         self.manifest = check_data(experiment, self.train_dir, "train")
         if self.eval_dir:
-            check_data(experiment, self.eval_dir, "eval")
+            data_input.check_same_tokenizer(
+                self.manifest, self.train_dir, check_data(experiment, self.eval_dir, "eval"),
+                self.eval_dir)
+        data_input.check_resume_tokenizer(os.path.join(model_dir, "data_manifest.json"),
+                                          self.manifest, self.train_dir)
         tf.io.gfile.makedirs(model_dir)
         self.is_chief, worker_id = chief_and_worker(self.strategy)
         self.log = metrics_log.MetricsLog(model_dir, enabled=self.is_chief)
