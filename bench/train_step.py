@@ -16,12 +16,16 @@ Prints, last, one line 'RESULT {json}' (the format of `report` in
 bench/peers/common.py) with seq_per_s / tok_per_s (median, min, max over the
 timed blocks), tokens_per_s, mfu (against --peak-gflops; by default the best
 fp32 matmul rate TensorFlow reaches in this process, with the same threads and
-oneDNN settings, measured after the timed blocks), peak_rss_mb. With --goal-vs
-a seq/s figure, also says how far from the goal the run is.
+oneDNN settings, measured after the timed blocks; with --device gpu, against
+--peak-tflops only), peak_rss_mb and, on a GPU, peak_gpu_mib
+(`tf.config.experimental.get_memory_info("GPU:0")["peak"]`). With --goal-vs a
+seq/s figure, also says how far from the goal the run is.
 
 Examples:
   python -m bench.train_step --config S --jit 1
   python bench/train_step.py --config M --precision bf16 --jit 0 --steps 1 --blocks 3
+  python bench/train_step.py --config M --batch 128 --device gpu --threads 0 \
+      --precision bf16 --jit 1 --warmup 10 --steps 50 --blocks 4 --peak-tflops 989
 """
 import argparse
 import os
@@ -126,7 +130,11 @@ def main(argv=None):
     ap.add_argument("--whole-step", type=int, default=1, choices=[0, 1],
                     help="with --jit 1: XLA on the whole step (the trainer's default on one "
                     "device) or on forward+backward only (0)")
-    ap.add_argument("--threads", type=int, default=2, help="TF intra-op threads (as the peers)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                    help="gpu: refuse to run unless TensorFlow sees a GPU (it places the "
+                    "step there), report its peak memory")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="TF intra-op threads (as the peers); 0: TensorFlow's default")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps (the first traces)")
     ap.add_argument("--steps", type=int, default=1, help="steps per timed block (one "
                     "_train_loop call each)")
@@ -136,16 +144,31 @@ def main(argv=None):
     ap.add_argument("--peak-gflops", type=float, default=0.0,
                     help="MFU reference, GFLOP/s (default: measured here, a 2048^2 fp32 "
                     "matmul, best of 6)")
+    ap.add_argument("--peak-tflops", type=float, default=0.0,
+                    help="MFU reference in TFLOP/s (e.g. a GPU's dense bf16 peak); "
+                    "overrides --peak-gflops")
     ap.add_argument("--goal-vs", type=float, default=0.0,
                     help="a peer's seq/s; with --goal-ratio prints the gap to the goal")
     ap.add_argument("--goal-ratio", type=float, default=1.3)
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
+    for name in ("steps", "blocks"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1. Received: {getattr(args, name)}")
+    if args.peak_tflops:
+        args.peak_gflops = args.peak_tflops * 1e3
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    gpus = tf.config.list_physical_devices("GPU")
+    if args.device == "gpu" and not gpus:
+        print(f"error: --device=gpu but TensorFlow {tf.__version__} sees no GPU; fix: install "
+              "the package with its gpu extra (pip install '.[gpu]') on a machine with an "
+              "NVIDIA GPU, or --device=cpu", file=sys.stderr)
+        sys.exit(2)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     import keras
     from absl import logging
     logging.set_verbosity(logging.WARNING)
@@ -183,15 +206,21 @@ def main(argv=None):
         num_params = trainer.state.model.count_params()
         ours_flops = trainer.flops_per_step
 
-    if not args.peak_gflops:
+    gpu_peak_mib = device_name = None
+    if args.device == "gpu":
+        gpu_peak_mib = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20, 1)
+        device_name = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
+    elif not args.peak_gflops:
         args.peak_gflops = round(measure_peak_gflops(), 1)
     fl = train_flops(c, "masked")["total"]
     seq = sorted(c["batch"] * args.steps / s for s in blocks)
     median = seq[len(seq) // 2] if len(seq) % 2 else 0.5 * (seq[len(seq) // 2 - 1] + seq[len(seq) // 2])
     extra = dict(
         tokens_per_s=round(median * c["seq"], 1),
-        mfu=round(median / c["batch"] * fl / (args.peak_gflops * 1e9), 4),
+        mfu=(round(median / c["batch"] * fl / (args.peak_gflops * 1e9), 4)
+             if args.peak_gflops else None),
         peak_rss_mb=None,  # filled below
+        device=args.device, device_name=device_name, peak_gpu_mib=gpu_peak_mib,
         precision=args.precision, jit=args.jit, whole_step_xla=trainer.whole_step_xla,
         first_step_s=round(first_s, 2),
         tf_enable_onednn_opts=os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
