@@ -9,10 +9,22 @@ half-written split.
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from typing import Iterator
+
+from absl import logging
+
+# Temporary directories of a build: `.tmp-HOST-PID-XXXXXXXX`, so a later build
+# can tell its own stale ones (same host, process gone) from a live build's.
+_OWNED_TMP = re.compile(r"^(?P<prefix>.*)-(?P<host>[^-/]+)-(?P<pid>\d+)-[^-]+$")
+# A temporary directory of an older naming (no host and pid) is stale once
+# it is this old.
+STALE_SECONDS = 24 * 3600
 
 
 def is_remote(path: str) -> bool:
@@ -84,24 +96,86 @@ def _remote_atomic_path(path: str) -> Iterator[str]:
         os.remove(tmp)
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 def make_temp_dir(parent: str, prefix: str) -> str:
     """Creates a new, uniquely named directory inside `parent` (local or URL).
 
+    Local names carry this host and process id (`PREFIX-HOST-PID-XXXXXXXX`),
+    so `remove_stale_temp_dirs` can tell a dead build's directory from a
+    live one's.
+
     Args:
         parent: str. An existing directory or `gs://` prefix.
-        prefix: str. Start of the new directory's name.
+        prefix: str. Start of the new directory's name (e.g. `.tmp`).
     """
     if not is_remote(parent):
-        return tempfile.mkdtemp(prefix=prefix, dir=parent)
+        return tempfile.mkdtemp(prefix=f"{prefix.rstrip('-')}-{_host()}-{os.getpid()}-",
+                                dir=parent)
     path = os.path.join(parent, prefix + uuid.uuid4().hex)
     _gfile().makedirs(path)
     return path
 
 
+def remove_stale_temp_dirs(parent: str, prefix: str) -> list[str]:
+    """Removes temporary directories a killed build left in `parent`.
+
+    A local `PREFIX-HOST-PID-*` directory is stale when HOST is this host and
+    process PID is gone; one of another name starting with PREFIX when it is
+    older than `STALE_SECONDS`. Directories of live builds, or of builds on
+    other hosts sharing the file system, are kept. URLs are left alone.
+
+    Args:
+        parent: str. The output directory.
+        prefix: str. As passed to `make_temp_dir` (e.g. `.tmp`).
+
+    Returns:
+        The paths removed.
+    """
+    if is_remote(parent) or not os.path.isdir(parent):
+        return []
+    removed = []
+    host, now = _host(), time.time()
+    for name in sorted(os.listdir(parent)):
+        path = os.path.join(parent, name)
+        if not name.startswith(prefix.rstrip("-") + "-") or not os.path.isdir(path):
+            continue
+        match = _OWNED_TMP.match(name)
+        if match and match.group("prefix") == prefix.rstrip("-"):
+            stale = match.group("host") == host and not _pid_alive(int(match.group("pid")))
+        else:
+            try:
+                stale = now - os.path.getmtime(path) > STALE_SECONDS
+            except OSError:
+                continue
+        if stale:
+            remove_tree(path)
+            if not os.path.exists(path):
+                removed.append(path)
+                logging.warning("Removed %s, left by a build that was killed.", path)
+    return removed
+
+
 def remove_tree(path: str) -> None:
-    """Removes a directory tree if it exists; never raises."""
+    """Removes a directory tree if it exists; never raises (a full disk or a
+    vanished file during cleanup must not hide the error being handled)."""
     if not is_remote(path):
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        except Exception:  # pylint: disable=broad-except
+            pass
         return
     try:
         if _gfile().exists(path):

@@ -11,6 +11,9 @@ Usage:
 
 Writes OUTPUT_DIR/train/ (and OUTPUT_DIR/eval/) each holding
 shard-*-of-*.tfrecord and manifest.json; see `builder.build`.
+
+Exit status: 0 done; 2 bad flag or input, an --output_dir that is a file,
+or a full disk (one line on stderr; nothing left behind).
 """
 
 import importlib
@@ -21,6 +24,7 @@ from absl import app
 from absl import flags
 
 from data_pipeline import builder
+from data_pipeline import cli
 from data_pipeline import features
 from data_pipeline import sources
 from data_pipeline import tasks
@@ -118,40 +122,38 @@ def define_flags() -> None:
 FLAGS = flags.FLAGS
 
 
+def run(f=FLAGS) -> dict[str, features.Manifest]:
+    """Builds from the parsed flags `f` (ValueError/TypeError on bad input)."""
+    if f.target_field and f.task != "seq2seq":
+        raise ValueError("--target_field applies to --task=seq2seq only. "
+                         f"Received: task={f.task!r}")
+    source = sources.SourceConfig(
+        input_format=f.input_format, text_field=f.text_field,
+        target_field=f.target_field, split_sentences=f.split_sentences,
+        tfds_data_dir=f.tfds_data_dir, tfds_split=f.tfds_split)
+    task = tasks.TaskConfig(
+        task=f.task, masking=f.masking, max_seq_length=f.max_seq_length,
+        max_predictions_per_seq=f.max_predictions_per_seq,
+        masked_lm_prob=f.masked_lm_prob, short_seq_prob=f.short_seq_prob,
+        next_sentence=f.next_sentence, pairs=bool(f.target_field),
+        dupe_factor=f.dupe_factor)
+    options = {"do_lower_case": f.do_lower_case, "strip_accents": f.strip_accents,
+               "segmenter": load_segmenter(f.chinese_segmenter)}
+    if f.tokenizer.endswith(".model"):
+        options = {}
+    return builder.build(
+        f.input, f.tokenizer, f.output_dir, task=task, source=source,
+        tokenizer_options=options, seed=f.seed, num_shards=f.num_shards,
+        eval_fraction=f.eval_fraction, compression=f.compression,
+        num_workers=f.num_workers, docs_per_unit=f.docs_per_unit)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     start = time.perf_counter()
-    try:
-        if FLAGS.target_field and FLAGS.task != "seq2seq":
-            raise ValueError("--target_field applies to --task=seq2seq only. "
-                             f"Received: task={FLAGS.task!r}")
-        source = sources.SourceConfig(
-            input_format=FLAGS.input_format, text_field=FLAGS.text_field,
-            target_field=FLAGS.target_field,
-            split_sentences=FLAGS.split_sentences,
-            tfds_data_dir=FLAGS.tfds_data_dir, tfds_split=FLAGS.tfds_split)
-        task = tasks.TaskConfig(
-            task=FLAGS.task, masking=FLAGS.masking,
-            max_seq_length=FLAGS.max_seq_length,
-            max_predictions_per_seq=FLAGS.max_predictions_per_seq,
-            masked_lm_prob=FLAGS.masked_lm_prob,
-            short_seq_prob=FLAGS.short_seq_prob,
-            next_sentence=FLAGS.next_sentence,
-            pairs=bool(FLAGS.target_field), dupe_factor=FLAGS.dupe_factor)
-        options = {"do_lower_case": FLAGS.do_lower_case,
-                   "strip_accents": FLAGS.strip_accents,
-                   "segmenter": load_segmenter(FLAGS.chinese_segmenter)}
-        if FLAGS.tokenizer.endswith(".model"):
-            options = {}
-        manifests = builder.build(
-            FLAGS.input, FLAGS.tokenizer, FLAGS.output_dir, task=task,
-            source=source, tokenizer_options=options, seed=FLAGS.seed,
-            num_shards=FLAGS.num_shards, eval_fraction=FLAGS.eval_fraction,
-            compression=FLAGS.compression, num_workers=FLAGS.num_workers,
-            docs_per_unit=FLAGS.docs_per_unit)
-    except (ValueError, TypeError) as e:
-        raise app.UsageError(str(e)) from e
+    # Bad flags, input or a full disk: one line on stderr, exit 2.
+    manifests = cli.run_or_exit(run)
     seconds = time.perf_counter() - start
     total = sum(m.num_examples for m in manifests.values())
     for name, manifest in manifests.items():

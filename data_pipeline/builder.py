@@ -6,8 +6,10 @@ Documents are numbered in input order and cut into fixed work units of
 random generators seeded from (seed, unit), possibly in another process, and
 the units' records are merged in unit order through a seeded shuffle
 buffer. The shards are therefore byte-identical for any `num_workers`.
-Splits are written under OUTPUT_DIR/.tmp-*/ and renamed into place only when
-complete, so an error or interrupt leaves no manifest behind. OUTPUT_DIR may
+Splits are written under OUTPUT_DIR/.tmp-HOST-PID-*/ and renamed into place
+only when complete, so an error or interrupt leaves no manifest behind; a
+full disk removes the temporary directory, and the next build removes those
+a killed build left (`atomic.remove_stale_temp_dirs`). OUTPUT_DIR may
 be a `gs://` URL: files then go through `tf.io.gfile` and each split is copied
 into place with its manifest last (see `atomic.publish_dir`).
 """
@@ -135,12 +137,16 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
     shards = {"train": num_shards,
               "eval": max(1, int(round(num_shards * eval_fraction)))}
     remote = atomic.is_remote(output_dir)
+    if not remote and os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"--output_dir={output_dir!r} is an existing file: pass a directory "
+                         "(it receives train/ and eval/).")
     created_output_dir = not remote and not os.path.isdir(output_dir)
     if remote:
         tf.io.gfile.makedirs(output_dir)
     else:
         os.makedirs(output_dir, exist_ok=True)
-    tmp_root = atomic.make_temp_dir(output_dir, ".tmp-")
+    atomic.remove_stale_temp_dirs(output_dir, ".tmp")
+    tmp_root = atomic.make_temp_dir(output_dir, ".tmp")
     writers = {}
     try:
         for i, name in enumerate(split_names):
@@ -217,9 +223,15 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
                                os.path.join(tmp_root, "old-" + name),
                                features.MANIFEST_FILE)
         return manifests
+    except tf.errors.OpError as e:  # a TFRecordWriter failed: full disk, I/O error
+        raise OSError(f"Writing records under {tmp_root} failed: {e.message}; nothing "
+                      f"was published in {output_dir}. Free space and build again.") from None
     finally:
         for writer in writers.values():
-            writer.abort()
+            writer.abort()  # never raises: cleanup survives a second ENOSPC
         atomic.remove_tree(tmp_root)
-        if created_output_dir and not os.listdir(output_dir):
-            os.rmdir(output_dir)
+        try:
+            if created_output_dir and not os.listdir(output_dir):
+                os.rmdir(output_dir)
+        except OSError:
+            pass

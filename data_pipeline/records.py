@@ -368,10 +368,21 @@ class ShardWriter:
     def __enter__(self) -> "ShardWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        for writer in self._writers:
-            writer.close()
-        self._writers = []
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Closes every shard, ignoring a close that fails (a full disk
+        flushing its buffer): the files are being thrown away."""
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            try:
+                writer.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
 
 
 class SplitWriter:
@@ -441,4 +452,4 @@ class SplitWriter:
     def abort(self) -> None:
         """Closes the shard files without flushing the buffer."""
         self._buffer = []
-        self._writer.__exit__(None, None, None)
+        self._writer.abort()

@@ -12,6 +12,7 @@ import tempfile
 
 import numpy as np
 import sentencepiece as spm
+from absl import logging
 from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
 from data_pipeline import features
@@ -19,6 +20,54 @@ from data_pipeline import vocab_layout
 
 _WORD_PREFIX = "\u2581"  # "▁", SentencePiece's word-boundary marker.
 MODEL_TYPES = ("unigram", "bpe")
+# SentencePiece's default `max_sentence_length`, in bytes: it skips longer
+# lines without a word, so they are counted here and reported.
+MAX_SENTENCE_BYTES = 4192
+
+
+def check_corpus(input_files: list[str],
+                 max_sentence_length: int = MAX_SENTENCE_BYTES) -> int:
+    """Checks tokenizer training input before SentencePiece sees it.
+
+    Refuses a file that is not UTF-8 (naming it, the line and the byte) and
+    a corpus with no text; logs a warning with the count of lines longer
+    than `max_sentence_length` bytes, which SentencePiece skips.
+
+    Args:
+        input_files: list[str]. Corpus files.
+        max_sentence_length: int. SentencePiece's limit, in bytes.
+
+    Returns:
+        The number of non-blank lines.
+
+    Raises:
+        ValueError: a file is not UTF-8, or no file holds a non-blank line.
+    """
+    lines = 0
+    for path in input_files:
+        long_lines = 0
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(
+                        f"Tokenizer input {path} is not UTF-8: line {number}, byte "
+                        f"{e.start} of the line ({e.reason}). Convert it, e.g. "
+                        f"`iconv -f latin1 -t utf-8`.") from None
+                if text.strip():
+                    lines += 1
+                    if len(line.rstrip(b"\r\n")) > max_sentence_length:
+                        long_lines += 1
+        if long_lines:
+            logging.warning(
+                "%s: %d line(s) longer than SentencePiece's max_sentence_length=%d bytes "
+                "are skipped in tokenizer training (split long lines into sentences).",
+                path, long_lines, max_sentence_length)
+    if not lines:
+        raise ValueError(f"Tokenizer input {input_files} holds no text (every line is "
+                         "blank): pass a non-empty corpus.")
+    return lines
 
 
 def _check_special_pieces(processor: spm.SentencePieceProcessor,
@@ -70,9 +119,22 @@ def train_sentencepiece(input_files: list[str], vocab_size: int,
     for path in input_files:
         if not os.path.isfile(path):
             raise ValueError(f"Tokenizer input file {path!r} does not exist.")
+    if os.path.isdir(output_prefix):
+        raise ValueError(f"--output={output_prefix!r} is a directory; it is a prefix: "
+                         f"pass e.g. {os.path.join(output_prefix, 'spm')!r}.")
+    check_corpus(input_files)
     out_dir = os.path.dirname(os.path.abspath(output_prefix))
+    created = []  # directories made here, removed again if training fails
+    parent = out_dir
+    while not os.path.exists(parent):
+        created.append(parent)
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--output={output_prefix!r}: {parent!r} is a file, not a "
+                         "directory.")
     os.makedirs(out_dir, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=".spm-", dir=out_dir)
+    done = False
     try:
         tmp_prefix = os.path.join(tmp_dir, "spm")
         spm.set_random_generator_seed(seed)
@@ -115,8 +177,15 @@ def train_sentencepiece(input_files: list[str], vocab_size: int,
             f.write(proto.SerializeToString(deterministic=True))
         os.replace(tmp_prefix + ".vocab", output_prefix + ".vocab")
         os.replace(tmp_prefix + ".model", model_path)
+        done = True
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if not done:
+            for directory in created:  # innermost first
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    break
     return model_path
 
 

@@ -6,7 +6,11 @@ Usage:
 
 Input is in the corpus format (one sentence per line, blank lines between
 documents; blank lines are ignored). Writes PREFIX.model and PREFIX.vocab with
-[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
+[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. Lines longer than
+SentencePiece's 4192 bytes are skipped by it (a warning gives the count).
+
+Exit status: 0 done; 2 bad flag or corpus (empty, not UTF-8), one line on
+stderr, and no output directory left behind.
 """
 
 import time
@@ -15,8 +19,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from data_pipeline import cli
 from data_pipeline import corpus
 from data_pipeline import tokenization
+
 
 def define_flags() -> None:
     """Defines this CLI's flags (called only when run as a program, so
@@ -44,19 +50,20 @@ def define_flags() -> None:
 FLAGS = flags.FLAGS
 
 
+def run(f=FLAGS) -> str:
+    """Trains from the parsed flags `f`; returns the `.model` path."""
+    files = corpus.list_files(f.input)
+    return tokenization.train_sentencepiece(
+        files, f.vocab_size, f.output, model_type=f.model_type,
+        character_coverage=f.character_coverage,
+        input_sentence_size=f.input_sentence_size, seed=f.seed)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     start = time.perf_counter()
-    try:
-        files = corpus.list_files(FLAGS.input)
-        model_path = tokenization.train_sentencepiece(
-            files, FLAGS.vocab_size, FLAGS.output,
-            model_type=FLAGS.model_type,
-            character_coverage=FLAGS.character_coverage,
-            input_sentence_size=FLAGS.input_sentence_size, seed=FLAGS.seed)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
+    model_path = cli.run_or_exit(run)  # bad input: one line on stderr, exit 2
     seconds = time.perf_counter() - start
     tokenizer = tokenization.SentencePieceTokenizer(model_path)
     logging.info("Trained %s in %.1f s", model_path, seconds)

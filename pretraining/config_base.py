@@ -6,6 +6,7 @@ that list them, and values are checked against the field types.
 
 import dataclasses
 import json
+import math
 import typing
 from typing import Any
 
@@ -24,6 +25,8 @@ def coerce(value: Any, annotation, where: str):
     """Checks (and for int→float, converts) one JSON value against a type."""
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"`{where}` must be a finite number. Received: {where}={value!r}")
     origin = typing.get_origin(annotation)
     expected = origin or annotation
     if expected in (int, float, str, bool, dict, list):
@@ -74,6 +77,8 @@ class Config:
 def require_positive(obj, *names):
     for name in names:
         value = getattr(obj, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value}")
         if value <= 0:
             raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
 

@@ -86,6 +86,18 @@ def save(bundle: Bundle, path: str, output_format: str) -> ConversionResult:
     _check_choice("output_format", output_format, FORMATS)
     if not path:
         raise ValueError("`output` must name a file or directory. Received: output=''")
+    keras_file = output_format == "native" and path.endswith(".keras")
+    if not keras_file and os.path.isfile(path):
+        raise ValueError(f"--output={path!r} is an existing file; the {output_format} format "
+                         "writes a directory: pass a new or existing directory.")
+    if keras_file and os.path.isdir(path):
+        raise ValueError(f"--output={path!r} is an existing directory; a .keras output is a "
+                         "file: pass a file path.")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise ValueError(f"--output={path!r}: {parent!r} is a file, not a directory.")
     left_out = []
     if output_format != "native":
         left_out = untabled(bundle)
@@ -164,7 +176,7 @@ def main(argv):
         _check_choice("--heads", f.heads, HEADS)
         result = convert(f.input, f.input_format, f.output, f.output_format, f.config, f.heads,
                          f.ema, f.vocab, f.keep_tokens, f.add_tokens)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:
         sys.stderr.write(f"convert: error: {e}\n")
         sys.exit(2)
     print(f"Wrote {result.output} ({f.output_format}, "

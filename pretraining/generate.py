@@ -6,14 +6,19 @@
         --tokenizer=runs/demo/data/spm.model --prompt="Open a file." --method=beam
 
 For `lm` runs the prompt is continued; for `seq2seq` runs it is the source
-and the target is generated. Prints one line per prompt.
+and the target is generated. Prints one line per prompt. A prompt longer
+than the model's length leaves room for --max_new_tokens by keeping its last
+tokens (a warning says how many were dropped). The checkpoint is checked
+against the run's config.json (every variable's shape, the layer count).
+
+Exit status: 0 done; 2 bad flag, run directory or checkpoint (one line).
 """
 
 import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from pretraining import cli, cpu_env
 
@@ -29,7 +34,7 @@ flags.DEFINE_integer("num_beams", 4, "Beam width for --method=beam.", lower_boun
 flags.DEFINE_integer("min_new_tokens", 1, "No [SEP] before this many tokens.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_bool("ema", False, "Use the run's EMA weights (if it kept them).")
-flags.mark_flags_as_required(["model_dir", "tokenizer", "prompt"])
+flags.mark_flags_as_required(["model_dir", "tokenizer"])  # --prompt: checked in run
 
 
 def load_run(model_dir: str, ema: bool = False):
@@ -39,17 +44,26 @@ def load_run(model_dir: str, ema: bool = False):
     from pretraining.heads import BertPretrainer
     from pretraining.model import BertEncoder
 
+    from pretraining.formats.native import restore_checked
+
     config_path = os.path.join(model_dir, "config.json")
     if not tf.io.gfile.exists(config_path):
         raise ValueError(f"--model_dir={model_dir!r} has no config.json: give the directory "
                          "that pretraining.train wrote.")
     with tf.io.gfile.GFile(config_path) as f:
-        experiment = ExperimentConfig.from_dict(json.load(f))
+        try:
+            data = json.loads(f.read())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{config_path} is not valid JSON ({e}).") from None
+    try:
+        experiment = ExperimentConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"In {config_path}: {e}") from None
     model = BertPretrainer(BertEncoder(experiment.model), experiment.task)
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if not latest:
         raise ValueError(f"No checkpoint in {os.path.join(model_dir, 'checkpoints')}.")
-    tf.train.Checkpoint(model=model).read(latest).expect_partial()
+    restore_checked(latest, model, experiment.model, config_path)
     if ema:
         from pretraining.optimizers import ExponentialMovingAverage
         averages = ExponentialMovingAverage(model.trainable_variables, 0.0)
@@ -62,11 +76,35 @@ def load_run(model_dir: str, ema: bool = False):
     return experiment, model
 
 
+def context_ids(tokenizer, prompt: str, task: str, length: int, max_new_tokens: int,
+                index: int = 0) -> list[int]:
+    """The ids a prompt starts generation from; a prompt too long for the
+    model keeps its last tokens, with a warning saying how many were dropped."""
+    ids = tokenizer.encode(prompt)
+    # lm: documents follow a [SEP] in the packed stream; seq2seq: [CLS] source [SEP].
+    head, tail = ([tokenizer.sep_id], []) if task == "lm" else (
+        [tokenizer.cls_id], [tokenizer.sep_id])
+    room = length - max_new_tokens - len(head) - len(tail)
+    if room < 1:
+        raise ValueError(f"--max_new_tokens={max_new_tokens} leaves no room for a prompt in "
+                         f"the model's length (max_position_embeddings={length}, "
+                         f"{len(head) + len(tail)} special token(s)): use --max_new_tokens <= "
+                         f"{length - len(head) - len(tail) - 1}.")
+    if len(ids) > room:
+        logging.warning("--prompt %d has %d tokens; kept its last %d and dropped %d to leave "
+                        "room for --max_new_tokens=%d in the model's length %d.", index + 1,
+                        len(ids), room, len(ids) - room, max_new_tokens, length)
+        ids = ids[len(ids) - room:]
+    return head + ids + tail
+
+
 def run(model_dir, tokenizer_path, prompts, options, ema=False) -> list[str]:
     import numpy as np
     from data_pipeline.tokenization import load_tokenizer
     from pretraining.generation import Generator
 
+    if not prompts:
+        raise ValueError("--prompt is required (repeat it for several prompts).")
     experiment, model = load_run(model_dir, ema)
     if experiment.task not in ("lm", "seq2seq"):
         raise ValueError(f"--model_dir holds a {experiment.task!r} run; generation needs an "
@@ -76,14 +114,8 @@ def run(model_dir, tokenizer_path, prompts, options, ema=False) -> list[str]:
         raise ValueError(f"--tokenizer has {tokenizer.vocab_size} tokens, the model "
                          f"{experiment.model.vocab_size}: use the run's own tokenizer.")
     length = experiment.model.max_position_embeddings
-    contexts = []
-    for prompt in prompts:
-        ids = tokenizer.encode(prompt)
-        if experiment.task == "lm":  # documents follow a [SEP] in the packed stream
-            ids = [tokenizer.sep_id] + ids
-        else:
-            ids = [tokenizer.cls_id] + ids + [tokenizer.sep_id]
-        contexts.append(ids[:length - options.max_new_tokens])
+    contexts = [context_ids(tokenizer, prompt, experiment.task, length,
+                            options.max_new_tokens, i) for i, prompt in enumerate(prompts)]
     ids = np.zeros((len(contexts), length), "int32")
     for i, context in enumerate(contexts):
         ids[i, :len(context)] = context

@@ -59,8 +59,8 @@ class OptimizerConfig(Config):
         require_positive(self, "learning_rate", "epsilon", "power", "layerwise_lr_decay")
         for name in ("warmup_steps", "end_learning_rate", "weight_decay", "clip_norm",
                      "weight_decay_min_rank", "lookahead_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`optimizer.{name}` must be >= 0. "
+            if not getattr(self, name) >= 0 or getattr(self, name) == float("inf"):
+                raise ValueError(f"`optimizer.{name}` must be a finite number >= 0. "
                                  f"Received: {name}={getattr(self, name)}")
         require_probability(self, "beta_1", "beta_2", "momentum", "ema_decay")
         if not 0 < self.lookahead_alpha <= 1:

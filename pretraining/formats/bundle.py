@@ -9,6 +9,7 @@ model code; `checkpoint_names.lookup` gives each its foreign names.
 import dataclasses
 import functools
 import json
+import os
 
 import numpy as np
 from absl import logging
@@ -40,6 +41,21 @@ class Bundle:
     @property
     def has_head(self) -> bool:
         return any(path.startswith("mlm/") for path in self.weights)
+
+
+def read_json(path: str) -> dict:
+    """A JSON object from `path`; ValueError naming the file otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): "
+                         "restore the file.") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): restore the file.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object. Received: {type(data).__name__}")
+    return data
 
 
 def build_model(config: BertConfig, head: bool):

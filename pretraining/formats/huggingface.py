@@ -18,7 +18,7 @@ from absl import logging
 from pretraining import checkpoint_names
 from pretraining.config import GOOGLE_FIELDS, BertConfig
 from pretraining.formats import vocab as vocab_lib
-from pretraining.formats.bundle import Bundle, read_by_table
+from pretraining.formats.bundle import Bundle, read_by_table, read_json
 
 WEIGHTS_NAME = "model.safetensors"
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -67,18 +67,49 @@ def hf_config(bundle: Bundle) -> dict:
             "tie_word_embeddings": True}
 
 
-def _load_tensors(directory: str) -> tuple[dict, str]:
+def load_safetensors(path: str) -> dict:
+    """The tensors of one `.safetensors` file; ValueError naming it when it
+    is truncated, its header is corrupt, or it is not a safetensors file."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
+    if not os.path.isfile(path):
+        raise ValueError(f"Weights file not found: {path}")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}): it is truncated "
+                         "or corrupt; download or export it again.") from None
+
+
+def index_files(index: str, directory: str) -> list:
+    """The weight files an index's `weight_map` names, each refused unless it
+    stays inside `directory`."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{index}: `weight_map` must be a non-empty JSON object of tensor "
+                         f"name -> file name. Received: {weight_map!r}"[:400])
+    root = os.path.realpath(directory)
+    files = []
+    for tensor, name in weight_map.items():
+        target = os.path.realpath(os.path.join(directory, name)) if isinstance(
+            name, str) and name and not os.path.isabs(name) else ""
+        if not target or os.path.commonpath([root, target]) != root or target == root:
+            raise ValueError(f"{index}: weight_map[{tensor!r}]={name!r} must name a file "
+                             f"inside {directory}; paths outside the model directory are "
+                             "refused.")
+        files.append(name)
+    return sorted(set(files))
+
+
+def _load_tensors(directory: str) -> tuple[dict, str]:
     path = os.path.join(directory, WEIGHTS_NAME)
     index = path + ".index.json"
     if os.path.isfile(path):
-        return load_file(path), path
+        return load_safetensors(path), path
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
         tensors = {}
-        for name in files:
-            tensors.update(load_file(os.path.join(directory, name)))
+        for name in index_files(index, directory):
+            tensors.update(load_safetensors(os.path.join(directory, name)))
         return tensors, index
     if os.path.isfile(os.path.join(directory, "pytorch_model.bin")):
         raise ValueError(f"{directory} has only pytorch_model.bin; this converter reads "
@@ -98,8 +129,7 @@ def read(directory: str, config: BertConfig | None = None, config_source: str = 
         config_source = os.path.join(directory, "config.json")
         if not os.path.isfile(config_source):
             raise ValueError(f"No config.json in {directory}; pass --config.")
-        with open(config_source, encoding="utf-8") as f:
-            config = config_from_hf(json.load(f), config_source)
+        config = config_from_hf(read_json(config_source), config_source)
     prefixed = any(name.startswith("bert.") for name in tensors)
     arrays = {checkpoint_names.normalize_hf_name(n, prefixed): v for n, v in tensors.items()}
     decoder_bias = arrays.get("cls.predictions.decoder.bias")

@@ -8,8 +8,8 @@ of `RUN_DIR/config.json` (or a `bert_config.json` beside the checkpoint, as
 this converter writes).
 """
 
-import json
 import os
+import re
 import shutil
 
 import keras
@@ -19,7 +19,8 @@ from absl import logging
 
 from pretraining.config import BertConfig
 from pretraining.formats import vocab as vocab_lib
-from pretraining.formats.bundle import Bundle, assign, build_model
+from pretraining.formats.bundle import Bundle, assign, build_model, read_json
+from pretraining.layers import TransformerLayer
 
 CHECKPOINT_NAME = "ckpt"
 
@@ -41,6 +42,78 @@ def find_prefix(path: str) -> str:
     return path
 
 
+def _first_line(error: Exception, limit: int = 400) -> str:
+    text = (getattr(error, "message", None) or str(error)).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+
+
+def restore_checked(prefix: str, model, config, config_source: str):
+    """Restores `model` (a `BertPretrainer` built from `config`) from a
+    trainer checkpoint, refusing a checkpoint of another architecture.
+
+    A variable of another shape is named with both shapes; a variable the
+    model has and the checkpoint lacks (fewer layers, no Conditional
+    LayerNorm) is refused; so is a checkpoint with more encoder layers than
+    `config.num_hidden_layers` (found by probing `layer_N`). Attention heads
+    do not change any shape and cannot be checked from the weights.
+
+    Args:
+        prefix: str. Checkpoint prefix (`.../checkpoints/ckpt-N`).
+        model: the `BertPretrainer` to restore into.
+        config: `BertConfig` it was built from.
+        config_source: str. Where `config` came from, for messages.
+
+    Raises:
+        ValueError: naming the checkpoint, the config file and what differs.
+    """
+    fix = (f"use the config.json the run was trained with, or the run directory "
+           f"that wrote {prefix}")
+    try:
+        status = tf.train.Checkpoint(model=model).read(prefix)
+    except (ValueError, tf.errors.InvalidArgumentError) as e:
+        raise ValueError(f"{prefix} does not fit the model {config_source} builds: "
+                         f"{_first_line(e)}; {fix}.") from None
+    except tf.errors.OpError as e:
+        raise ValueError(f"{prefix} cannot be read: {_first_line(e)} (truncated or "
+                         "corrupt checkpoint files).") from None
+    status.expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        found = re.findall(r"path=([^,\s]+), shape=(\([^)]*\))", str(e))
+        what = ("; ".join(f"{path} {shape}" for path, shape in found[:3])
+                or _first_line(e, 300))
+        raise ValueError(f"{prefix} lacks variables of the model {config_source} builds "
+                         f"(not in the checkpoint: {what}); {fix}.") from None
+    check_layer_count(prefix, config, config_source)
+    return status
+
+
+def check_layer_count(prefix: str, config, config_source: str) -> None:
+    """Refuses a checkpoint holding `layer_N` for N = `config.num_hidden_layers`
+    (more encoder layers than the config; the read itself ignores them)."""
+    fix = (f"use the config.json the run was trained with, or the run directory "
+           f"that wrote {prefix}")
+    n = config.num_hidden_layers
+    condition_size = config.condition_hidden_size or config.condition_size
+    probe = TransformerLayer(config.hidden_size, config.num_attention_heads,
+                             config.intermediate_size, config.hidden_act, 0.0, 0.0,
+                             config.initializer_range, condition_size=condition_size,
+                             name=f"layer_{n}")
+    probe.build((None, None, config.hidden_size))
+    extra = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=tf.train.Checkpoint(
+        **{f"layer_{n}": probe})))
+    try:
+        extra_status = extra.read(prefix)
+        extra_status.expect_partial()
+        extra_status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError):
+        return  # no layer_N: the layer count matches
+    raise ValueError(f"{prefix} has more encoder layers than the model {config_source} "
+                     f"builds (num_hidden_layers={n}, but the checkpoint holds "
+                     f"model/encoder/layer_{n}); {fix}.")
+
+
 def _find_config(path: str, prefix: str) -> tuple[BertConfig, str]:
     checkpoint_dir = os.path.dirname(prefix)
     places = ([path] if os.path.isdir(path) else []) + [checkpoint_dir,
@@ -48,8 +121,7 @@ def _find_config(path: str, prefix: str) -> tuple[BertConfig, str]:
     for directory in places:
         run_config = os.path.join(directory, "config.json")
         if os.path.isfile(run_config):
-            with open(run_config, encoding="utf-8") as f:
-                data = json.load(f)
+            data = read_json(run_config)
             if isinstance(data.get("model"), dict):
                 return BertConfig.from_dict(data["model"], f"{run_config}: model"), run_config
         bert_config = os.path.join(directory, "bert_config.json")
@@ -69,8 +141,7 @@ def _find_vocab(path: str, prefix: str) -> vocab_lib.Vocabulary | None:
             return vocab
         manifest = os.path.join(directory, "data_manifest.json")
         if os.path.isfile(manifest):
-            with open(manifest, encoding="utf-8") as f:
-                data = json.load(f)
+            data = read_json(manifest)
             tokenizer = data.get("tokenizer_file", "")
             if tokenizer and os.path.isfile(tokenizer):
                 return vocab_lib.read(tokenizer, (data.get("tokenizer_options") or {}).get(
@@ -123,6 +194,7 @@ def read(path: str, config: BertConfig | None = None, config_source: str = "",
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
         raise ValueError(f"{prefix} does not hold the encoder of the config from "
                          f"{config_source}: {str(e)[:600]}") from None
+    check_layer_count(prefix, config, config_source)
     head = False
     if heads == "all":
         try:
