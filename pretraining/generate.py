@@ -22,19 +22,22 @@ from absl import app, flags, logging
 
 from pretraining import cli, cpu_env
 
-flags.DEFINE_string("model_dir", None, "Run directory written by pretraining.train.")
-flags.DEFINE_string("tokenizer", None, "The run's tokenizer (SentencePiece .model or vocab.txt).")
-flags.DEFINE_multi_string("prompt", [], "Prompt (lm) or source text (seq2seq); repeatable.")
-flags.DEFINE_enum("method", "greedy", ["greedy", "sample", "beam"], "Decoding method.")
-flags.DEFINE_integer("max_new_tokens", 32, "Tokens to generate.", lower_bound=1)
-flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
-flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).", lower_bound=0)
-flags.DEFINE_float("top_p", 1.0, "Nucleus sampling threshold.")
-flags.DEFINE_integer("num_beams", 4, "Beam width for --method=beam.", lower_bound=1)
-flags.DEFINE_integer("min_new_tokens", 1, "No [SEP] before this many tokens.", lower_bound=0)
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_bool("ema", False, "Use the run's EMA weights (if it kept them).")
-flags.mark_flags_as_required(["model_dir", "tokenizer"])  # --prompt: checked in run
+def define_flags() -> None:
+    """Defines this CLI's flags (only when run as a program, so importing the
+    module next to `pretraining.convert` adds no clashing flags)."""
+    flags.DEFINE_string("model_dir", None, "Run directory written by pretraining.train.")
+    flags.DEFINE_string("tokenizer", None, "The run's tokenizer (SentencePiece .model or vocab.txt).")
+    flags.DEFINE_multi_string("prompt", [], "Prompt (lm) or source text (seq2seq); repeatable.")
+    flags.DEFINE_enum("method", "greedy", ["greedy", "sample", "beam"], "Decoding method.")
+    flags.DEFINE_integer("max_new_tokens", 32, "Tokens to generate.", lower_bound=1)
+    flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
+    flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).", lower_bound=0)
+    flags.DEFINE_float("top_p", 1.0, "Nucleus sampling threshold.")
+    flags.DEFINE_integer("num_beams", 4, "Beam width for --method=beam.", lower_bound=1)
+    flags.DEFINE_integer("min_new_tokens", 1, "No [SEP] before this many tokens.", lower_bound=0)
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+    flags.DEFINE_bool("ema", False, "Use the run's EMA weights (if it kept them).")
+    flags.mark_flags_as_required(["model_dir", "tokenizer"])  # --prompt: checked in run
 
 
 def load_run(model_dir: str, ema: bool = False):
@@ -146,4 +149,5 @@ def main(argv):
 
 if __name__ == "__main__":
     cpu_env.apply_defaults()  # Before TensorFlow loads.
+    define_flags()
     app.run(main)
