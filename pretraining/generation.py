@@ -1,20 +1,28 @@
 """Text generation for causal-LM and UniLM seq2seq models, with a fixed-shape
-key/value cache, in one `tf.function`.
+key/value cache, written in `keras.ops`: it runs on every Keras backend.
 
 The context (the prompt, or `[CLS] source [SEP]`) goes through the encoder's
 own layers in one pass that fills every layer's key/value cache; then each
 new token is one position wide: its keys and values are written into the
 cache at its position (a one-hot update: no dynamic shapes) and it attends to
 the cached positions it may see. Greedy, sampling (temperature, top-k, top-p)
-and beam search share that step.
+and beam search share that step. The decoding loop is `keras.ops.fori_loop`,
+compiled whole by the backend: a `tf.function` on TensorFlow, `jax.jit` on
+JAX (eager on PyTorch, without autograd).
+
+Sampling draws Gumbel noise from `layers.hashed_bits` keyed on
+`(seed, step)`: the same seed picks the same tokens on every backend.
 """
 
 import dataclasses
 import math
 
-import tensorflow as tf
+import keras
+import numpy as np
+from keras import ops
 
 from pretraining import attention_masks
+from pretraining.layers import hashed_bits
 
 NEG_INF = -1e9
 
@@ -33,7 +41,7 @@ class GenerationConfig:
         num_beams: int. Beam width for 'beam'.
         min_new_tokens: int. `sep_id` cannot end a sequence before this many
             tokens (a barely trained model often ends at once).
-        seed: int. Seed of the sampling RNG (stateless: same seed, same text).
+        seed: int. Seed of the sampling noise (stateless: same seed, same text).
     """
 
     method: str = "greedy"
@@ -62,6 +70,33 @@ class GenerationConfig:
                              f"top_p={self.top_p}, temperature={self.temperature}")
 
 
+def _compiled(fn):
+    """`fn(ids, mask, segments, options)` compiled by the backend (options static)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn)
+    if backend == "jax":
+        import jax
+        return jax.jit(fn, static_argnums=3)
+    return fn
+
+
+def _no_grad():
+    """Inference only: no autograd graph on PyTorch."""
+    if keras.backend.backend() == "torch":
+        import torch
+        return torch.no_grad()
+    import contextlib
+    return contextlib.nullcontext()
+
+
+def _at_step(history, step, token):
+    """`history` (rows, steps) with column `step` set to `token` (rows,)."""
+    column = ops.arange(ops.shape(history)[1], dtype="int32")[None] == step
+    return ops.where(column, token[:, None], history)
+
+
 class Generator:
     """Generates from a `BertPretrainer` of task `lm` or `seq2seq`.
 
@@ -87,6 +122,7 @@ class Generator:
         self.model, self.config = model, config
         self.max_length, self.sep_id = max_length, sep_id
         self.target_segment = 1 if config.attention_mask_type == "unilm" else 0
+        self._sample_fn, self._beam_fn = _compiled(self._sample), _compiled(self._beam)
 
     # ------------------------------------------------------------ the model
     def _layers(self, x, positions, visible, caches):
@@ -95,26 +131,25 @@ class Generator:
         cached positions `visible` (batch, T, L) allows. Returns (x, caches)."""
         encoder, cfg = self.model.encoder, self.config
         heads, size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
-        write = tf.one_hot(positions, self.max_length)  # (batch, T, L)
-        bias = tf.where(visible, 0.0, -10000.0)[:, None]  # (batch, 1, T, L)
+        batch = ops.shape(x)[0]
+        write = ops.one_hot(positions, self.max_length)  # (batch, T, L)
+        keep = 1.0 - ops.max(write, axis=1)[:, None, :, None]  # (batch, 1, L, 1)
+        bias = ops.where(visible, 0.0, -10000.0)[:, None]  # (batch, 1, T, L)
+
+        def split(t):  # (batch, T, hidden) → (batch, heads, T, size)
+            return ops.transpose(ops.reshape(t, (batch, -1, heads, size)), (0, 2, 1, 3))
+
         new_caches = []
         for layer, (k_cache, v_cache) in zip(encoder.transformer_layers, caches):
             att = layer.attention
-
-            def split(t):  # (batch, T, hidden) → (batch, heads, T, size)
-                return tf.transpose(tf.reshape(t, [tf.shape(t)[0], -1, heads, size]),
-                                    [0, 2, 1, 3])
-
             q, k, v = split(att.query(x)), split(att.key(x)), split(att.value(x))
             # Scatter the T new positions into the (batch, heads, L, size) caches.
-            into = tf.einsum("btl,bhtd->bhld", write, k)
-            keep = 1.0 - tf.reduce_max(write, axis=1)[:, None, :, None]
-            k_cache = k_cache * keep + into
-            v_cache = v_cache * keep + tf.einsum("btl,bhtd->bhld", write, v)
-            scores = tf.matmul(q, k_cache, transpose_b=True) / math.sqrt(size) + bias
-            context = tf.matmul(tf.nn.softmax(scores, axis=-1), v_cache)
-            context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
-                                 [tf.shape(x)[0], -1, cfg.hidden_size])
+            k_cache = k_cache * keep + ops.einsum("btl,bhtd->bhld", write, k)
+            v_cache = v_cache * keep + ops.einsum("btl,bhtd->bhld", write, v)
+            scores = ops.matmul(q, ops.transpose(k_cache, (0, 1, 3, 2))) / math.sqrt(size)
+            context = ops.matmul(ops.softmax(scores + bias, axis=-1), v_cache)
+            context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)),
+                                  (batch, -1, cfg.hidden_size))
             x = layer.attention_layer_norm(x + layer.attention_output(context))
             x = layer.output_layer_norm(x + layer.output_dense(layer.intermediate(x)))
             new_caches.append((k_cache, v_cache))
@@ -122,41 +157,42 @@ class Generator:
 
     def _embed(self, ids, segments, positions):
         emb = self.model.encoder.embeddings
-        x = (tf.gather(emb.word_embeddings.embeddings, ids)
-             + tf.gather(emb.token_type_embeddings.embeddings, segments)
-             + tf.gather(emb.position_embeddings.embeddings, positions))
+        x = (ops.take(emb.word_embeddings.embeddings, ids, axis=0)
+             + ops.take(emb.token_type_embeddings.embeddings, segments, axis=0)
+             + ops.take(emb.position_embeddings.embeddings, positions, axis=0))
         return emb.layer_norm(x)
 
     def _logits(self, x):
         """Next-token logits from hidden states (batch, hidden)."""
         embeddings = self.model.encoder.embeddings.word_embeddings.embeddings
-        positions = tf.zeros([tf.shape(x)[0], 1], tf.int32)
+        positions = ops.zeros((ops.shape(x)[0], 1), "int32")
         return self.model.masked_lm(x[:, None], positions, embeddings)[:, 0]
 
     def context_logits(self, ids, mask, segments):
         """Caches for the context and the logits of the token after it."""
-        ids, mask, segments = (tf.cast(t, tf.int32) for t in (ids, mask, segments))
-        batch = tf.shape(ids)[0]
-        positions = tf.broadcast_to(tf.range(self.max_length)[None], tf.shape(ids))
+        ids, mask, segments = (ops.cast(t, "int32") for t in (ids, mask, segments))
+        batch, cfg = ops.shape(ids)[0], self.config
+        positions = ops.broadcast_to(ops.arange(self.max_length, dtype="int32")[None],
+                                     ops.shape(ids))
         visible = attention_masks.attention_mask(
-            self.config.attention_mask_type, mask, segments, self.config.prefix_length)
-        cfg = self.config
-        shape = [batch, cfg.num_attention_heads, self.max_length,
-                 cfg.hidden_size // cfg.num_attention_heads]
-        caches = [(tf.zeros(shape), tf.zeros(shape)) for _ in range(cfg.num_hidden_layers)]
+            cfg.attention_mask_type, mask, segments, cfg.prefix_length)
+        shape = (batch, cfg.num_attention_heads, self.max_length,
+                 cfg.hidden_size // cfg.num_attention_heads)
+        caches = [(ops.zeros(shape), ops.zeros(shape)) for _ in range(cfg.num_hidden_layers)]
         x, caches = self._layers(self._embed(ids, segments, positions), positions, visible,
                                  caches)
-        last = tf.reduce_sum(mask, axis=1) - 1  # position of the last context token
-        return self._logits(tf.gather(x, last, batch_dims=1)), caches
+        last = ops.sum(mask, axis=1) - 1  # position of the last context token
+        index = ops.broadcast_to(last[:, None, None], (batch, 1, cfg.hidden_size))
+        return self._logits(ops.take_along_axis(x, index, axis=1)[:, 0]), caches
 
     def step_logits(self, token, position, valid, caches):
         """Feeds one token per sequence at `position`; returns its next-token
         logits and the updated caches."""
-        token, position = tf.cast(token, tf.int32), tf.cast(position, tf.int32)
-        segments = tf.fill(tf.shape(token), self.target_segment)
+        token, position = ops.cast(token, "int32"), ops.cast(position, "int32")
+        segments = ops.full(ops.shape(token), self.target_segment, dtype="int32")
         x = self._embed(token[:, None], segments[:, None], position[:, None])
-        earlier = tf.range(self.max_length)[None] <= position[:, None]
-        visible = tf.logical_and(tf.cast(valid, tf.bool), earlier)[:, None]  # (batch, 1, L)
+        earlier = ops.arange(self.max_length, dtype="int32")[None] <= position[:, None]
+        visible = ops.logical_and(ops.cast(valid, "bool"), earlier)[:, None]  # (batch, 1, L)
         x, caches = self._layers(x, position[:, None], visible, caches)
         return self._logits(x[:, 0]), caches
 
@@ -169,86 +205,105 @@ class Generator:
                 left-aligned and zero-padded.
 
         Returns:
-            int32 `(batch, max_new_tokens)`: generated ids, `sep_id` then 0s
-            after a sequence ended.
+            int32 NumPy `(batch, max_new_tokens)`: generated ids, `sep_id`
+            then 0s after a sequence ended.
         """
-        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
-        if int(tf.reduce_max(lengths)) + options.max_new_tokens > self.max_length:
-            raise ValueError(f"The context ({int(tf.reduce_max(lengths))} tokens) plus "
+        ids, mask, segments = (np.asarray(ops.convert_to_numpy(a), "int32")
+                               for a in (ids, mask, segments))
+        longest = int(mask.sum(axis=1).max())
+        if longest + options.max_new_tokens > self.max_length:
+            raise ValueError(f"The context ({longest} tokens) plus "
                              f"max_new_tokens={options.max_new_tokens} exceeds "
                              f"max_length={self.max_length}.")
-        args = [tf.constant(a, tf.int32) for a in (ids, mask, segments)]
-        if options.method == "beam":
-            return self._beam(*args, options).numpy()
-        return self._sample(*args, options).numpy()
+        args = [ops.convert_to_tensor(a, "int32") for a in (ids, mask, segments)]
+        decode = self._beam_fn if options.method == "beam" else self._sample_fn
+        with _no_grad():
+            out = decode(*args, options)
+        return np.asarray(ops.convert_to_numpy(out), "int32")
 
     def _forbid_end(self, logits, options, step):
         """No `sep_id` before `options.min_new_tokens` tokens."""
         early = step < options.min_new_tokens
-        is_sep = tf.equal(tf.range(tf.shape(logits)[-1]), self.sep_id)[None]
-        return tf.where(tf.logical_and(early, is_sep), NEG_INF, logits)
+        is_sep = (ops.arange(ops.shape(logits)[-1], dtype="int32") == self.sep_id)[None]
+        return ops.where(ops.logical_and(early, is_sep), NEG_INF, logits)
 
     def _pick(self, logits, options, step):
         if options.method == "greedy":
-            return tf.argmax(logits, axis=-1, output_type=tf.int32)
+            return ops.cast(ops.argmax(logits, axis=-1), "int32")
         logits = logits / options.temperature
         if options.top_k:
-            kth = tf.math.top_k(logits, options.top_k).values[:, -1:]
-            logits = tf.where(logits < kth, NEG_INF, logits)
+            kth = ops.top_k(logits, options.top_k)[0][:, -1:]
+            logits = ops.where(logits < kth, NEG_INF, logits)
         if options.top_p < 1.0:
-            ordered = tf.sort(logits, direction="DESCENDING", axis=-1)
-            cumulative = tf.cumsum(tf.nn.softmax(ordered), axis=-1, exclusive=True)
-            cutoff = tf.reduce_min(tf.where(cumulative < options.top_p, ordered, 1e9), axis=-1)
-            logits = tf.where(logits < cutoff[:, None], NEG_INF, logits)
-        seed = tf.stack([tf.constant(options.seed, tf.int32), step])
-        return tf.cast(tf.random.stateless_categorical(logits, 1, seed)[:, 0], tf.int32)
+            ordered = -ops.sort(-logits, axis=-1)  # descending
+            probs = ops.softmax(ordered, axis=-1)
+            before = ops.cumsum(probs, axis=-1) - probs  # probability mass of the better ones
+            cutoff = ops.min(ops.where(before < options.top_p, ordered, 1e9), axis=-1)
+            logits = ops.where(logits < cutoff[:, None], NEG_INF, logits)
+        # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits).
+        rows, vocab = logits.shape
+        seed = ops.stack([ops.convert_to_tensor(options.seed, "int32"), ops.cast(step, "int32")])
+        bits = ops.reshape(hashed_bits(rows * vocab, seed), (rows, vocab))
+        uniform = (ops.cast(ops.right_shift(bits, 8), "float32") + 0.5) * 2.0 ** -24  # (0, 1)
+        return ops.cast(ops.argmax(logits - ops.log(-ops.log(uniform)), axis=-1), "int32")
 
-    @tf.function
     def _sample(self, ids, mask, segments, options):
         logits, caches = self.context_logits(ids, mask, segments)
-        position = tf.reduce_sum(mask, axis=1)
-        valid, done = mask, tf.zeros_like(position, tf.bool)
-        out = tf.TensorArray(tf.int32, size=options.max_new_tokens)
-        for step in tf.range(options.max_new_tokens):
-            logits = self._forbid_end(logits, options, step)
-            token = tf.where(done, 0, self._pick(logits, options, step))
-            out = out.write(step, token)
-            done = tf.logical_or(done, tf.equal(token, self.sep_id))
-            valid = tf.maximum(valid, tf.one_hot(position, self.max_length, dtype=tf.int32))
-            logits, caches = self.step_logits(token, position, valid, caches)
-            position = tf.minimum(position + 1, self.max_length - 1)
-        return tf.transpose(out.stack())
+        batch = ids.shape[0]
+        state = (logits, caches, ops.sum(mask, axis=1), mask, ops.zeros((batch,), "bool"),
+                 ops.zeros((batch, options.max_new_tokens), "int32"))
 
-    @tf.function
+        def step_fn(step, state):
+            logits, caches, position, valid, done, out = state
+            logits = self._forbid_end(logits, options, step)
+            token = ops.where(done, 0, self._pick(logits, options, step))
+            out = _at_step(out, step, token)
+            done = ops.logical_or(done, ops.equal(token, self.sep_id))
+            valid = ops.maximum(valid, ops.one_hot(position, self.max_length, dtype="int32"))
+            logits, caches = self.step_logits(token, position, valid, caches)
+            position = ops.minimum(position + 1, self.max_length - 1)
+            return logits, caches, position, valid, done, out
+
+        return ops.fori_loop(0, options.max_new_tokens, step_fn, state)[-1]
+
     def _beam(self, ids, mask, segments, options):
         beams = options.num_beams
         batch = ids.shape[0]  # static: every loop variable keeps its shape
-        tile = lambda t: tf.repeat(t, beams, axis=0)  # (batch·beams, ...)
+        tile = lambda t: ops.repeat(t, beams, axis=0)  # noqa: E731  (batch·beams, ...)
         logits, caches = self.context_logits(tile(ids), tile(mask), tile(segments))
-        position, valid = tf.reduce_sum(tile(mask), axis=1), tile(mask)
+        vocab = logits.shape[-1]
         # Only the first beam of each sequence is live at the start.
-        scores = tf.tile(tf.concat([[0.0], tf.fill([beams - 1], NEG_INF)], 0), [batch])
-        done = tf.zeros([batch * beams], tf.bool)
-        history = tf.zeros([batch * beams, options.max_new_tokens], tf.int32)
-        vocab = tf.shape(logits)[-1]
-        for step in tf.range(options.max_new_tokens):
-            log_probs = self._forbid_end(tf.nn.log_softmax(logits), options, step)
-            # A finished beam only extends with padding (id 0) at no cost.
-            finished = tf.where(tf.range(vocab)[None] == 0, 0.0, NEG_INF)
-            log_probs = tf.where(done[:, None], finished, log_probs)
-            total = tf.reshape(scores[:, None] + log_probs, [batch, beams * vocab])
-            scores, flat = tf.math.top_k(total, beams)  # (batch, beams)
-            parent = flat // vocab + tf.range(batch)[:, None] * beams
-            token = tf.reshape(flat % vocab, [-1])
-            parent, scores = tf.reshape(parent, [-1]), tf.reshape(scores, [-1])
-            caches = [(tf.gather(k, parent), tf.gather(v, parent)) for k, v in caches]
-            history = tf.tensor_scatter_nd_update(
-                tf.gather(history, parent),
-                tf.stack([tf.range(batch * beams), tf.fill([batch * beams], step)], 1), token)
-            done = tf.logical_or(tf.gather(done, parent), tf.equal(token, self.sep_id))
-            valid = tf.maximum(tf.gather(valid, parent),
-                               tf.one_hot(position, self.max_length, dtype=tf.int32))
+        first = ops.concatenate([ops.zeros((1,)), ops.full((beams - 1,), NEG_INF)], axis=0)
+        state = (logits, caches, ops.sum(tile(mask), axis=1), tile(mask),
+                 ops.zeros((batch * beams,), "bool"), ops.tile(first, [batch]),
+                 ops.zeros((batch * beams, options.max_new_tokens), "int32"))
+        offsets = ops.arange(batch, dtype="int32")[:, None] * beams
+        # A finished beam only extends with padding (id 0) at no cost.
+        finished = ops.where(ops.arange(vocab, dtype="int32")[None] == 0, 0.0, NEG_INF)
+
+        def step_fn(step, state):
+            logits, caches, position, valid, done, scores, history = state
+            log_probs = self._forbid_end(ops.log_softmax(logits, axis=-1), options, step)
+            log_probs = ops.where(done[:, None], finished, log_probs)
+            total = ops.reshape(scores[:, None] + log_probs, (batch, beams * vocab))
+            scores, flat = ops.top_k(total, beams)  # (batch, beams)
+            flat = ops.cast(flat, "int32")
+            parent = ops.reshape(flat // vocab + offsets, (-1,))
+            token = ops.reshape(flat % vocab, (-1,))
+            scores = ops.reshape(scores, (-1,))
+            caches = [(ops.take(k, parent, axis=0), ops.take(v, parent, axis=0))
+                      for k, v in caches]
+            history = _at_step(ops.take(history, parent, axis=0), step, token)
+            done = ops.logical_or(ops.take(done, parent, axis=0), ops.equal(token, self.sep_id))
+            valid = ops.maximum(ops.take(valid, parent, axis=0),
+                                ops.one_hot(position, self.max_length, dtype="int32"))
             logits, caches = self.step_logits(token, position, valid, caches)
-            position = tf.minimum(position + 1, self.max_length - 1)
-        best = tf.argmax(tf.reshape(scores, [batch, beams]), axis=1, output_type=tf.int32)
-        return tf.gather(tf.reshape(history, [batch, beams, -1]), best, batch_dims=1)
+            position = ops.minimum(position + 1, self.max_length - 1)
+            return logits, caches, position, valid, done, scores, history
+
+        _, _, _, _, _, scores, history = ops.fori_loop(0, options.max_new_tokens, step_fn,
+                                                       state)
+        best = ops.cast(ops.argmax(ops.reshape(scores, (batch, beams)), axis=1), "int32")
+        history = ops.reshape(history, (batch, beams, options.max_new_tokens))
+        index = ops.broadcast_to(best[:, None, None], (batch, 1, options.max_new_tokens))
+        return ops.take_along_axis(history, index, axis=1)[:, 0]

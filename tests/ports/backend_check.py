@@ -5,11 +5,11 @@ Keras backend and writes what they compute.
 
 For every case in `CASE_DIR/cases.json`: loads `NAME.keras`, runs it on
 `NAME_batch.npz` with dropout off (outputs, and the encoder's outputs for a
-pretrainer), and takes the loss's gradient with respect to every trainable
-variable: under JAX with the stateless API (`model.stateless_call` inside
-`jax.value_and_grad`), under PyTorch with autograd. With JAX and a case's
-`dropout` set, also dropout-on steps. Then `hashed_dropout` on the inputs
-of `dropout.npz`.
+pretrainer), generates with the decoding methods the case names, and takes
+the loss's gradient with respect to every trainable variable: under JAX
+with the stateless API (`model.stateless_call` inside `jax.value_and_grad`),
+under PyTorch with autograd. With JAX and a case's `dropout` set, also
+dropout-on steps. Then `hashed_dropout` on the inputs of `dropout.npz`.
 Arrays go to OUT.npz under `NAME/...` keys, timings and versions to
 OUT.npz's `meta` (JSON). Imports Keras only (never TensorFlow), so the
 backend is the one in KERAS_BACKEND.
@@ -28,6 +28,15 @@ import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
 from pretraining import heads, layers  # noqa: E402  (registers the serializable classes)
+from pretraining.generation import GenerationConfig, Generator  # noqa: E402
+
+# The decoding runs compared across backends (contexts in the batch file).
+GENERATION = {
+    "greedy": GenerationConfig(method="greedy", max_new_tokens=6, min_new_tokens=0),
+    "beam": GenerationConfig(method="beam", num_beams=3, max_new_tokens=6),
+    "sample": GenerationConfig(method="sample", top_k=5, top_p=0.9, temperature=0.8, seed=7,
+                               max_new_tokens=6),
+}
 
 
 def case_loss(case, batch, outputs):
@@ -102,6 +111,12 @@ def main(case_dir, out_path):
             arrays[f"{name}/grad/{v.path}"] = g
         for key, value in result.items():
             arrays[f"{name}/{key}"] = value
+        if case["generate"]:
+            generator = Generator(model, batch["gen_ids"].shape[1], sep_id=3)
+            for method in case["generate"]:
+                arrays[f"{name}/generate/{method}"] = generator.generate(
+                    batch["gen_ids"], batch["gen_mask"], batch["gen_segments"],
+                    GENERATION[method])
         meta["seconds"][name] = round(time.perf_counter() - start, 2)
     with np.load(os.path.join(case_dir, "dropout.npz")) as f:
         for i, rate in enumerate(f["rates"]):

@@ -5,7 +5,8 @@ here with what TensorFlow computed.
 
 Cases: every attention mask (bidirectional, causal, unilm, prefix), every
 task head (masked LM with NSP, lm, seq2seq), Conditional LayerNorm with and
-without its hidden Dense, and a bare encoder. Per case: the outputs with
+without its hidden Dense, and a bare encoder; for the causal and UniLM
+models, `generation.Generator`'s greedy, beam and sampled tokens. Per case: the outputs with
 dropout off (<= 1e-5), the loss, and the gradient of every trainable
 variable (TensorFlow's GradientTape vs `jax.value_and_grad` over
 `model.stateless_call`, or torch autograd; <= 1e-5 of the variable's
@@ -28,9 +29,10 @@ import tensorflow as tf
 
 from pretraining import layers
 from pretraining.config import BertConfig
+from pretraining.generation import Generator
 from pretraining.heads import BertPretrainer
 from pretraining.model import BertEncoder
-from tests.ports.backend_check import case_loss
+from tests.ports.backend_check import GENERATION, case_loss
 
 pytestmark = pytest.mark.ports
 
@@ -40,14 +42,14 @@ TOLERANCE = 1e-5
 
 # name, kind, task, next_sentence, model fields. Every mask, every head, both
 # Conditional LayerNorm variants; five cases keep the JAX run near 45 s.
+# Generation (greedy, beam, sampling) runs on the causal and UniLM cases.
 CASES = [
     ("mlm_nsp_cln_hidden", "pretrainer", "mlm", True,
      {"condition_size": CONDITION, "condition_hidden_size": 8, "condition_hidden_act": "tanh"}),
     ("lm_causal", "pretrainer", "lm", False, {"attention_mask_type": "causal"}),
-    ("seq2seq_unilm_cln", "pretrainer", "seq2seq", False,
-     {"attention_mask_type": "unilm", "condition_size": CONDITION}),
-    ("lm_prefix", "pretrainer", "lm", False,
-     {"attention_mask_type": "prefix", "prefix_length": 4}),
+    ("seq2seq_unilm", "pretrainer", "seq2seq", False, {"attention_mask_type": "unilm"}),
+    ("lm_prefix_cln", "pretrainer", "lm", False,
+     {"attention_mask_type": "prefix", "prefix_length": 4, "condition_size": CONDITION}),
     ("encoder", "encoder", None, False, {}),
 ]
 
@@ -94,12 +96,22 @@ def _save_case(root, rng, name, kind, task, next_sentence, fields):
             v.assign(rng.normal(0.0, 0.2, v.shape).astype("float32"))
     model.save(str(root / f"{name}.keras"))
     batch = _batch(rng, task, config.condition_size)
+    # Every decoding method on the causal model, greedy on UniLM (the same
+    # loop; its mask and target segment differ): ~10 s less under JAX.
+    generate = {"causal": list(GENERATION), "unilm": ["greedy"]}.get(
+        config.attention_mask_type, [])
+    if generate:  # contexts of 5, 3 and 4 tokens (the source, for seq2seq)
+        context = np.arange(SEQ)[None] < np.array([[5], [3], [4]])
+        batch["gen_ids"] = np.where(context, batch["input_ids"], 0).astype("int32")
+        batch["gen_mask"] = context.astype("int32")
+        batch["gen_segments"] = np.zeros_like(batch["gen_ids"])
     if kind == "encoder":  # the directions `case_loss` projects the outputs on
         batch["probe_sequence"] = rng.normal(size=(BATCH, SEQ, 16)).astype("float32")
         batch["probe_pooled"] = rng.normal(size=(BATCH, 16)).astype("float32")
     np.savez(root / f"{name}_batch.npz", **batch)
     case = {"name": name, "kind": kind, "task": task, "next_sentence": next_sentence,
-            "dropout": name == CASES[0][0]}  # JAX's dropout-on check: one case
+            "dropout": name == CASES[0][0],  # JAX's dropout-on check: one case
+            "generate": generate}
     inputs = {k: tf.constant(v) for k, v in batch.items()}
     reference = {f"out/{k}": v.numpy() for k, v in model(inputs, training=False).items()}
     if kind == "pretrainer":
@@ -109,6 +121,11 @@ def _save_case(root, rng, name, kind, task, next_sentence, fields):
         loss = case_loss(case, inputs, model(inputs, training=False))
     grads = tape.gradient(loss, model.trainable_variables)
     reference["loss"] = loss.numpy()
+    if generate:
+        generator = Generator(model, SEQ, sep_id=3)
+        context = [batch[k] for k in ("gen_ids", "gen_mask", "gen_segments")]
+        for method in generate:
+            reference[f"generate/{method}"] = generator.generate(*context, GENERATION[method])
     for v, g in zip(model.trainable_variables, grads):
         # None: the variable does not reach the loss (the pooler in `lm`).
         reference[f"grad/{v.path}"] = (np.zeros(v.shape, "float32") if g is None
@@ -204,6 +221,22 @@ def test_gradients_match_tensorflow(saved, backend):
         key_biases = sum(k.endswith("/attention/key/bias") for k in keys)
         # Only the pooler may not reach the loss (lm, seq2seq).
         assert reached >= len(keys) - key_biases - 2
+
+
+def test_generation_matches_tensorflow(saved, backend):
+    _, references = saved
+    name, arrays = backend
+    compared = 0
+    for case, *_ in CASES:
+        for method in GENERATION:
+            if f"generate/{method}" not in references[case]:
+                continue
+            compared += 1
+            ours = references[case][f"generate/{method}"]
+            assert ours.shape == (BATCH, GENERATION[method].max_new_tokens)
+            np.testing.assert_array_equal(arrays[f"{case}/generate/{method}"], ours,
+                                          err_msg=f"{name} {case} {method}")
+    assert compared == len(GENERATION) + 1
 
 
 def test_dropout_masks_match_tensorflow(saved, backend):
