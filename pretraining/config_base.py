@@ -60,6 +60,14 @@ class Config:
                 data = json.load(f)
         except FileNotFoundError:
             raise ValueError(f"Config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ValueError(f"Config file {path} is a directory; pass the JSON file "
+                             "inside it.") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"Config file {path} is not UTF-8 text (byte {e.start}): "
+                             "pass a JSON file.") from None
+        except PermissionError as e:
+            raise ValueError(f"Config file {path} cannot be read: {e.strerror}.") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"Config file {path} is not valid JSON: {e}") from None
         try:
