@@ -13,6 +13,7 @@ import platform
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 
 def write_json_atomic(path: str, data) -> None:
@@ -60,11 +61,49 @@ class MetricsLog:
             f.write(json.dumps(record, sort_keys=True) + "\n")
         self.scalars("train", record["step"], {k: v for k, v in record.items() if k != "step"})
 
-    def records(self) -> list[dict]:
+    def _read(self) -> tuple[list[dict], str | None]:
+        """(the records, the cut final line or None). A kill or a full disk can
+        leave the last line partial; a bad line before it is an error."""
         if not tf.io.gfile.exists(self.metrics_path):
-            return []
-        with tf.io.gfile.GFile(self.metrics_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return [], None
+        with tf.io.gfile.GFile(self.metrics_path, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                if number == len(lines):  # The last line, with no newline: cut short.
+                    return records, line
+                raise ValueError(f"{self.metrics_path} line {number} is not JSON ({e}): "
+                                 "fix or remove that line.") from None
+        return records, None
+
+    def records(self) -> list[dict]:
+        records, cut = self._read()
+        if cut is not None and not getattr(self, "_warned", False):
+            self._warned = True
+            logging.warning("%s: dropping its cut last line (%d bytes; a kill or a full "
+                            "disk during a write).", self.metrics_path, len(cut))
+        return records
+
+    def drop_partial_line(self) -> None:
+        """Removes a cut last line from `metrics.jsonl` (the next record would
+        be appended to it), rewriting the file atomically."""
+        if not self.enabled:
+            return
+        records, cut = self._read()
+        if cut is None:
+            return
+        logging.warning("%s: dropping its cut last line (%d bytes; a kill or a full disk "
+                        "during a write).", self.metrics_path, len(cut))
+        tmp = self.metrics_path + ".tmp"
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        tf.io.gfile.rename(tmp, self.metrics_path, overwrite=True)
 
     def last_train_record(self) -> dict:
         """The last window's loss and accuracy, and the mean examples/s of the run."""

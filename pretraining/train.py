@@ -1,8 +1,11 @@
 """Pretrain a BERT model: `python -m pretraining.train --experiment=JSON --model_dir=DIR`.
 
 Re-running the same command on an existing `--model_dir` resumes from its
-latest checkpoint. Exit status: 0 done, 2 bad flag/config/data, 75 stopped by
-SIGTERM after writing a checkpoint (rerun to resume), 1 anything else.
+newest checkpoint that restores. Exit status (docs/reliability.md): 0 done;
+2 refused or stopped with a one-line reason (bad flag, config or data, a run
+directory in use or not writable, checkpoints that do not restore, a full
+disk, a non-finite loss); 75 stopped by SIGTERM after writing a checkpoint
+(rerun to resume); 1 anything else (a bug: a traceback).
 """
 
 import sys
@@ -33,7 +36,10 @@ def run(experiment_path, model_dir, overrides=(), strategy_name="default",
     experiment = ExperimentConfig.from_json(experiment_path, overrides=list(overrides))
     logging.info("Experiment %s:\n%s", experiment_path, experiment.to_json())
     trainer = Trainer(experiment, model_dir, strategy)
-    return trainer.train()
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()  # The run directory's lock.
 
 
 def main(argv):

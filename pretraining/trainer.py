@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import input as data_input
-from pretraining import checkpoints, metrics_log, preemption, progress
+from pretraining import checkpoints, metrics_log, preemption, progress, run_lock
 from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.flops import mlm_train_flops
 from pretraining import heads
@@ -119,6 +119,9 @@ class Trainer:
         self.experiment = experiment
         self.model_dir = model_dir
         self.strategy = strategy or tf.distribute.get_strategy()
+        if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
+            raise ValueError(f"model_dir={model_dir!r} is an existing file, not a directory: "
+                             "pass a directory (new or a run's).")
         train = experiment.train
         replicas = self.strategy.num_replicas_in_sync
         if train.global_batch_size % (replicas * train.gradient_accumulation_steps):
@@ -135,10 +138,55 @@ class Trainer:
                 self.eval_dir)
         data_input.check_resume_tokenizer(os.path.join(model_dir, "data_manifest.json"),
                                           self.manifest, self.train_dir)
-        tf.io.gfile.makedirs(model_dir)
+        if self.eval_dir:
+            self._probe_eval()
         self.is_chief, worker_id = chief_and_worker(self.strategy)
         self.log = metrics_log.MetricsLog(model_dir, enabled=self.is_chief)
-        self.log.write_config(experiment, self.manifest)
+        # Nothing in the run directory changes until every check has passed;
+        # the lock (removed again on any exit) is the first thing written.
+        try:
+            tf.io.gfile.makedirs(model_dir)
+        except (OSError, tf.errors.OpError) as e:
+            raise ValueError(f"model_dir={model_dir!r} cannot be created: "
+                             f"{checkpoints.first_line(e)}.") from None
+        self.lock = run_lock.RunLock(model_dir) if self.is_chief else None
+        self._sigterm = None  # The SIGTERM flag while `train` runs.
+        try:
+            self._init_after_lock(experiment, model_dir, worker_id)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Releases the run directory's lock (also done at exit)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _probe_eval(self):
+        """Reads the first eval batch now, so a corrupt eval shard stops the run
+        before training rather than at the first evaluation."""
+        try:
+            next(iter(data_input.make_dataset(self.eval_dir, self.experiment.train.global_batch_size,
+                                              training=False, seed=self.experiment.train.seed)))
+        except StopIteration:
+            pass
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+                tf.errors.FailedPreconditionError) as e:
+            self._raise_data_error(self.eval_dir, e)
+
+    @staticmethod
+    def _raise_data_error(data_dir: str, error: Exception):
+        """A `ValueError` naming the shard (and record) that broke a read of
+        `data_dir`; the original error again when every shard reads fine (then
+        it was not the data)."""
+        problem = data_input.find_bad_record(data_dir, error)
+        if problem is None:
+            raise error
+        raise ValueError(problem.message()) from None
+
+    def _init_after_lock(self, experiment, model_dir, worker_id):
+        train = experiment.train
+        replicas = self.strategy.num_replicas_in_sync
         logging.info("TensorFlow %s, Keras %s; %d replica(s); global batch %d = %d per replica",
                      tf.__version__, keras.__version__, replicas, train.global_batch_size,
                      train.global_batch_size // replicas)
@@ -164,6 +212,9 @@ class Trainer:
                 self.state.ema.reset()
         elif self.resumed_from is None:
             logging.info("Starting from scratch (no checkpoint, no train.init_checkpoint).")
+        # Every check has passed: only now is the run directory written.
+        self.log.write_config(experiment, self.manifest)
+        self.log.drop_partial_line()
         self.gradient_transform = build_gradient_transform(experiment.optimizer)
         self._train_loop = None
         self._flag_sum = None
@@ -320,11 +371,27 @@ class Trainer:
             return strategy.reduce("SUM", per_replica, axis=None)
 
         totals = np.zeros(len(self.sum_keys))
+        # A SIGTERM is acted on between batches (one worker: under
+        # MultiWorkerMirroredStrategy the workers agree after the evaluation).
+        sigterm = self._sigterm if not isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
         with self.state.ema.swap() if self.state.ema is not None else contextlib.nullcontext():
-            for i, batch in enumerate(self._dataset(self.eval_dir, training=False)):
-                if limit and i >= limit:
+            batches = iter(self._dataset(self.eval_dir, training=False))
+            i = 0
+            while not (limit and i >= limit):
+                if sigterm is not None and sigterm.received:
                     break
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+                        tf.errors.FailedPreconditionError) as e:
+                    self._raise_data_error(self.eval_dir, e)
                 totals += eval_step(batch).numpy()
+                i += 1
+        if sigterm is not None and sigterm.received:
+            self._stop_preempted()
         result = progress.metrics(dict(zip(self.sum_keys, totals)), self.experiment.task)
         result["predictions"] = int(totals[self.sum_keys.index("weight")])
         return {f"eval_{k}": v for k, v in result.items()}
@@ -341,18 +408,33 @@ class Trainer:
         state = self.state
         step = int(state.step.numpy())
         end = min(stop_at, train.steps) if stop_at else train.steps
-        if step >= end:
-            logging.info("Run already at step %d of %d: nothing to train.", step, end)
-        else:
-            self._train_until(step, end)
-        summary = {"step": int(state.step.numpy())}
-        summary.update(self.log.last_train_record())
-        result = self.evaluate()
-        if result:
-            self._log_eval(summary["step"], result)
-        summary.update(result)
-        self.log.write_summary(summary)
+        try:
+            with preemption.SigtermFlag() as self._sigterm:
+                if step >= end:
+                    logging.info("Run already at step %d of %d: nothing to train.", step, end)
+                else:
+                    self._train_until(step, end)
+                summary = {"step": int(state.step.numpy())}
+                summary.update(self.log.last_train_record())
+                result = self.evaluate()
+                if result:
+                    self._log_eval(summary["step"], result)
+                summary.update(result)
+                self.log.write_summary(summary)
+        finally:
+            self._sigterm = None
         return summary
+
+    def _stop_preempted(self):
+        """After a SIGTERM: a checkpoint at the current step (unless there is
+        one), then `Preempted` (exit 75)."""
+        step = int(self.state.step.numpy())
+        latest = self.state.checkpoint.latest
+        if not latest or not latest.endswith(f"ckpt-{step}"):
+            self.state.checkpoint.save(step)
+        raise preemption.Preempted(
+            f"SIGTERM received: checkpoint saved at step {step} in "
+            f"{self.state.checkpoint.directory}; run the same command to resume.")
 
     def _train_until(self, step: int, end: int):
         train, state = self.experiment.train, self.state
@@ -362,46 +444,48 @@ class Trainer:
         log_every = train.log_every or train.steps_per_loop
         window = progress.Window()
         eta = progress.Eta(step, train.steps)
-        with preemption.SigtermFlag() as sigterm:
-            while step < end:
-                boundaries = [end, _next_multiple(step, train.steps_per_loop),
-                              _next_multiple(step, train.checkpoint_every),
-                              _next_multiple(step, log_every)]
-                if train.eval_every:
-                    boundaries.append(_next_multiple(step, train.eval_every))
-                n = min(boundaries) - step
+        sigterm = self._sigterm
+        while step < end:
+            boundaries = [end, _next_multiple(step, train.steps_per_loop),
+                          _next_multiple(step, train.checkpoint_every),
+                          _next_multiple(step, log_every)]
+            if train.eval_every:
+                boundaries.append(_next_multiple(step, train.eval_every))
+            n = min(boundaries) - step
+            try:
                 totals = {k: float(v) for k, v in
                           self._train_loop(iterator, tf.constant(n, tf.int32)).items()}
-                if not all(np.isfinite(v) for v in totals.values()):
-                    step, iterator = self._handle_non_finite(step, step + n, totals)
-                    window = progress.Window()
-                    continue
-                step += n
-                window.add(totals, n)
-                if step % log_every == 0 or step == end:
-                    record = window.record(
-                        step, float(state.optimizer.learning_rate), task=self.experiment.task,
-                        global_batch_size=train.global_batch_size,
-                        seq_length=self.manifest.max_seq_length,
-                        flops_per_step=self.flops_per_step, peak_flops=train.peak_tflops * 1e12)
-                    logging.info("step %d/%d  %s  lr %.3g  grad_norm %.3f  %.1f examples/s  "
-                                 "%.0f tokens/s  %.3f TFLOP/s%s  ETA %s", step, train.steps,
-                                 _format_metrics(record), record["learning_rate"],
-                                 record["grad_norm"], record["examples_per_second"],
-                                 record["tokens_per_second"], record["tflops_per_second"],
-                                 f"  MFU {record['mfu']:.1%}" if "mfu" in record else "",
-                                 eta.format(step))
-                    self.log.train_record(record)
-                    window = progress.Window()
-                stopping = self._any_worker(sigterm.received)
-                if step % train.checkpoint_every == 0 or step == end or stopping:
-                    state.checkpoint.save(step)
-                if stopping:
-                    raise preemption.Preempted(
-                        f"SIGTERM received: checkpoint saved at step {step} in "
-                        f"{state.checkpoint.directory}; run the same command to resume.")
-                if train.eval_every and step % train.eval_every == 0 and step < train.steps:
-                    self._log_eval(step, self.evaluate())
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+                    tf.errors.FailedPreconditionError) as e:
+                self._raise_data_error(self.train_dir, e)
+            if not all(np.isfinite(v) for v in totals.values()):
+                step, iterator = self._handle_non_finite(step, step + n, totals)
+                window = progress.Window()
+                continue
+            step += n
+            window.add(totals, n)
+            if step % log_every == 0 or step == end:
+                record = window.record(
+                    step, float(state.optimizer.learning_rate), task=self.experiment.task,
+                    global_batch_size=train.global_batch_size,
+                    seq_length=self.manifest.max_seq_length,
+                    flops_per_step=self.flops_per_step, peak_flops=train.peak_tflops * 1e12)
+                logging.info("step %d/%d  %s  lr %.3g  grad_norm %.3f  %.1f examples/s  "
+                             "%.0f tokens/s  %.3f TFLOP/s%s  ETA %s", step, train.steps,
+                             _format_metrics(record), record["learning_rate"],
+                             record["grad_norm"], record["examples_per_second"],
+                             record["tokens_per_second"], record["tflops_per_second"],
+                             f"  MFU {record['mfu']:.1%}" if "mfu" in record else "",
+                             eta.format(step))
+                self.log.train_record(record)
+                window = progress.Window()
+            stopping = self._any_worker(sigterm.received)
+            if step % train.checkpoint_every == 0 or step == end or stopping:
+                state.checkpoint.save(step)
+            if stopping:
+                self._stop_preempted()
+            if train.eval_every and step % train.eval_every == 0 and step < train.steps:
+                self._log_eval(step, self.evaluate())
 
     def _any_worker(self, flag: bool) -> bool:
         """True if `flag` is set on any worker. With several workers (one of
