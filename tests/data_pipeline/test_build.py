@@ -147,12 +147,14 @@ def test_cli_errors_are_one_line(numbered_corpus, tokenizer_path, tmp_path):
                   "--text_field=body", f"--input={numbered_corpus}",
                   f"--tokenizer={tokenizer_path}",
                   f"--output_dir={tmp_path / 'o'}")
-    assert result.returncode != 0
-    assert "docs.txt:1 is not valid JSON" in result.stderr
+    assert result.returncode == 2
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and "docs.txt:1 is not valid JSON" in errors[0]
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "o")
     result = _cli("data_pipeline.train_tokenizer", "--input=/nonexistent/*.txt",
                   "--vocab_size=100", f"--output={tmp_path / 'spm'}")
-    assert result.returncode != 0
-    assert "/nonexistent/*.txt" in result.stderr
+    assert result.returncode == 2
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and "/nonexistent/*.txt" in errors[0]
     assert "Traceback" not in result.stderr

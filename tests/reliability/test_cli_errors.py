@@ -314,17 +314,19 @@ def test_full_disk_during_build(mlm_data, tmp_path, capsys):
 
 # ------------------------------------------------------------ real processes
 def test_cli_processes_exit_2_with_one_line(run_dir, mlm_data, tmp_path):
-    """`build` with an --output_dir that is a file, `generate` without a
-    --prompt: exit 2, an `error:` line naming the flag, no traceback, no
-    usage text."""
-    taken = tmp_path / "taken"
-    taken.write_text("keep me")
+    """Two real processes at once: `generate` without a --prompt, `inspect
+    --verify` of a split with an empty shard: exit 2, an `error:` line naming
+    the file or flag, no traceback, no usage text. (`build` and
+    `train_tokenizer` processes: tests/data_pipeline/test_build.py.)"""
+    split = tmp_path / "train"
+    shutil.copytree(mlm_data["train_dir"], split)
+    empty_shard = split / "shard-00000-of-00002.tfrecord"
+    empty_shard.write_bytes(b"")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
     commands = {
-        "build": [sys.executable, "-m", "data_pipeline.build", f"--input={mlm_data['corpus']}",
-                  f"--tokenizer={mlm_data['tokenizer']}", f"--output_dir={taken}"],
         "generate": [sys.executable, "-m", "pretraining.generate", f"--model_dir={run_dir}",
                      f"--tokenizer={mlm_data['tokenizer']}"],
+        "inspect": [sys.executable, "-m", "data_pipeline.inspect", str(split), "--verify"],
     }
     processes = {name: subprocess.Popen(command, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, env=env)
@@ -335,6 +337,5 @@ def test_cli_processes_exit_2_with_one_line(run_dir, mlm_data, tmp_path):
         errors = [l for l in err.splitlines() if "error: " in l]
         assert "Traceback" not in err and "USAGE" not in err, (name, err[-2000:])
         assert errors, (name, err[-2000:])
-        expected = str(taken) if name == "build" else "--prompt is required"
+        expected = {"generate": "--prompt is required", "inspect": str(empty_shard)}[name]
         assert expected in errors[-1], (name, errors)
-    assert taken.read_text() == "keep me"
