@@ -18,6 +18,7 @@ from absl import flags
 import tensorflow as tf
 
 import data_pipeline
+from data_pipeline import cli
 from data_pipeline import corpus
 from data_pipeline import features
 from data_pipeline import wordpiece
@@ -98,15 +99,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    try:
-        m = write_manifest(f.input, f.output_dir,
-                           max_seq_length=f.max_seq_length,
-                           max_predictions_per_seq=f.max_predictions_per_seq,
-                           vocab_file=f.vocab_file,
-                           next_sentence=f.next_sentence,
-                           compression=f.compression, split=f.split)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
+    m = cli.run_or_exit(  # bad flags or files: one line on stderr, exit 2
+        write_manifest, f.input, f.output_dir, max_seq_length=f.max_seq_length,
+        max_predictions_per_seq=f.max_predictions_per_seq, vocab_file=f.vocab_file,
+        next_sentence=f.next_sentence, compression=f.compression, split=f.split)
     print(f"{m.num_examples} records in {m.num_shards} file(s); manifest in "
           f"{f.output_dir}")
 
