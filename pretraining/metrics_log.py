@@ -54,6 +54,12 @@ class MetricsLog:
                 tf.summary.scalar(name, float(value))
         self._writers[split].flush()
 
+    def close(self) -> None:
+        """Closes the TensorBoard writers (reopened if more is logged)."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
     def train_record(self, record: dict) -> None:
         if not self.enabled:
             return

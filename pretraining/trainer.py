@@ -158,7 +158,10 @@ class Trainer:
             raise
 
     def close(self):
-        """Releases the run directory's lock (also done at exit)."""
+        """Closes the event files and releases the run directory's lock (also
+        done at exit)."""
+        if getattr(self, "log", None) is not None:
+            self.log.close()
         if self.lock is not None:
             self.lock.release()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pretraining import preemption
+from pretraining import cli, preemption, train
 from pretraining.trainer import Trainer
 from tests.conftest import REPO_ROOT, tiny_experiment
 
@@ -80,17 +80,25 @@ def _final_weights(model_dir):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_exits_75_then_resumes(long_experiment, tmp_path):
+def test_sigterm_checkpoints_and_exits_75_then_resumes(long_experiment, tmp_path, capsys):
+    """Also the lock: a second trainer on the running one's model_dir is
+    refused naming its pid, and the lock is released at exit 75."""
     model_dir = str(tmp_path / "run")
     proc = _cli(long_experiment, model_dir)
     try:
         assert _wait_for_checkpoint(model_dir, proc), proc.stderr.read()[-2000:]
+        with pytest.raises(SystemExit) as refused:
+            cli.run_or_exit(train.run, long_experiment, model_dir)
+        err = capsys.readouterr().err.strip()
+        assert refused.value.code == 2 and "\n" not in err, err
+        assert os.path.join(model_dir, ".lock") in err and f"pid {proc.pid}" in err, err
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == preemption.EXIT_PREEMPTED, stderr[-3000:]
-    assert "SIGTERM received: checkpoint saved at step" in stderr
+    assert "SIGTERM received: checkpoint saved at step" in stderr and "Traceback" not in stderr
+    assert not os.path.exists(os.path.join(model_dir, ".lock"))
     step = int(tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
                .get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
     assert 0 < step < 400
