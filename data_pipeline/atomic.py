@@ -124,7 +124,7 @@ def make_temp_dir(parent: str, prefix: str) -> str:
     if not is_remote(parent):
         return tempfile.mkdtemp(prefix=f"{prefix.rstrip('-')}-{_host()}-{os.getpid()}-",
                                 dir=parent)
-    path = os.path.join(parent, prefix + uuid.uuid4().hex)
+    path = os.path.join(parent, f"{prefix.rstrip('-')}-{uuid.uuid4().hex}")
     _gfile().makedirs(path)
     return path
 
