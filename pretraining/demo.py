@@ -15,7 +15,7 @@ import time
 
 from absl import app, flags, logging
 
-from pretraining import cli, cpu_env
+from pretraining import cli, cpu_env, preemption
 
 flags.DEFINE_string("run_dir", "runs/demo", "Where the demo writes data, checkpoints and "
                     "summary.json (relative to the current directory).")
@@ -94,7 +94,10 @@ def run(run_dir: str, overwrite: bool, experiment_path: str, overrides=()) -> di
     from pretraining.trainer import Trainer
     model_dir = os.path.join(run_dir, "model")
     trainer = Trainer(experiment, model_dir)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    finally:
+        trainer.close()  # The run directory's lock.
     records = trainer.log.records()
     token_id, baseline = frequency_baseline(trainer.train_dir, trainer.eval_dir)
     summary = {
@@ -152,7 +155,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    summary = cli.run_or_exit(run, f.run_dir, f.overwrite, f.experiment, f.override)
+    try:
+        summary = cli.run_or_exit(run, f.run_dir, f.overwrite, f.experiment, f.override)
+    except preemption.Preempted as e:
+        logging.warning("%s", e)
+        sys.exit(preemption.EXIT_PREEMPTED)
     sys.stdout.write(describe(summary))
     sys.stdout.write(json.dumps({k: summary[k] for k in (
         "first_loss", "last_loss", "eval_masked_lm_accuracy", "baseline_masked_lm_accuracy",

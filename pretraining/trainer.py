@@ -216,8 +216,8 @@ class Trainer:
         elif self.resumed_from is None:
             logging.info("Starting from scratch (no checkpoint, no train.init_checkpoint).")
         # Every check has passed: only now is the run directory written.
+        self.log.drop_partial_line()  # (a damaged earlier line: refused, nothing written)
         self.log.write_config(experiment, self.manifest)
-        self.log.drop_partial_line()
         self.gradient_transform = build_gradient_transform(experiment.optimizer)
         self._train_loop = None
         self._flag_sum = None
