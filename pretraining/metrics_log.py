@@ -16,11 +16,26 @@ import tensorflow as tf
 from absl import logging
 
 
+def write_failed(path: str, error: Exception) -> ValueError:
+    """The one-line error for a write to `path` that failed (a full disk, say)."""
+    text = (getattr(error, "message", None) or str(error)).strip().splitlines()
+    return ValueError(f"Writing {path} failed: {text[0] if text else type(error).__name__}. "
+                      "Free space (or fix the directory) and run the same command to resume.")
+
+
 def write_json_atomic(path: str, data) -> None:
     tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except (OSError, tf.errors.OpError) as e:
+        try:
+            if tf.io.gfile.exists(tmp):
+                tf.io.gfile.remove(tmp)
+        except (OSError, tf.errors.OpError):
+            pass
+        raise write_failed(path, e) from None
 
 
 class MetricsLog:
@@ -63,8 +78,11 @@ class MetricsLog:
     def train_record(self, record: dict) -> None:
         if not self.enabled:
             return
-        with tf.io.gfile.GFile(self.metrics_path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        try:
+            with tf.io.gfile.GFile(self.metrics_path, "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+        except (OSError, tf.errors.OpError) as e:
+            raise write_failed(self.metrics_path, e) from None
         self.scalars("train", record["step"], {k: v for k, v in record.items() if k != "step"})
 
     def _read(self) -> tuple[list[dict], str | None]:
@@ -107,9 +125,12 @@ class MetricsLog:
         logging.warning("%s: dropping its cut last line (%d bytes; a kill or a full disk "
                         "during a write).", self.metrics_path, len(cut))
         tmp = self.metrics_path + ".tmp"
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-        tf.io.gfile.rename(tmp, self.metrics_path, overwrite=True)
+        try:
+            with tf.io.gfile.GFile(tmp, "w") as f:
+                f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+            tf.io.gfile.rename(tmp, self.metrics_path, overwrite=True)
+        except (OSError, tf.errors.OpError) as e:
+            raise write_failed(self.metrics_path, e) from None
 
     def last_train_record(self) -> dict:
         """The last window's loss and accuracy, and the mean examples/s of the run."""

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pretraining import cli, preemption, train as train_cli
+from pretraining import cli, metrics_log, preemption, train as train_cli
 from pretraining.trainer import Trainer
 from tests.conftest import tiny_experiment
 from tests.pretraining.test_safety import NanTrainer
@@ -330,6 +330,22 @@ def test_full_disk_during_save_keeps_last_checkpoint(mlm_data, runs, tmp_path, c
         assert not os.path.exists(ckpt(run, STEPS, "_temp"))
         reader = tf.train.load_checkpoint(ckpt(run, STOP, ""))  # still restores
         assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == STOP
+    finally:
+        _umount(mount)
+
+
+def test_full_disk_during_a_run_file_write(tmp_path):
+    """summary.json, config.json (and metrics.jsonl) on a full disk: one line
+    naming the file, no `.tmp` left, the old file kept."""
+    mount = tmp_path / "tiny"
+    _tmpfs(mount, "8k")
+    try:
+        path = str(mount / "summary.json")
+        metrics_log.write_json_atomic(path, {"step": 1})
+        with pytest.raises(ValueError, match=f"Writing {path} failed: .*No space left"):
+            metrics_log.write_json_atomic(path, {"step": 2, "pad": "x" * 20000})
+        assert os.listdir(mount) == ["summary.json"]
+        assert json.load(open(path)) == {"step": 1}
     finally:
         _umount(mount)
 
