@@ -1,9 +1,10 @@
 """SIGTERM handling: what a preemptible VM or a job scheduler sends.
 
 A Python signal handler runs only between `tf.function` calls, so the loop
-checks the flag after each `steps_per_loop` chunk, saves a checkpoint and
-raises `Preempted`; the CLI turns it into exit status `EXIT_PREEMPTED`.
-Keep a chunk shorter than the grace period the platform gives. Under
+checks the flag after each `steps_per_loop` chunk and between eval batches
+(the final evaluation included), saves a checkpoint and raises `Preempted`;
+the CLI turns it into exit status `EXIT_PREEMPTED`. Keep a chunk shorter than
+the grace period the platform gives. Under
 MultiWorkerMirroredStrategy the workers agree (a one-number all-reduce per
 chunk) so a SIGTERM on any one of them stops them all at the same step.
 """
@@ -30,8 +31,8 @@ class SigtermFlag:
     def _handler(self, signum, frame):
         del frame
         if not self.received:
-            logging.warning("Signal %d received: checkpointing at the next step boundary.",
-                            signum)
+            logging.warning("Signal %d received: checkpointing at the next step or "
+                            "eval-batch boundary.", signum)
         self.received = True
 
     def __enter__(self):

@@ -168,9 +168,10 @@ class Trainer:
     def _probe_eval(self):
         """Reads the first eval batch now, so a corrupt eval shard stops the run
         before training rather than at the first evaluation."""
+        train = self.experiment.train
         try:
-            next(iter(data_input.make_dataset(self.eval_dir, self.experiment.train.global_batch_size,
-                                              training=False, seed=self.experiment.train.seed)))
+            next(iter(data_input.make_dataset(self.eval_dir, train.global_batch_size,
+                                              training=False, seed=train.seed)))
         except StopIteration:
             pass
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
