@@ -239,16 +239,17 @@ def test_sigterm_during_eval_saves_and_stops(mlm_data, tmp_path):
     eval_manifest = json.load(open(os.path.join(mlm_data["eval_dir"], "manifest.json")))
     assert sum(eval_manifest["examples_per_shard"]) > 8  # more than one eval batch
     changes = dict(steps=10, eval_every=5, checkpoint_every=10)
-    for saved in (5, 10):
+    handler = signal.getsignal(signal.SIGTERM)
+    trainer = SigtermInEval(experiment(mlm_data, **changes), run)
+    for saved in (5, 10):  # the same trainer goes on (one trace of the train step)
         SigtermInEval.batches = 0
-        trainer = SigtermInEval(experiment(mlm_data, **changes), run)
-        assert trainer.resumed_from == (None if saved == 5 else 5)
         with pytest.raises(preemption.Preempted, match=f"checkpoint saved at step {saved}"):
             trainer.train()
-        trainer.close()
         assert SigtermInEval.batches == 1  # stopped between batches, not at the end
         assert os.path.exists(ckpt(run, saved))
         assert not os.path.exists(os.path.join(run, "summary.json"))
+    trainer.close()
+    assert signal.getsignal(signal.SIGTERM) == handler  # put back after each train()
     trainer = Trainer(experiment(mlm_data, **changes), run)
     assert trainer.resumed_from == 10
     summary = trainer.train()
