@@ -25,6 +25,7 @@ from pretraining.config import BertConfig, ExperimentConfig
 from tests.conftest import REPO_ROOT
 from tests.pretraining.test_convert_native import _trainer_run
 from tests.reliability.test_data_faults import snapshot
+from tests.reliability.tmpfs import small_tmpfs
 
 
 def one_line(capsys, run_or_exit, fn, *args, **kwargs):
@@ -286,21 +287,8 @@ def test_next_build_removes_temporaries_of_dead_builds(mlm_data, tmp_path):
     assert sorted(os.listdir(out)) == sorted([live.name, other_host.name, "train"])
 
 
-def _tmpfs(path, size):
-    if os.geteuid() != 0:
-        pytest.skip("ENOSPC is injected with a small tmpfs, which needs root "
-                    f"(running as uid {os.geteuid()})")
-    path.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                             str(path)], capture_output=True, text=True)
-    if result.returncode:
-        pytest.skip(f"ENOSPC needs a small tmpfs; mount failed: {result.stderr.strip()}")
-
-
 def test_full_disk_during_build(mlm_data, tmp_path, capsys):
-    mount = tmp_path / "small"
-    _tmpfs(mount, "64k")
-    try:
+    with small_tmpfs(tmp_path / "small", "64k") as mount:
         out = mount / "data"
         line = one_line(capsys, data_cli.run_or_exit, builder.build, [mlm_data["corpus"]],
                         mlm_data["tokenizer"], str(out),
@@ -308,8 +296,6 @@ def test_full_disk_during_build(mlm_data, tmp_path, capsys):
                         num_shards=2, eval_fraction=0.1)
         assert str(out) in line and "No space left on device" in line
         assert os.listdir(mount) == []  # no .tmp-*, not even the created output dir
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 # ------------------------------------------------------------ real processes

@@ -28,6 +28,7 @@ from pretraining.trainer import Trainer
 from tests.conftest import tiny_experiment
 from tests.pretraining.test_safety import NanTrainer
 from tests.reliability.test_data_faults import record_offsets, snapshot
+from tests.reliability.tmpfs import small_tmpfs
 
 STEPS, STOP = 15, 10  # checkpoints every 5 steps
 
@@ -292,32 +293,14 @@ def test_non_finite_loss_exit_2_one_line(mlm_data, tmp_path, capsys):
     assert "Non-finite loss" in line and ckpt(run, 5, "") in line, line
 
 
-def _tmpfs(path, size, options=""):
-    if os.geteuid() != 0:
-        pytest.skip("a full or read-only disk is injected with a small tmpfs, which needs "
-                    f"root (running as uid {os.geteuid()})")
-    path.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs",
-                             str(path)], capture_output=True, text=True)
-    if result.returncode:
-        pytest.skip(f"needs a small tmpfs; mount failed: {result.stderr.strip()}")
-
-
-def _umount(path):
-    if subprocess.run(["umount", str(path)], check=False).returncode:
-        subprocess.run(["umount", "-l", str(path)], check=False)  # busy: detach it
-
-
 def _du(path):
     return sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(path) for n in ns)
 
 
 def test_full_disk_during_save_keeps_last_checkpoint(mlm_data, runs, tmp_path, capsys):
-    mount = tmp_path / "small"
     # Room for the stopped run and its metrics, not for one more checkpoint.
     size = (_du(runs["stopped"]) + 40 * 1024) // 4096 * 4096
-    _tmpfs(mount, size)
-    try:
+    with small_tmpfs(tmp_path / "small", size) as mount:
         run = str(mount / "run")
         shutil.copytree(runs["stopped"], run)
         trainer = Trainer(experiment(mlm_data), run)
@@ -331,35 +314,25 @@ def test_full_disk_during_save_keeps_last_checkpoint(mlm_data, runs, tmp_path, c
         assert not os.path.exists(ckpt(run, STEPS, "_temp"))
         reader = tf.train.load_checkpoint(ckpt(run, STOP, ""))  # still restores
         assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == STOP
-    finally:
-        _umount(mount)
 
 
 def test_full_disk_during_a_run_file_write(tmp_path):
     """summary.json, config.json (and metrics.jsonl) on a full disk: one line
     naming the file, no `.tmp` left, the old file kept."""
-    mount = tmp_path / "tiny"
-    _tmpfs(mount, "8k")
-    try:
+    with small_tmpfs(tmp_path / "tiny", "8k") as mount:
         path = str(mount / "summary.json")
         metrics_log.write_json_atomic(path, {"step": 1})
         with pytest.raises(ValueError, match=f"Writing {path} failed: .*No space left"):
             metrics_log.write_json_atomic(path, {"step": 2, "pad": "x" * 20000})
         assert os.listdir(mount) == ["summary.json"]
         assert json.load(open(path)) == {"step": 1}
-    finally:
-        _umount(mount)
 
 
 def test_read_only_model_dir(mlm_data, runs, tmp_path, capsys):
-    mount = tmp_path / "ro"
-    _tmpfs(mount, "1m")
-    try:
+    with small_tmpfs(tmp_path / "ro", "1m") as mount:
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         line = one_line(capsys, Trainer, experiment(mlm_data), str(mount))
         assert str(mount) in line and "not writable" in line, line
-    finally:
-        _umount(mount)
 
 
 # ------------------------------------------------------------ data met in the loop
