@@ -95,8 +95,10 @@ class BertConfig(Config):
         if self.condition_hidden_size and not self.condition_size:
             raise ValueError("`condition_hidden_size` needs `condition_size` > 0 (the size of "
                              "the condition vector). Received: condition_size=0")
-        if self.hidden_act not in ("gelu", "gelu_new", "relu"):
-            raise ValueError("`hidden_act` must be one of 'gelu', 'gelu_new', 'relu'. "
+        from pretraining.layers import ACTIVATIONS
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"`hidden_act` must be one of {list(ACTIVATIONS)} ('gelu' is "
+                             "Google's tanh approximation, 'gelu_exact' the erf form). "
                              f"Received: hidden_act={self.hidden_act!r}")
 
 

@@ -19,12 +19,25 @@ def gelu(x):
     return keras.activations.gelu(x, approximate=True)
 
 
+def gelu_exact(x):
+    """The exact GELU, x·Φ(x) with erf (Hugging Face's `"gelu"`)."""
+    return keras.activations.gelu(x, approximate=False)
+
+
+# `hidden_act` values. Ours follow Google's bert_config.json: "gelu" is the tanh
+# approximation; the format readers/writers map Hugging Face's names onto these.
+TANH_GELUS = ("gelu", "gelu_new", "gelu_tanh")
+ACTIVATIONS = (*TANH_GELUS, "gelu_exact", "relu")
+
+
 def get_activation(name: str):
-    if name in ("gelu", "gelu_new"):
+    if name in TANH_GELUS:
         return gelu
+    if name == "gelu_exact":
+        return gelu_exact
     if name == "relu":
         return keras.activations.relu
-    raise ValueError(f"`hidden_act` must be 'gelu', 'gelu_new' or 'relu'. Received: {name!r}")
+    raise ValueError(f"`hidden_act` must be one of {list(ACTIVATIONS)}. Received: {name!r}")
 
 
 def initializer(stddev: float):
@@ -334,7 +347,8 @@ class TransformerLayer(keras.layers.Layer):
         hidden_size: int. Model width.
         num_heads: int. Attention heads.
         intermediate_size: int. Width of the feed-forward layer.
-        hidden_act: str. Feed-forward activation: 'gelu' (tanh approximation) or 'relu'.
+        hidden_act: str. Feed-forward activation: 'gelu' (tanh approximation), 'gelu_exact'
+            (erf) or 'relu'.
         hidden_dropout_rate: float. Dropout on the attention and feed-forward outputs.
         attention_dropout_rate: float. Dropout on the attention probabilities.
         initializer_range: float. Stddev of the truncated-normal initialiser.
