@@ -1,10 +1,22 @@
-"""Training checkpoints: model, optimizer, step and dropout RNG state.
+"""Checkpoints: the run's own (`RunCheckpoint`) and reading weights from one.
 
-The data position needs little state: the input pipeline is a pure function
-of the seed, and a resumed run skips the global batches it has already
-consumed (`step`, plus a `data_offset` after skipped non-finite steps). Resume
-order: the run's own newest checkpoint that restores (found by listing
-`ckpt-N.index`), else `train.init_checkpoint`, else scratch.
+A run's checkpoint holds the model, the optimizer, the step and the dropout
+RNG state. The data position needs little state: the input pipeline is a
+pure function of the seed, and a resumed run skips the global batches it has
+already consumed (`step`, plus a `data_offset` after skipped non-finite
+steps).
+
+Resume order (`Trainer`, docs/reliability.md): (1) the run's own newest
+checkpoint that restores, found by listing `ckpt-N.index`; (2) checkpoint
+files none of which restores are refused (never a fresh start over them);
+(3) no checkpoint at all: `train.init_checkpoint`, weights only; (4) scratch.
+
+Weights only (`train.init_checkpoint`, `pretraining.convert`,
+`pretraining.generate`): `find_prefix` finds the prefix, `restore_weights`
+restores named parts of a `BertPretrainer` (`encoder`, `masked_lm`, `nsp`)
+from one of our checkpoints or from Google's `bert_model.ckpt`, refusing a
+checkpoint of another architecture, and `swap_in_ema` puts the EMA averages
+in place of the raw weights.
 """
 
 import os
@@ -201,32 +213,200 @@ def first_line(error: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(error).__name__
 
 
-def load_init_checkpoint(path: str, model) -> None:
-    """Loads weights only (no optimizer, step or RNG) from a checkpoint this
-    trainer wrote: the encoder must match entirely, the masked-LM head is
-    loaded when the checkpoint has it.
+
+# ---------------------------------------------------------------- weights only
+
+PARTS = ("encoder", "masked_lm", "nsp")  # `BertPretrainer` attributes, in checkpoint order
+_LAYER = re.compile(r"^model/encoder/layer_(\d+)/")
+_EMA = "ema/averages/{}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def find_prefix(path: str, what: str = "checkpoint") -> str:
+    """The checkpoint prefix that `path` names: a prefix, an `.index` file, a
+    run directory, its `checkpoints/` directory, or a directory holding one
+    checkpoint without a pointer file (Google's `bert_model.ckpt`).
 
     Args:
-        path: a checkpoint prefix (`.../ckpt-1000`) or a directory holding one.
-        model: the `BertPretrainer` being trained.
+        path: str. Local or `gs://` path.
+        what: str. The flag or field `path` came from, for messages.
+            Defaults to "checkpoint".
+
+    Raises:
+        ValueError: no checkpoint there; the message names `what` and `path`.
     """
-    prefix = path
+    if path.endswith(".index"):
+        path = path[: -len(".index")]
+    if tf.io.gfile.exists(path + ".index"):
+        return path
     if tf.io.gfile.isdir(path):
-        prefix = tf.train.latest_checkpoint(path) or tf.train.latest_checkpoint(
-            os.path.join(path, "checkpoints"))
-    if not prefix or not tf.io.gfile.exists(prefix + ".index"):
-        raise ValueError(f"train.init_checkpoint={path!r} is not a checkpoint prefix or a "
-                         "directory with one (expected e.g. runs/old/checkpoints/ckpt-1000).")
-    encoder = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=model.encoder))
+        for directory in (path, os.path.join(path, "checkpoints")):
+            pointed, _ = _pointer_latest(directory)  # made absolute by TensorFlow
+            if pointed and tf.io.gfile.exists(pointed + ".index"):
+                return pointed
+            listed = list_checkpoints(directory)
+            if listed:
+                return listed[0][1]
+        indexes = [n for n in tf.io.gfile.listdir(path) if n.endswith(".index")]
+        if len(indexes) == 1:
+            return os.path.join(path, indexes[0][: -len(".index")])
+    raise ValueError(f"{what}={path!r} is not a checkpoint prefix or a directory with one: "
+                     "give a prefix such as runs/old/checkpoints/ckpt-1000 (its .index file "
+                     "must exist), a run directory or Google's bert_model.ckpt.")
+
+
+def is_google_layout(prefix: str) -> bool:
+    """True for a TF1 name-based checkpoint with Google's BERT names (`bert/...`)."""
+    names = [name for name, _ in tf.train.list_variables(prefix)]
+    return any(n.startswith("bert/") for n in names) and not any(
+        n.startswith("model/") for n in names)
+
+
+def restore_weights(prefix: str, model, parts=("encoder",), optional=(),
+                    config_source: str = "the model config") -> list[str]:
+    """Restores parts of `model` (weights only) from our checkpoint or Google's.
+
+    Our checkpoints are read through the object graph (`model/<part>`);
+    Google's `bert_model.ckpt` through the name table of
+    `pretraining.formats.google`. A part of another shape, or missing, is
+    refused with the variable and both shapes; so is an encoder with more
+    layers than the model (the read alone would ignore them).
+
+    Args:
+        prefix: str. Checkpoint prefix (see `find_prefix`).
+        model: `BertPretrainer` to restore into.
+        parts: sequence of str, names in `PARTS` that must restore. Defaults
+            to ("encoder",).
+        optional: sequence of str, names in `PARTS` restored when the
+            checkpoint has them (left as they are, with a warning, when not).
+            Defaults to ().
+        config_source: str. Where the model's config came from, for messages.
+            Defaults to "the model config".
+
+    Returns:
+        The names of the parts restored.
+
+    Raises:
+        ValueError: naming the checkpoint, the part and what differs.
+    """
+    wanted = [p for p in (*parts, *optional) if getattr(model, p, None) is not None]
     try:
-        encoder.read(prefix).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError) as e:
-        raise ValueError(f"train.init_checkpoint={prefix!r} does not hold this model's "
-                         f"encoder (different config?): {str(e)[:500]}") from None
-    head = tf.train.Checkpoint(model=tf.train.Checkpoint(masked_lm=model.masked_lm))
+        google = is_google_layout(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        raise ValueError(f"{prefix} cannot be read: {first_line(e)} (truncated or corrupt "
+                         "checkpoint files?).") from None
+    if google:
+        restored = _restore_google(prefix, model, wanted, config_source)
+    else:
+        restored = [p for p in wanted if _restore_part(prefix, model, p, p in parts,
+                                                      config_source)]
+        _check_layer_count(prefix, model.encoder.config, config_source)
+    for part in wanted:
+        if part not in restored:
+            logging.warning("%s has no %s matching this model: it starts from scratch.",
+                            prefix, part)
+    logging.info("Restored %s from %s.", ", ".join(restored), prefix)
+    return restored
+
+
+def _mismatch(prefix, part, config_source, detail) -> ValueError:
+    return ValueError(f"{prefix} does not hold this model's {part} (built from "
+                      f"{config_source}): {detail}. A different model config? Use the config "
+                      "the checkpoint was trained with.")
+
+
+def _restore_part(prefix, model, part, required, config_source) -> bool:
+    """Reads `model/<part>` of our checkpoint; False when it is absent (optional parts)."""
+    target = tf.train.Checkpoint(model=tf.train.Checkpoint(**{part: getattr(model, part)}))
     try:
-        head.read(prefix).expect_partial().assert_existing_objects_matched()
-        logging.info("Initialised encoder and masked-LM head from %s.", prefix)
-    except AssertionError:
-        logging.warning("Initialised the encoder from %s; it has no matching masked-LM "
-                        "head, which starts from scratch.", prefix)
+        status = target.read(prefix)
+    except (ValueError, tf.errors.InvalidArgumentError) as e:
+        raise _mismatch(prefix, part, config_source, first_line(e)) from None
+    except tf.errors.OpError as e:
+        raise ValueError(f"{prefix} cannot be read: {first_line(e)} (truncated or corrupt "
+                         "checkpoint files?).") from None
+    status.expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        if not required:
+            return False
+        found = re.findall(r"path=([^,\s]+), shape=(\([^)]*\))", str(e))
+        what = "; ".join(f"{path} {shape}" for path, shape in found[:3]) or first_line(e)
+        raise _mismatch(prefix, part, config_source,
+                        f"not in the checkpoint: {what}") from None
+    return True
+
+
+def _check_layer_count(prefix, config, config_source) -> None:
+    layers = {int(m.group(1)) for name, _ in tf.train.list_variables(prefix)
+              if (m := _LAYER.match(name))}
+    if layers and max(layers) >= config.num_hidden_layers:
+        raise _mismatch(prefix, "encoder", config_source,
+                        f"it has more encoder layers (model/encoder/layer_{max(layers)}) than "
+                        f"num_hidden_layers={config.num_hidden_layers}")
+
+
+def _restore_google(prefix, model, wanted, config_source) -> list[str]:
+    """Reads Google's names (the converter's reader) into the `wanted` parts."""
+    from pretraining import checkpoint_names
+    from pretraining.formats import google
+    heads = "all" if "masked_lm" in wanted else "encoder"
+    try:
+        bundle = google.read(prefix, model.encoder.config, config_source, heads)
+    except ValueError as e:
+        raise ValueError(" ".join(str(e).split())) from None
+    restored = []
+    for part in wanted:
+        variables = [v for v in getattr(model, part).weights
+                     if checkpoint_names.lookup(v.path) is not None]
+        if not variables or any(v.path not in bundle.weights for v in variables):
+            continue
+        for v in variables:
+            v.assign(bundle.weights[v.path])
+        restored.append(part)
+    if "encoder" not in restored:
+        raise _mismatch(prefix, "encoder", config_source, "Google's encoder names are missing")
+    return restored
+
+
+def swap_in_ema(prefix: str, model) -> None:
+    """Sets `model.trainable_variables` to the checkpoint's EMA averages
+    (`ema/averages/i`, kept in the same order by `optimizer.ema_decay`).
+
+    Raises:
+        ValueError: the checkpoint has no averages, or they do not follow `model`.
+    """
+    names = dict(tf.train.list_variables(prefix))
+    count = sum(1 for n in names if n.startswith("ema/averages/")
+                and n.endswith("/.ATTRIBUTES/VARIABLE_VALUE"))
+    variables = model.trainable_variables
+    if count == 0:
+        raise ValueError(f"--ema: {prefix} has no EMA averages (trained without "
+                         "optimizer.ema_decay?): drop --ema.")
+    if count < len(variables):
+        raise ValueError(f"--ema: {prefix} has {count} averages, the model has "
+                         f"{len(variables)} trainable variables.")
+    if count > len(variables):
+        logging.warning("--ema: %d averages beyond this model's variables (e.g. an NSP head) "
+                        "are not used.", count - len(variables))
+    reader = tf.train.load_checkpoint(prefix)
+    for i, v in enumerate(variables):
+        shape = tuple(names[_EMA.format(i)])
+        if shape != tuple(v.shape):
+            raise ValueError(f"--ema: {prefix} ema/averages/{i} has shape {shape}, {v.path} "
+                             f"has {tuple(v.shape)}: the averages do not follow this model.")
+        v.assign(reader.get_tensor(_EMA.format(i)))
+    logging.info("Took the EMA averages of %d variables from %s.", len(variables), prefix)
+
+
+def load_init_checkpoint(path: str, model) -> list[str]:
+    """`train.init_checkpoint`: weights only (no optimizer, step or RNG). The
+    encoder must match entirely; the heads are restored when present. Reads
+    our checkpoints and Google's `bert_model.ckpt` alike. Returns the parts
+    restored."""
+    prefix = find_prefix(path, "train.init_checkpoint")
+    try:
+        return restore_weights(prefix, model, ("encoder",), ("masked_lm", "nsp"),
+                               "the experiment's model config")
+    except ValueError as e:
+        raise ValueError(f"train.init_checkpoint: {e}") from None

@@ -43,11 +43,10 @@ def define_flags() -> None:
 def load_run(model_dir: str, ema: bool = False):
     """The trained `BertPretrainer` of a run directory, with its latest weights."""
     import tensorflow as tf
+    from pretraining import checkpoints
     from pretraining.config import ExperimentConfig
     from pretraining.heads import BertPretrainer
     from pretraining.model import BertEncoder
-
-    from pretraining.formats.native import restore_checked
 
     config_path = os.path.join(model_dir, "config.json")
     if not tf.io.gfile.exists(config_path):
@@ -63,19 +62,11 @@ def load_run(model_dir: str, ema: bool = False):
     except (TypeError, ValueError) as e:
         raise ValueError(f"In {config_path}: {e}") from None
     model = BertPretrainer(BertEncoder(experiment.model), experiment.task)
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if not latest:
-        raise ValueError(f"No checkpoint in {os.path.join(model_dir, 'checkpoints')}.")
-    restore_checked(latest, model, experiment.model, config_path)
+    prefix = checkpoints.find_prefix(model_dir, "--model_dir")
+    checkpoints.restore_weights(prefix, model, ("encoder", "masked_lm"),
+                                config_source=config_path)
     if ema:
-        from pretraining.optimizers import ExponentialMovingAverage
-        averages = ExponentialMovingAverage(model.trainable_variables, 0.0)
-        reader = tf.train.load_checkpoint(latest)
-        if not any(n.startswith("ema/") for n in reader.get_variable_to_shape_map()):
-            raise ValueError(f"--ema: {latest} has no EMA weights (optimizer.ema_decay was 0).")
-        tf.train.Checkpoint(ema=averages).read(latest).expect_partial()
-        for variable, average in zip(model.trainable_variables, averages.averages):
-            variable.assign(average)
+        checkpoints.swap_in_ema(prefix, model)
     return experiment, model
 
 

@@ -166,7 +166,7 @@ def _run_with_config(run_dir, tmp_path, **changes):
 @pytest.mark.parametrize("changes,expected", [
     ({"intermediate_size": 48}, ["bert/layer_0/intermediate/kernel", "(32, 64)", "(32, 48)"]),
     ({"num_hidden_layers": 1}, ["more encoder layers", "layer_1"]),
-    ({"num_hidden_layers": 3}, ["lacks variables", "bert/layer_2/"]),
+    ({"num_hidden_layers": 3}, ["not in the checkpoint", "bert/layer_2/"]),
 ])
 def test_generate_refuses_checkpoint_of_another_architecture(
         run_dir, mlm_data, tmp_path, capsys, changes, expected):
