@@ -2,10 +2,11 @@
 ↔ Hugging Face's `BertForMaskedLM` state-dict names.
 
 Each row gives, for one variable, the three names (`{i}` stands for the layer
-number), the part of the model it belongs to (`encoder` or `mlm`), and
+number), the part of the model it belongs to (`encoder`, `mlm` or `nsp`), and
 whether Hugging Face stores it transposed (`torch.nn.Linear` weights are
-`[out, in]`; Keras and Google kernels are `[in, out]`). Google's names need
-no transposition for any variable we have.
+`[out, in]`; Keras and Google kernels are `[in, out]`). Google stores one
+variable transposed: the NSP head's `cls/seq_relationship/output_weights`
+(`[2, hidden]`).
 
 Variables whose path is not in the table (e.g. Conditional LayerNorm's
 `gamma_dense`/`beta_dense` kernels, `condition_dense`) have no Google or
@@ -23,7 +24,8 @@ entry.hf_transpose  # True
 import dataclasses
 import re
 
-ENCODER, MLM = "encoder", "mlm"
+ENCODER, MLM, NSP = "encoder", "mlm", "nsp"
+POOLER = ("bert/pooler/kernel", "bert/pooler/bias")
 
 # (ours, Google, Hugging Face, part, HF transposed)
 _ROWS = (
@@ -66,31 +68,34 @@ _ROWS = (
     ("mlm/LayerNorm/beta", "cls/predictions/transform/LayerNorm/beta",
      "cls.predictions.transform.LayerNorm.bias", MLM, False),
     ("mlm/output_bias", "cls/predictions/output_bias", "cls.predictions.bias", MLM, False),
+    ("nsp/kernel", "cls/seq_relationship/output_weights", "cls.seq_relationship.weight", NSP,
+     True),
+    ("nsp/bias", "cls/seq_relationship/output_bias", "cls.seq_relationship.bias", NSP, False),
 )
+_GOOGLE_TRANSPOSED = ("nsp/kernel",)
 
 # Names in Google's and Hugging Face's checkpoints that we read past on purpose.
-# NSP head: this model has none yet; reported as not converted.
-GOOGLE_NSP_PREFIX = "cls/seq_relationship/"
-HF_NSP_PREFIX = "cls.seq_relationship."
 # Optimizer state and bookkeeping in Google's checkpoints.
 GOOGLE_OPTIMIZER_SUFFIXES = ("/adam_m", "/adam_v")
 GOOGLE_BOOKKEEPING = ("global_step",)
 # Hugging Face: the tied decoder (= word embeddings, `cls.predictions.bias`)
 # and buffers that are not weights.
 HF_TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
-HF_BUFFERS = ("bert.embeddings.position_ids",)
+HF_BUFFERS = ("bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One variable's names: `ours` (Keras path), `google`, `hf` (with the
-    `bert.` prefix), `part` (`encoder`/`mlm`), `hf_transpose`."""
+    `bert.` prefix), `part` (`encoder`/`mlm`/`nsp`), `hf_transpose`,
+    `google_transpose`."""
 
     ours: str
     google: str
     hf: str
     part: str
     hf_transpose: bool
+    google_transpose: bool = False
 
 
 def _pattern(template: str) -> re.Pattern:
@@ -107,7 +112,8 @@ def lookup(path: str) -> Entry | None:
         if match:
             layer = match.group(1) if match.groups() else None
             fill = (lambda s: s.replace("{i}", layer)) if layer is not None else (lambda s: s)
-            return Entry(path, fill(google), fill(hf), part, transpose)
+            return Entry(path, fill(google), fill(hf), part, transpose,
+                         ours in _GOOGLE_TRANSPOSED)
     return None
 
 
@@ -118,9 +124,9 @@ def is_google_ignorable(name: str) -> bool:
 
 def normalize_hf_name(name: str, prefixed: bool) -> str:
     """A Hugging Face state-dict name in the table's form: `bert.` prefix
-    added to a bare `BertModel` name, old LayerNorm `gamma`/`beta` renamed
-    `weight`/`bias`."""
-    if not prefixed and not name.startswith("cls."):
+    added to a bare `BertModel` name (`embeddings.*`, `encoder.*`,
+    `pooler.*`), old LayerNorm `gamma`/`beta` renamed `weight`/`bias`."""
+    if not prefixed and name.startswith(("embeddings.", "encoder.", "pooler.")):
         name = "bert." + name
     if ".LayerNorm." in name:
         name = re.sub(r"\.gamma$", ".weight", name)

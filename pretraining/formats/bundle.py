@@ -28,19 +28,38 @@ class Bundle:
     Args:
         config: `BertConfig`.
         weights: dict of our variable path → float32 array, in model order.
-            With heads, the masked-LM head's paths (`mlm/...`) are included.
+            With heads, the masked-LM head's paths (`mlm/...`) are included,
+            and the next-sentence head's (`nsp/...`) when the input had one.
         vocab: `Vocabulary` or None.
         source: str. What was read (for messages).
+        fresh: tuple of str. Paths freshly initialised because the input had
+            no value for them (the pooler of a `BertForMaskedLM` save);
+            Google and Hugging Face outputs leave them out. Defaults to `()`.
     """
 
     config: BertConfig
     weights: dict
     vocab: Vocabulary | None = None
     source: str = ""
+    fresh: tuple = ()
 
     @property
     def has_head(self) -> bool:
         return any(path.startswith("mlm/") for path in self.weights)
+
+    @property
+    def has_nsp(self) -> bool:
+        return any(path.startswith("nsp/") for path in self.weights)
+
+    def exported(self) -> dict:
+        """The weights a Google/Hugging Face file gets: tabled and not fresh,
+        as (entry, value) by our path."""
+        out = {}
+        for path, value in self.weights.items():
+            entry = checkpoint_names.lookup(path)
+            if entry is not None and path not in self.fresh:
+                out[path] = (entry, value)
+        return out
 
 
 def read_json(path: str) -> dict:
@@ -58,24 +77,27 @@ def read_json(path: str) -> dict:
     return data
 
 
-def build_model(config: BertConfig, head: bool):
-    """A fresh `BertPretrainer` (head=True) or `BertEncoder`."""
+def build_model(config: BertConfig, head: bool, nsp: bool = False):
+    """A fresh `BertPretrainer` (head=True; with the NSP head when `nsp`) or
+    `BertEncoder`."""
     from pretraining.heads import BertPretrainer
     from pretraining.model import BertEncoder
     encoder = BertEncoder(config)
+    if nsp:
+        return BertPretrainer(encoder, next_sentence=True)
     return BertPretrainer(encoder) if head else encoder
 
 
 @functools.lru_cache(maxsize=8)
-def _expected(config_json: str, head: bool) -> tuple:
-    model = build_model(BertConfig.from_dict(json.loads(config_json)), head)
+def _expected(config_json: str, head: bool, nsp: bool) -> tuple:
+    model = build_model(BertConfig.from_dict(json.loads(config_json)), head, nsp)
     return tuple((v.path, tuple(v.shape)) for v in model.weights)
 
 
-def expected_shapes(config: BertConfig, head: bool) -> dict:
+def expected_shapes(config: BertConfig, head: bool, nsp: bool = False) -> dict:
     """Our variable path → shape, for a model of `config` (with the MLM head
-    when `head`), in `model.weights` order."""
-    return dict(_expected(config.to_json(), head))
+    when `head`, and the NSP head when `nsp`), in `model.weights` order."""
+    return dict(_expected(config.to_json(), head, nsp))
 
 
 def assign(model, weights: dict, where: str) -> None:
@@ -91,13 +113,38 @@ def assign(model, weights: dict, where: str) -> None:
         v.assign(value)
 
 
+@dataclasses.dataclass
+class TableRead:
+    """What `read_by_table` found.
+
+    Args:
+        weights: dict of our path → float32 array.
+        fresh: tuple of str. Paths initialised here (no value in the file).
+    """
+
+    weights: dict
+    fresh: tuple = ()
+
+
+def _part_names(entries: dict, part: str, name_of) -> list:
+    return [name_of(e) for e in entries.values() if e is not None and e.part == part]
+
+
 def read_by_table(config: BertConfig, heads: str, names: dict, get, name_of, transpose_of,
-                  where: str, ignorable, nsp_prefix: str, config_source: str) -> dict:
+                  where: str, ignorable, is_bert_name, config_source: str) -> TableRead:
     """Reads every tabled variable of a `config` model from a foreign checkpoint.
+
+    The encoder must be complete, except the pooler: a file without one (a
+    `BertForMaskedLM` save) gets a freshly initialised pooler, listed in
+    `fresh`. The MLM and NSP heads are read when `heads="all"` and the file
+    has them whole. Tensors that are not BERT's (task heads such as
+    `classifier.*`) are listed in one warning and skipped; a BERT-looking
+    tensor the config lacks (`is_bert_name`, e.g. a layer beyond
+    `num_hidden_layers`) is an error, as are missing tensors and shapes.
 
     Args:
         config: `BertConfig` the checkpoint should fit.
-        heads: `all` (encoder + masked-LM head when the file has one) or `encoder`.
+        heads: `all` (encoder + the heads the file has) or `encoder`.
         names: dict of the file's tensor names → shapes.
         get: callable name → array.
         name_of: callable `Entry` → the file's name for it.
@@ -105,40 +152,53 @@ def read_by_table(config: BertConfig, heads: str, names: dict, get, name_of, tra
         where: the file, for messages.
         ignorable: callable name → True for names skipped silently (optimizer
             slots, buffers, tied copies).
-        nsp_prefix: names of the NSP head, reported as not converted.
+        is_bert_name: callable name → True for names of BERT's encoder.
         config_source: where `config` came from, for messages.
 
     Returns:
-        dict of our path → float32 array.
+        `TableRead`.
     """
-    shapes = expected_shapes(config, head=True)
+    shapes = expected_shapes(config, head=True, nsp=True)
     entries = {path: checkpoint_names.lookup(path) for path in shapes}
     untabled = [p for p, e in entries.items() if e is None]
     if untabled:
         logging.warning("Not in %s (no Google/Hugging Face name; left at initialisation): %s",
                         where, untabled)
-    head_names = [name_of(e) for e in entries.values()
-                  if e is not None and e.part == checkpoint_names.MLM]
-    present = [n for n in head_names if n in names]
-    use_head = heads == "all" and bool(present)
-    if heads == "all" and not present:
+    use = {}
+    for part, label in ((checkpoint_names.MLM, "masked-LM"), (checkpoint_names.NSP,
+                                                               "next-sentence")):
+        wanted = _part_names(entries, part, name_of)
+        present = [n for n in wanted if n in names]
+        use[part] = heads == "all" and bool(present)
+        if use[part] and len(present) != len(wanted):
+            raise ValueError(f"{where} has only part of the {label} head: missing "
+                             f"{sorted(set(wanted) - set(present))}. Use --heads=encoder to "
+                             "convert the encoder alone.")
+    if heads == "all" and not use[checkpoint_names.MLM]:
         logging.warning("%s has no masked-LM head (%s, ...): converting the encoder only.",
-                        where, head_names[0])
-    if heads == "all" and present and len(present) != len(head_names):
-        raise ValueError(f"{where} has only part of the masked-LM head: missing "
-                         f"{sorted(set(head_names) - set(present))}. Use --heads=encoder to "
-                         "convert the encoder alone.")
+                        where, _part_names(entries, checkpoint_names.MLM, name_of)[0])
+        if use[checkpoint_names.NSP]:
+            logging.warning("%s: the next-sentence head is not converted without a masked-LM "
+                            "head.", where)
+            use[checkpoint_names.NSP] = False
+    pooler = [name_of(entries[p]) for p in checkpoint_names.POOLER]
+    fresh = ()
+    if not any(n in names for n in pooler):
+        fresh = checkpoint_names.POOLER
+        logging.info("%s has no pooler (%s; a BertForMaskedLM save): the pooler is freshly "
+                     "initialised and left out of Google/Hugging Face outputs.", where,
+                     pooler[0])
     weights, missing, mismatched, used = {}, [], [], set()
     initial = None
     for path, shape in shapes.items():
         entry = entries[path]
-        if entry is None:
+        if entry is None or path in fresh:
             if initial is None:
                 model = build_model(config, head=True)
                 initial = {v.path: np.asarray(v.numpy()) for v in model.weights}
             weights[path] = initial[path]
             continue
-        if entry.part == checkpoint_names.MLM and not use_head:
+        if entry.part != checkpoint_names.ENCODER and not use[entry.part]:
             continue
         name = name_of(entry)
         if name not in names:
@@ -153,9 +213,11 @@ def read_by_table(config: BertConfig, heads: str, names: dict, get, name_of, tra
         value = np.asarray(get(name), dtype=np.float32)
         weights[path] = value.T.copy() if transpose_of(entry) else value
     leftover = sorted(n for n in names if n not in used and not ignorable(n))
-    nsp = [n for n in leftover if n.startswith(nsp_prefix)]
+    head_names = {name_of(e) for e in entries.values()
+                  if e is not None and e.part != checkpoint_names.ENCODER}
     skipped_head = [n for n in leftover if n in head_names]
-    unknown = [n for n in leftover if n not in nsp and n not in skipped_head]
+    unknown = [n for n in leftover if n not in head_names and is_bert_name(n)]
+    foreign = [n for n in leftover if n not in head_names and not is_bert_name(n)]
     if mismatched or missing or unknown:
         lines = [f"{where} does not fit the config from {config_source}:"]
         if mismatched:
@@ -165,13 +227,14 @@ def read_by_table(config: BertConfig, heads: str, names: dict, get, name_of, tra
         if unknown:
             lines.append(f"  in the file but not in the model ({len(unknown)}): {unknown[:8]}")
         raise ValueError("\n".join(lines))
-    if nsp:
-        logging.warning("Not converted (this model has no next-sentence head): %s", nsp)
+    if foreign:
+        logging.warning("Not BERT's, skipped (%d tensors of %s, e.g. task heads): %s",
+                        len(foreign), where, foreign[:20])
     if skipped_head:
-        logging.warning("Not converted (--heads=encoder): %d masked-LM head tensors of %s",
+        logging.warning("Not converted (--heads=encoder): %d head tensors of %s",
                         len(skipped_head), where)
     logging.info("Read %d tensors from %s.", len(used), where)
-    return weights
+    return TableRead(weights, fresh)
 
 
 def resize_vocabulary(bundle: Bundle, keep_ids=None, add_tokens=None) -> Bundle:
@@ -218,7 +281,7 @@ def resize_vocabulary(bundle: Bundle, keep_ids=None, add_tokens=None) -> Bundle:
         size += len(add_tokens)
     config = dataclasses.replace(bundle.config, vocab_size=size)
     logging.info("Vocabulary resized: %d → %d tokens.", bundle.config.vocab_size, size)
-    return Bundle(config, weights, vocab, bundle.source)
+    return dataclasses.replace(bundle, config=config, weights=weights, vocab=vocab)
 
 
 def untabled(bundle: Bundle) -> list:

@@ -61,20 +61,28 @@ def read(path: str, config: BertConfig | None = None, config_source: str = "",
         config = BertConfig.from_json(config_source)
     reader = tf.train.load_checkpoint(prefix)
     names = reader.get_variable_to_shape_map()
-    weights = read_by_table(
-        config, heads, names, reader.get_tensor, lambda e: e.google, lambda e: False,
-        where=prefix, ignorable=checkpoint_names.is_google_ignorable,
-        nsp_prefix=checkpoint_names.GOOGLE_NSP_PREFIX, config_source=config_source)
+    table = read_by_table(
+        config, heads, names, reader.get_tensor, lambda e: e.google,
+        lambda e: e.google_transpose, where=prefix,
+        ignorable=checkpoint_names.is_google_ignorable,
+        is_bert_name=lambda n: n.startswith("bert/"), config_source=config_source)
     vocab = vocab_lib.read(vocab_path) if vocab_path else vocab_lib.find(directory)
     if vocab is None:
         logging.warning("No vocab.txt beside %s: the output will have no vocabulary.", prefix)
-    return Bundle(config, weights, vocab, prefix)
+    return Bundle(config, table.weights, vocab, prefix, table.fresh)
 
 
 def google_config(config: BertConfig) -> dict:
-    """`bert_config.json` fields; Google's `gelu` is the tanh approximation."""
+    """`bert_config.json` fields. Google's code computes `gelu` as the tanh
+    approximation: our tanh names become `gelu`; an exact-GELU model is
+    written as `gelu` with a warning (Google's code will run it with tanh)."""
     fields = to_google_dict(config)
-    if fields["hidden_act"] == "gelu_new":
+    if fields["hidden_act"] == "gelu_exact":
+        logging.warning("hidden_act='gelu_exact': Google's bert_config.json has no exact GELU; "
+                        "written as 'gelu', which Google's code computes with the tanh "
+                        "approximation (outputs move slightly; max |Δ| of the two GELUs "
+                        "≈ 5e-4).")
+    if fields["hidden_act"] != "relu":
         fields["hidden_act"] = "gelu"
     return fields
 
@@ -83,18 +91,21 @@ def write(directory: str, bundle: Bundle) -> str:
     """Writes `bert_model.ckpt`, `checkpoint`, `bert_config.json` and the
     vocabulary (`vocab.txt`; a SentencePiece model is copied too). Returns
     the checkpoint prefix. Untabled variables are skipped (the caller reports them)."""
-    os.makedirs(directory, exist_ok=True)
+    tf.io.gfile.makedirs(directory)
     names, tensors = [], []
-    for path, value in bundle.weights.items():
-        entry = checkpoint_names.lookup(path)
-        if entry is not None:
-            names.append(entry.google)
-            tensors.append(tf.constant(value))
+    for entry, value in bundle.exported().values():
+        names.append(entry.google)
+        tensors.append(tf.constant(value.T.copy() if entry.google_transpose else value))
     prefix = os.path.join(directory, CHECKPOINT_NAME)
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
                       tensors=tensors)
-    tf.compat.v1.train.update_checkpoint_state(directory, CHECKPOINT_NAME)
-    with open(os.path.join(directory, "bert_config.json"), "w", encoding="utf-8") as f:
+    # The state file names the checkpoint by its basename, which
+    # tf.train.latest_checkpoint resolves against the directory wherever it is
+    # (update_checkpoint_state wrote "../../bert_model.ckpt" for output=a/b).
+    with tf.io.gfile.GFile(os.path.join(directory, "checkpoint"), "w") as f:
+        f.write(f'model_checkpoint_path: "{CHECKPOINT_NAME}"\n'
+                f'all_model_checkpoint_paths: "{CHECKPOINT_NAME}"\n')
+    with tf.io.gfile.GFile(os.path.join(directory, "bert_config.json"), "w") as f:
         json.dump(google_config(bundle.config), f, indent=2, sort_keys=True)
         f.write("\n")
     if bundle.vocab is not None:

@@ -43,9 +43,9 @@ def _vocab_file(tmp_path, size):
     return str(path)
 
 
-def _bundle(config, head=True, seed=0, vocab=None):
+def _bundle(config, head=True, seed=0, vocab=None, nsp=False):
     from pretraining.formats import vocab as vocab_lib
-    weights = _random_weights(build_model(config, head), seed)
+    weights = _random_weights(build_model(config, head, nsp), seed)
     return Bundle(config, weights, vocab_lib.read(vocab) if vocab else None, "test")
 
 
@@ -61,7 +61,7 @@ def _batch(config, batch=2, seq=12, seed=3):
 
 # ------------------------------------------------------------------ the table
 def test_table_names_every_weight_once(config):
-    paths = [v.path for v in build_model(config, head=True).weights]
+    paths = [v.path for v in build_model(config, head=True, nsp=True).weights]
     entries = [checkpoint_names.lookup(p) for p in paths]
     assert all(entries), [p for p, e in zip(paths, entries) if e is None]
     assert len({e.google for e in entries}) == len({e.hf for e in entries}) == len(paths)
@@ -70,17 +70,23 @@ def test_table_names_every_weight_once(config):
     assert query.hf == "bert.encoder.layer.1.attention.self.query.weight"
     assert query.hf_transpose
     assert checkpoint_names.lookup("bert/layer_0/output_layer_norm/gamma_dense/kernel") is None
+    nsp = checkpoint_names.lookup("nsp/kernel")
+    assert (nsp.google, nsp.hf) == ("cls/seq_relationship/output_weights",
+                                    "cls.seq_relationship.weight")
+    assert nsp.google_transpose and nsp.hf_transpose and not query.google_transpose
 
 
 # ------------------------------------------------------------- round trips
 @pytest.mark.parametrize("fmt", ["google", "hf", "native"])
-@pytest.mark.parametrize("heads", ["all", "encoder"])
+@pytest.mark.parametrize("heads", ["all", "encoder", "nsp"])
 def test_round_trip_is_bit_identical(config, tmp_path, fmt, heads):
+    if heads == "nsp" and fmt == "native":
+        pytest.skip("native NSP output: pretraining/formats/native.py builds no NSP head yet")
     vocab = _vocab_file(tmp_path, config.vocab_size)
-    bundle = _bundle(config, head=heads == "all", vocab=vocab)
+    bundle = _bundle(config, head=heads != "encoder", vocab=vocab, nsp=heads == "nsp")
     out = str(tmp_path / fmt)
     result = convert.save(bundle, out, fmt)
-    assert result.head == (heads == "all") and result.not_representable == []
+    assert result.head == (heads != "encoder") and result.not_representable == []
     back = convert.load(out, fmt)
     assert back.config == config
     assert list(back.weights) == list(bundle.weights)
@@ -101,6 +107,23 @@ def test_google_output_has_google_names_and_shapes(config, tmp_path):
     from pretraining.config import GOOGLE_FIELDS
     assert sorted(written) == sorted(GOOGLE_FIELDS) and written["hidden_size"] == 32
     assert (tmp_path / "g" / "vocab.txt").read_text().split("\n")[2] == "[CLS]"
+
+
+def test_relative_google_output_is_found(config, tmp_path, monkeypatch):
+    """`checkpoint` names the prefix by its basename, so tf.train.latest_checkpoint
+    finds it from the relative path, the absolute path and another directory."""
+    monkeypatch.chdir(tmp_path)
+    prefix = convert.save(_bundle(config), "out/g", "google").output
+    assert tf.train.latest_checkpoint("out/g") == prefix == "out/g/bert_model.ckpt"
+    assert 'model_checkpoint_path: "bert_model.ckpt"' in (tmp_path / "out/g/checkpoint"
+                                                           ).read_text()
+    monkeypatch.chdir(tmp_path / "out")
+    assert tf.train.latest_checkpoint("g") == "g/bert_model.ckpt"
+    assert tf.train.latest_checkpoint(str(tmp_path / "out/g")) == str(
+        tmp_path / "out/g/bert_model.ckpt")
+    convert.save(_bundle(config), str(tmp_path / "abs"), "google")
+    assert tf.train.latest_checkpoint(str(tmp_path / "abs")) == str(
+        tmp_path / "abs/bert_model.ckpt")
 
 
 def test_keras_file_round_trip(config, tmp_path):
@@ -148,7 +171,7 @@ def _write_google_checkpoint(directory, config, extra=None, seed=5, skip=()):
         arrays[name] = value + (1.0 if name.endswith("gamma") else 0.0)
     h = config.hidden_size
     arrays["cls/seq_relationship/output_weights"] = rng.normal(size=(2, h)).astype("float32")
-    arrays["cls/seq_relationship/output_bias"] = np.zeros(2, "float32")
+    arrays["cls/seq_relationship/output_bias"] = rng.normal(size=2).astype("float32")
     for name in [n for n in arrays if n.startswith("bert/encoder/layer_0/")]:
         arrays[name + "/adam_m"] = np.zeros_like(arrays[name])
         arrays[name + "/adam_v"] = np.zeros_like(arrays[name])
@@ -169,7 +192,7 @@ def _write_google_checkpoint(directory, config, extra=None, seed=5, skip=()):
 def test_google_checkpoint_matches_numpy_bert(config, tmp_path, caplog):
     g = _write_google_checkpoint(str(tmp_path / "google"), config)
     bundle = convert.load(str(tmp_path / "google" / "bert_model.ckpt"), "google")
-    assert "cls/seq_relationship/output_bias" in caplog.text  # reported, not loaded
+    assert bundle.has_nsp and "adam_m" not in caplog.text
     model = convert.to_keras(bundle)
     batch = _batch(config)
     ours = np.asarray(model.encoder(batch)["sequence_output"])
@@ -197,6 +220,13 @@ def test_google_checkpoint_matches_numpy_bert(config, tmp_path, caplog):
     np.testing.assert_allclose(ours[valid], x[valid], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(
         model.masked_lm.output_bias.numpy(), g["cls/predictions/output_bias"])
+    # NSP as Google's run_pretraining.py computes it: pooled @ output_weights^T + bias.
+    pooled = np.tanh(x[:, 0] @ f64("bert/pooler/dense/kernel") + f64("bert/pooler/dense/bias"))
+    nsp = pooled @ f64("cls/seq_relationship/output_weights").T + f64(
+        "cls/seq_relationship/output_bias")
+    positions = np.zeros((2, 1), "int32")
+    ours_nsp = np.asarray(model({**batch, "masked_lm_positions": positions})["nsp_logits"])
+    np.testing.assert_allclose(ours_nsp, nsp, rtol=1e-5, atol=1e-5)
 
 
 def test_google_checkpoint_without_head(config, tmp_path, caplog):
@@ -237,7 +267,7 @@ def test_missing_files_and_unknown_formats(config, tmp_path):
         convert.load(str(tmp_path), "onnx")
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match=r"No model.safetensors in .*hf"):
+    with pytest.raises(ValueError, match=r"No model.safetensors \(or pytorch_model.bin\) in .*hf"):
         convert.load(str(tmp_path / "hf"), "hf")
     _write_google_checkpoint(str(tmp_path / "g"), config)
     os.remove(tmp_path / "g" / "bert_config.json")
