@@ -60,8 +60,8 @@ def load(path: str, input_format: str, config_path: str = "", heads: str = "all"
     Args:
         path: input file, prefix or directory.
         input_format: `google`, `hf` or `native`.
-        config_path: str. A `bert_config.json` to use instead of the one
-            found beside the input.
+        config_path: str. A Google `bert_config.json` or a Hugging Face
+            `config.json` to use instead of the one found beside the input.
         heads: `all` (the masked-LM head when the input has one) or `encoder`.
         ema: bool. Native checkpoints: the EMA averages instead of the raw weights.
         vocab_path: str. Vocabulary file instead of the one found beside the input.
@@ -73,7 +73,7 @@ def load(path: str, input_format: str, config_path: str = "", heads: str = "all"
                          f"input_format='native'. Received: input_format={input_format!r}")
     if not path or not (os.path.exists(path) or os.path.exists(path + ".index")):
         raise ValueError(f"Input not found: {path!r}")
-    config = BertConfig.from_json(config_path) if config_path else None
+    config = huggingface.read_config(config_path, input_format) if config_path else None
     if input_format == "google":
         return google.read(path, config, config_path, heads, vocab_path)
     if input_format == "hf":
@@ -123,8 +123,9 @@ def save(bundle: Bundle, path: str, output_format: str) -> ConversionResult:
 
 
 def to_keras(bundle: Bundle):
-    """The bundle as a Keras model: `BertPretrainer` with a head, else `BertEncoder`."""
-    model = build_model(bundle.config, head=bundle.has_head)
+    """The bundle as a Keras model: `BertPretrainer` with a head (and NSP when
+    the bundle has it), else `BertEncoder`."""
+    model = build_model(bundle.config, head=bundle.has_head, nsp=bundle.has_nsp)
     assign(model, bundle.weights, bundle.source)
     return model
 
@@ -153,7 +154,8 @@ flags.DEFINE_string("input_format", None, f"One of {FORMATS}.")
 flags.DEFINE_string("output", None, "Output: directory (google, hf, native checkpoint) or "
                     "a .keras file (native).")
 flags.DEFINE_string("output_format", None, f"One of {FORMATS}.")
-flags.DEFINE_string("config", "", "bert_config.json to use instead of the input's own.")
+flags.DEFINE_string("config", "", "bert_config.json (Google) or config.json (Hugging Face) "
+                    "to use instead of the input's own.")
 flags.DEFINE_string("heads", "all", "all: encoder + masked-LM head (when the input has one); "
                     "encoder: the encoder only.")
 flags.DEFINE_bool("ema", False, "Native input: take the EMA averages, not the raw weights.")
