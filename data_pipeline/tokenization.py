@@ -286,7 +286,7 @@ class SentencePieceTokenizer:
         return self._sp.decode([int(i) for i in ids])
 
 
-def load_tokenizer(path: str, *, do_lower_case: bool = True,
+def load_tokenizer(path: str, *, do_lower_case: bool | None = None,
                    strip_accents: bool | None = None, segmenter=None):
     """Opens a tokenizer by file kind: `.model` -> SentencePiece, any other
     file (a BERT `vocab.txt`) -> WordPiece.
@@ -294,7 +294,8 @@ def load_tokenizer(path: str, *, do_lower_case: bool = True,
     Args:
         path: str. Tokenizer file.
         do_lower_case, strip_accents, segmenter: WordPiece options (see
-            `wordpiece.WordPieceTokenizer`); ignored for SentencePiece.
+            `wordpiece.WordPieceTokenizer`; `do_lower_case=None` decides from
+            the vocabulary); ignored for SentencePiece.
 
     Returns:
         A tokenizer with `kind`, `vocab_size`, `layout`, `sha256`, `options`,

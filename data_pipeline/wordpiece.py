@@ -5,6 +5,11 @@ characters, put spaces around CJK characters (one token per character),
 optionally lower-case and strip accents, split off punctuation. Then greedy
 longest-match-first WordPiece with `##` continuation pieces.
 
+Casing: unless `do_lower_case` is given, it is read from a
+`tokenizer_config.json` beside `vocab.txt`, else decided from the
+vocabulary (a word piece with an upper-case letter → cased), and logged; the
+first batch encoded warns when more than 5% of its tokens are `[UNK]`.
+
 Word starts: a token starts a word unless it is a `##` piece. With a Chinese
 `segmenter` (any callable str -> list of words, e.g. `jieba.lcut`), the
 second and later characters of a multi-character CJK word are continuations,
@@ -12,12 +17,14 @@ so whole-word masking masks Chinese words as units.
 """
 
 import hashlib
+import json
 import os
 import re
 import unicodedata
 from typing import Callable
 
 import numpy as np
+from absl import logging
 
 from data_pipeline import vocab_layout
 
@@ -28,6 +35,7 @@ _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF),
                (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 _MAX_CHARS_PER_WORD = 200
 _CACHE_LIMIT = 200_000
+UNK_WARNING_FRACTION = 0.05
 
 
 def is_cjk(char: str) -> bool:
@@ -121,12 +129,43 @@ def load_vocab(vocab_file: str) -> dict[str, int]:
     return vocab
 
 
+def infer_do_lower_case(vocab_file: str, pieces) -> tuple[bool, str]:
+    """Whether a WordPiece vocabulary is uncased, and why.
+
+    `do_lower_case` of a `tokenizer_config.json` beside the file wins;
+    otherwise a vocabulary with any upper-case word piece (special tokens
+    such as `[CLS]` aside) is cased.
+
+    Returns:
+        (do_lower_case, the reason, for the log).
+    """
+    config = os.path.join(os.path.dirname(os.path.abspath(vocab_file)),
+                          "tokenizer_config.json")
+    if os.path.isfile(config):
+        try:
+            with open(config, encoding="utf-8") as f:
+                value = json.load(f).get("do_lower_case")
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, bool):
+            return value, f"do_lower_case={value} in {config}"
+    upper = [p for p in pieces if not _SPECIAL.match(p)
+             and any(c.isupper() for c in p)]
+    if upper:
+        return False, (f"cased vocabulary: {len(upper)} word pieces with "
+                       f"upper-case letters, e.g. {upper[:3]}")
+    return True, "uncased vocabulary: no word piece has an upper-case letter"
+
+
 class WordPieceTokenizer:
     """BERT WordPiece tokenizer over an existing `vocab.txt`.
 
     Args:
         vocab_file: str. One token per line; line number = id.
-        do_lower_case: bool. Lower-case before WordPiece. Defaults to True.
+        do_lower_case: bool | None. Lower-case before WordPiece. None decides
+            from a `tokenizer_config.json` beside the file, else from the
+            vocabulary (upper-case pieces → cased), and logs the choice.
+            Defaults to None.
         strip_accents: bool | None. None follows `do_lower_case`.
         segmenter: Callable[[str], list[str]] | None. Chinese word segmenter
             used for whole-word starts. Defaults to None (every CJK character
@@ -139,10 +178,15 @@ class WordPieceTokenizer:
 
     kind = "wordpiece"
 
-    def __init__(self, vocab_file: str, do_lower_case: bool = True,
+    def __init__(self, vocab_file: str, do_lower_case: bool | None = None,
                  strip_accents: bool | None = None,
                  segmenter: Callable[[str], list] | None = None):
         self.vocab = load_vocab(vocab_file)
+        if do_lower_case is None:
+            do_lower_case, why = infer_do_lower_case(vocab_file, self.vocab)
+            logging.info("%s: do_lower_case=%s (%s; pass --do_lower_case or "
+                         "--nodo_lower_case to choose).", vocab_file,
+                         do_lower_case, why)
         self.model_path = vocab_file
         with open(vocab_file, "rb") as f:
             self.sha256 = hashlib.sha256(f.read()).hexdigest()
@@ -163,6 +207,7 @@ class WordPieceTokenizer:
             [bool(_SPECIAL.match(p)) for p in self.pieces], special)
         self.unk_id = special["unk"]
         self._cache = {}
+        self._unk_checked = False
 
     def _wordpiece(self, word: str) -> list[int]:
         ids = self._cache.get(word)
@@ -225,7 +270,25 @@ class WordPieceTokenizer:
     def encode_with_starts(self, texts) -> tuple[list, list]:
         """Returns (ids per text, word-start flags per text)."""
         out = [self._encode_one(t) for t in texts]
-        return [o[0] for o in out], [o[1] for o in out]
+        ids = [o[0] for o in out]
+        if not self._unk_checked:
+            self._check_unknown(ids)
+        return ids, [o[1] for o in out]
+
+    def _check_unknown(self, ids: list) -> None:
+        """Warns once when the first batch is more than 5% `[UNK]` (a cased
+        vocabulary read with lower-casing, or the wrong vocabulary)."""
+        total = sum(len(i) for i in ids)
+        if not total:
+            return
+        self._unk_checked = True
+        unknown = sum(t == self.unk_id for i in ids for t in i)
+        if unknown > UNK_WARNING_FRACTION * total:
+            logging.warning(
+                "%.1f%% of the tokens of the first batch are [UNK] (%d of %d) "
+                "with %s, do_lower_case=%s: check the vocabulary and "
+                "--do_lower_case.", 100 * unknown / total, unknown, total,
+                self.model_path, self.do_lower_case)
 
     def id_to_piece(self, token_id: int) -> str:
         """Returns the vocabulary string of `token_id`."""

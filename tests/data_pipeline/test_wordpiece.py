@@ -73,10 +73,11 @@ def test_chinese_whole_word_masking_with_stub_segmenter(vocab_file):
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(50):
-        m = masking.mask_tokens(tokens, ws, rng, vocab_size=tok.vocab_size,
-                                max_predictions_per_seq=4, masked_lm_prob=0.5,
-                                layout=tok.layout)
-        positions = tuple(m.masked_lm_positions[:m.num_predictions].tolist())
+        m = masking.mask_batch(tokens[None], [len(tokens)], ws[None], rng,
+                               max_predictions_per_seq=4, masked_lm_prob=0.5,
+                               layout=tok.layout)
+        k = int(m.num_predictions[0])
+        positions = tuple(m.masked_lm_positions[0, :k].tolist())
         assert positions in ((1, 2), (3, 4))
         seen.add(positions)
     assert len(seen) == 2
@@ -116,3 +117,45 @@ def test_build_with_wordpiece(vocab_file, tmp_path):
     ids = batch["input_ids"].numpy()
     assert (ids[:, 0] == 4).all()  # [CLS] from the vocab
     assert not np.isin(ids, [1, 2]).any()  # never a reserved id
+
+
+CASED = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "The", "the", "Cat",
+         "cat", "sat", "Paris", ".", "##s"]
+
+
+def test_cased_vocabulary_is_read_cased(tmp_path, caplog):
+    """A cased vocabulary (upper-case pieces) is not lower-cased unless asked;
+    a tokenizer_config.json beside it decides first; the choice is logged."""
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(CASED) + "\n", encoding="utf-8")
+    with caplog.at_level("INFO"):
+        tok = wordpiece.WordPieceTokenizer(str(path))
+    assert tok.do_lower_case is False and "do_lower_case=False (cased" in caplog.text
+    assert tok.tokenize("The Cats sat in Paris.") == [
+        "The", "Cat", "##s", "sat", "[UNK]", "Paris", "."]
+    # Forced lower-casing maps the capitalised words to other pieces or [UNK].
+    lower = wordpiece.WordPieceTokenizer(str(path), do_lower_case=True)
+    assert lower.tokenize("The Paris") == ["the", "[UNK]"]
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+    assert wordpiece.WordPieceTokenizer(str(path)).do_lower_case is True
+    # An uncased vocabulary (no upper-case piece) stays uncased.
+    uncased = tmp_path / "u" / "vocab.txt"
+    uncased.parent.mkdir()
+    uncased.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    assert wordpiece.WordPieceTokenizer(str(uncased)).do_lower_case is True
+
+
+def test_many_unknown_tokens_warn_once(tmp_path, caplog):
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(CASED) + "\n", encoding="utf-8")
+    tok = wordpiece.WordPieceTokenizer(str(path), do_lower_case=True)
+    tok.encode_with_starts(["The cat sat.", "Paris"])  # 1 [UNK] of 5 tokens: 20%
+    tok.encode_with_starts(["Paris Paris"])
+    warnings = [r.getMessage() for r in caplog.records if "[UNK]" in r.getMessage()]
+    assert warnings == [
+        f"20.0% of the tokens of the first batch are [UNK] (1 of 5) with {path}, "
+        "do_lower_case=True: check the vocabulary and --do_lower_case."]
+    caplog.clear()
+    cased = wordpiece.WordPieceTokenizer(str(path))
+    cased.encode_with_starts(["The cat sat.", "Paris"] * 10)  # no [UNK]
+    assert "[UNK]" not in caplog.text
