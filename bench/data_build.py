@@ -131,7 +131,7 @@ def prepare(workdir, mb, vocab_size):
     """Corpus files and SentencePiece model in `workdir` (made if missing)."""
     sys.path.insert(0, ROOT)
     import numpy as np
-    from data_pipeline import corpus, sample_corpus, tokenization
+    from data_pipeline import corpus, sample_corpus, sources, tokenization
     os.makedirs(workdir, exist_ok=True)
     distinct = os.path.join(workdir, "distinct.txt")
     if not os.path.exists(distinct):
@@ -149,7 +149,7 @@ def prepare(workdir, mb, vocab_size):
                 if sentences:
                     docs.append(sentences)
         corpus.write_documents(docs, distinct)
-    docs = list(corpus.read_documents(distinct))
+    docs = list(sources.read_documents(distinct, sources.SourceConfig()))
     paths = {}
     for name, size in (("full", mb), ("half", mb / 2)):
         path = os.path.join(workdir, f"corpus_{size:g}mb.txt")

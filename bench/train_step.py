@@ -74,6 +74,7 @@ def write_records(directory, c, num_examples, seed=0, masking="static", num_shar
     special = {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103}
     lengths = features.feature_lengths("mlm", masking, S, P)
     rng = np.random.default_rng(seed)
+    rows = []
     with records.ShardWriter(directory, num_shards) as writer:
         for _ in range(num_examples):
             ids = rng.integers(1000, V, S)
@@ -90,7 +91,10 @@ def write_records(directory, c, num_examples, seed=0, masking="static", num_shar
                 cols["input_ids"] = ids
             else:
                 cols["word_starts"] = (rng.random(S) < 0.8).astype(np.int64)
-            writer.write(records.serialize_columns(cols, lengths))
+            rows.append(cols)
+        writer.write_many(list(records.serialize_batch(
+            {name: np.stack([row[name] for row in rows]) for name in lengths},
+            lengths)))
         files, counts = writer.close()
     features.Manifest(
         task="mlm", max_seq_length=S, max_predictions_per_seq=P, masking=masking,

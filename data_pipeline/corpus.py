@@ -40,23 +40,6 @@ def list_files(patterns: str | list[str]) -> list[str]:
     return sorted(files)
 
 
-def read_documents(patterns: str | list[str]) -> Iterator[list[str]]:
-    """Streams documents (lists of sentences) from corpus files.
-
-    Files are read in sorted order, line by line; a document never spans two
-    files.
-
-    Args:
-        patterns: str | list[str]. Globs, as for `list_files`.
-
-    Yields:
-        Each document as a non-empty list of sentence strings.
-    """
-    for path in list_files(patterns):
-        with open(path, encoding="utf-8") as f:
-            yield from documents_from_lines(f)
-
-
 def documents_from_lines(lines: Iterable[str]) -> Iterator[list[str]]:
     """Groups lines into documents: one sentence a line, blank lines between."""
     document = []

@@ -1,7 +1,9 @@
 """Masked-LM masking in tf.data, drawn per batch from a seed.
 
-Same semantics and output features as `masking.mask_tokens`: eligible tokens
-are the non-special ones; `num_to_predict = min(P, max(1, round(n * rate)))`;
+Same semantics and output features as static masking (`masking`): eligible
+tokens are the non-special ones; `num_to_predict = min(P, max(1, round(n *
+rate)))` (the product in float32, rounded half to even: static masking's
+float64 product rounds the other way for a few n, e.g. 190 * 0.15);
 whole-word groups are taken in a random order, a group that would overshoot
 is skipped; chosen tokens become [MASK] (80%), a random non-special id (10%)
 or stay (10%); positions sorted, zero padded to P.

@@ -91,6 +91,27 @@ def feature_lengths(task: str, masking: str, max_seq_length: int,
     return out
 
 
+def zero_record(lengths: dict) -> bytes:
+    """The all-zero record of a layout (`feature_lengths`): padding that
+    counts for nothing (zero `input_mask` and `masked_lm_weights`), every
+    value one byte (the smallest record of the layout).
+
+    Args:
+        lengths: dict. name -> (length, "int"|"float").
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    feature = {}
+    for name, (length, kind) in lengths.items():
+        if kind == "float":
+            feature[name] = tf.train.Feature(
+                float_list=tf.train.FloatList(value=[0.0] * length))
+        else:
+            feature[name] = tf.train.Feature(
+                int64_list=tf.train.Int64List(value=[0] * length))
+    return tf.train.Example(features=tf.train.Features(
+        feature=feature)).SerializeToString(deterministic=True)
+
+
 def feature_spec(manifest: "Manifest") -> dict:
     """`tf.io.parse_example` spec of the records a manifest describes."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -20,14 +20,13 @@ import tensorflow as tf
 from data_pipeline import dynamic_masking
 from data_pipeline import features
 from data_pipeline import integrity
-from data_pipeline import records
 from data_pipeline import vocab_layout
 
 _MAX_CYCLE_LENGTH = 8
 # Records taken from one file in a row by the interleave, and the unit of the
 # record shuffle: runs of 16 records are batched, the chunks shuffled, then
 # rebatched to the batch size. The build already shuffled the records of each
-# shard (`records.SplitWriter`, a 100,000-record buffer; Google's tool
+# shard (the builder's 100,000-record shuffle buffer; Google's tool
 # shuffles all its instances and its trainer then shuffles 100 records), so a
 # chunk is a random set of records; what stays fixed across epochs is which
 # 16 records share a batch (as with fairseq's fixed batches), while the order
@@ -196,7 +195,7 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
         num_batches = -(-largest // batch_size)
         padding = num_batches * batch_size - local
         if padding:
-            zero = records.zero_record(features.feature_lengths(
+            zero = features.zero_record(features.feature_lengths(
                 manifest.task, manifest.masking, manifest.max_seq_length,
                 manifest.max_predictions_per_seq, manifest.next_sentence))
             ds = ds.concatenate(

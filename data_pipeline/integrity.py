@@ -7,7 +7,7 @@ Three costs, three functions:
     find_bad_record(data_dir)       # after a TF error: which shard, which record
 
 `check_shards` only stats files: a record of a layout takes at least the
-bytes of its all-zero record (`records.zero_record`: every varint one byte)
+bytes of its all-zero record (`features.zero_record`: every varint one byte)
 plus TFRecord's 16 bytes of framing, so an uncompressed shard smaller than
 `count * (16 + len(zero_record))` cannot hold its count. `verify_split` reads
 and parses every record (the spec of `features.feature_spec`, so missing or
@@ -22,7 +22,6 @@ import dataclasses
 import os
 
 from data_pipeline import features
-from data_pipeline import records
 
 # TFRecord framing: uint64 length, uint32 length CRC, data, uint32 data CRC.
 _FRAMING_BYTES = 16
@@ -67,7 +66,7 @@ def _lengths(manifest: features.Manifest) -> dict:
 def min_record_bytes(manifest: features.Manifest) -> int:
     """Smallest possible size on disk of one uncompressed record of the
     manifest's layout, framing included."""
-    return _FRAMING_BYTES + len(records.zero_record(_lengths(manifest)))
+    return _FRAMING_BYTES + len(features.zero_record(_lengths(manifest)))
 
 
 def shard_paths(data_dir: str, manifest: features.Manifest) -> list[str]:

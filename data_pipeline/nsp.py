@@ -6,23 +6,30 @@ chunk holds one sentence), a random span of another document
 (`is_random_next`, label 1), else the sentences that follow A (label 0).
 Without `random_next` (seq2seq spans), B always follows A. A document's
 target length is L - 3, or with `short_seq_prob` uniform in [2, L - 3].
+A (source, target) document (seq2seq pairs) is one pair, truncated to fit.
 """
 
 import dataclasses
 
 import numpy as np
 
-from data_pipeline import instances as instances_lib
-
 
 @dataclasses.dataclass(frozen=True)
-class PairInstance(instances_lib.Instance):
-    """An Instance whose B segment may be random.
+class PairInstance:
+    """One `[CLS] A [SEP] B [SEP]` sequence.
 
     Args:
-        is_random_next: bool. B comes from another document.
+        tokens: np.ndarray. int32 `[n]`, n <= max_seq_length.
+        word_starts: np.ndarray. bool `[n]`; True where a token starts a
+            word ([CLS], [SEP] and the first token of A and of B always do).
+        segment_ids: np.ndarray. int32 `[n]`: 0 up to the first [SEP], then 1.
+        is_random_next: bool. B comes from another document. Defaults to
+            False.
     """
 
+    tokens: np.ndarray
+    word_starts: np.ndarray
+    segment_ids: np.ndarray
     is_random_next: bool = False
 
 
@@ -50,7 +57,7 @@ def _concat(segments):
             np.concatenate([s[1] for s in segments]).astype(bool))
 
 
-def pair_instance(a, b, cls_id, sep_id, is_random_next=False) -> PairInstance:
+def _pair_instance(a, b, cls_id, sep_id, is_random_next=False) -> PairInstance:
     """`[CLS] a [SEP] b [SEP]` from (ids, starts) tuples."""
     one = np.ones(1, bool)
     tokens = np.concatenate([[cls_id], a[0], [sep_id], b[0], [sep_id]])
@@ -78,7 +85,9 @@ def create_pair_instances(documents: list, doc_index: int,
         rng: np.random.Generator. Every random choice.
         max_seq_length: int. L (>= 5).
         short_seq_prob: float. Probability of a shorter target length.
+            Defaults to 0.1.
         random_next: bool. NSP (True) or consecutive spans only (False).
+            Defaults to True.
         cls_id, sep_id: int. Special ids.
     """
     document = [s for s in documents[doc_index] if len(s[0])]
@@ -116,7 +125,30 @@ def create_pair_instances(documents: list, doc_index: int,
                     a, b = (a[0][:cut], a[1][:cut]), (a[0][cut:], a[1][cut:])
             a, b = _truncate_pair(a, b, max_num_tokens, rng)
             if len(a[0]) and len(b[0]):
-                out.append(pair_instance(a, b, cls_id, sep_id, is_random))
+                out.append(_pair_instance(a, b, cls_id, sep_id, is_random))
             chunk, length = [], 0
         i += 1
     return out
+
+
+def source_target_instance(document: list, rng: np.random.Generator, *,
+                           max_seq_length: int, cls_id: int,
+                           sep_id: int) -> PairInstance | None:
+    """`[CLS] source [SEP] target [SEP]` of a (source, target) document,
+    the longer side cut at random ends until both fit L (Google's
+    truncate_seq_pair).
+
+    Args:
+        document: list. Two (ids, starts) tuples: source and target.
+        rng: np.random.Generator. Draws the truncation.
+        max_seq_length: int. L.
+        cls_id, sep_id: int. Special ids.
+
+    Returns:
+        The instance, or None when the source or the target has no token.
+    """
+    source, target = _truncate_pair(document[0], document[1],
+                                    max_seq_length - 3, rng)
+    if not len(source[0]) or not len(target[0]):
+        return None
+    return _pair_instance(source, target, cls_id, sep_id)

@@ -13,95 +13,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline import masking
-
 
 def shard_name(index: int, num_shards: int, compression: str = "") -> str:
     """Returns `shard-00000-of-00004.tfrecord` (`.gz` added for GZIP)."""
     suffix = ".tfrecord.gz" if compression == "GZIP" else ".tfrecord"
     return f"shard-{index:05d}-of-{num_shards:05d}{suffix}"
-
-
-def _int64(values) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-
-def _padded(values, length: int) -> np.ndarray:
-    out = np.zeros(length, np.int64)
-    out[:len(values)] = values
-    return out
-
-
-def serialize_example(masked: masking.MaskedInstance, segment_ids, *,
-                      max_seq_length: int, max_predictions_per_seq: int,
-                      next_sentence_label: int | None = None) -> bytes:
-    """Serialises one masked instance in Google's MLM record layout.
-
-    Args:
-        masked: masking.MaskedInstance. The sequence and its targets.
-        segment_ids: int array-like `[n]`, matching `masked.input_ids`.
-        max_seq_length: int. L; sequence features are zero padded to it.
-        max_predictions_per_seq: int. P; `masked_lm_*` length.
-        next_sentence_label: int | None. Adds `next_sentence_labels` if set.
-
-    Returns:
-        The serialised `tf.train.Example`.
-    """
-    columns = _columns(masked, segment_ids, max_seq_length,
-                       max_predictions_per_seq, next_sentence_label)
-    return serialize_columns(columns, {
-        name: (len(values), "float" if name == "masked_lm_weights" else "int")
-        for name, values in columns.items()})
-
-
-def example_proto(masked: masking.MaskedInstance, segment_ids, *,
-                  max_seq_length: int, max_predictions_per_seq: int,
-                  next_sentence_label: int | None = None) -> tf.train.Example:
-    """Builds the `tf.train.Example` that `serialize_example` serialises.
-
-    Args:
-        masked: masking.MaskedInstance. The sequence and its targets.
-        segment_ids: int array-like `[n]`, matching `masked.input_ids`.
-        max_seq_length: int. L; sequence features are zero padded to it.
-        max_predictions_per_seq: int. P; `masked_lm_*` length.
-        next_sentence_label: int | None. Adds `next_sentence_labels` if set.
-    """
-    columns = _columns(masked, segment_ids, max_seq_length,
-                       max_predictions_per_seq, next_sentence_label)
-    feature = {}
-    for name, values in columns.items():
-        if name == "masked_lm_weights":
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(
-                value=values.tolist()))
-        else:
-            feature[name] = _int64(values.tolist())
-    return tf.train.Example(features=tf.train.Features(feature=feature))
-
-
-def _columns(masked, segment_ids, max_seq_length, max_predictions_per_seq,
-             next_sentence_label) -> dict:
-    n = len(masked.input_ids)
-    if n > max_seq_length:
-        raise ValueError(f"Instance of length {n} exceeds max_seq_length="
-                         f"{max_seq_length}.")
-    if len(masked.masked_lm_ids) != max_predictions_per_seq:
-        raise ValueError(f"Instance has {len(masked.masked_lm_ids)} prediction "
-                         f"slots; expected max_predictions_per_seq="
-                         f"{max_predictions_per_seq}.")
-    mask = np.zeros(max_seq_length, np.int64)
-    mask[:n] = 1
-    columns = {
-        "input_ids": _padded(masked.input_ids, max_seq_length),
-        "input_mask": mask,
-        "segment_ids": _padded(np.asarray(segment_ids), max_seq_length),
-        "masked_lm_positions": np.asarray(masked.masked_lm_positions, np.int64),
-        "masked_lm_ids": np.asarray(masked.masked_lm_ids, np.int64),
-        "masked_lm_weights": np.asarray(masked.masked_lm_weights, np.float32),
-    }
-    if next_sentence_label is not None:
-        columns["next_sentence_labels"] = np.array([next_sentence_label],
-                                                   np.int64)
-    return columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,12 +33,6 @@ class RecordBatch:
 
     blob: bytes
     offsets: np.ndarray
-
-    @classmethod
-    def from_records(cls, records) -> "RecordBatch":
-        """Packs a list of serialised records."""
-        sizes = np.fromiter((len(r) for r in records), np.int64, len(records))
-        return cls(b"".join(records), np.concatenate([[0], np.cumsum(sizes)]))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -252,69 +162,6 @@ def serialize_batch(columns: dict, lengths: dict) -> RecordBatch:
                        np.concatenate([[0], np.cumsum(row_sizes)]))
 
 
-def pad_rows(rows: list[dict], lengths: dict) -> dict:
-    """Stacks per-record columns (1-D, possibly shorter) into zero-padded
-    `[len(rows), length]` arrays for `serialize_batch`.
-
-    Raises:
-        ValueError: a record's columns do not match the layout, or a column
-            is longer than its length.
-    """
-    out = {}
-    for name, (length, kind) in lengths.items():
-        out[name] = np.zeros((len(rows), length),
-                             np.float32 if kind == "float" else np.int64)
-    for i, row in enumerate(rows):
-        if set(row) != set(lengths):
-            raise ValueError(f"Record columns {sorted(row)} do not match the "
-                             f"layout {sorted(lengths)}.")
-        for name, values in row.items():
-            values = np.asarray(values)
-            if len(values) > lengths[name][0]:
-                raise ValueError(f"Feature {name!r} has {len(values)} values; "
-                                 f"the layout allows {lengths[name][0]}.")
-            out[name][i, :len(values)] = values
-    return out
-
-
-def serialize_columns(columns: dict, lengths: dict) -> bytes:
-    """Serialises zero-padded feature columns as one `tf.train.Example`.
-
-    Args:
-        columns: dict. name -> 1-D values (shorter values are zero padded).
-        lengths: dict. name -> (length, "int"|"float"), as
-            `features.feature_lengths` returns; names must match `columns`.
-
-    Raises:
-        ValueError: a column is missing, unknown or longer than its length.
-    """
-    return serialize_batch(pad_rows([columns], lengths), lengths).blob
-
-
-def zero_record(lengths: dict) -> bytes:
-    """An all-zero record of any layout (`features.feature_lengths`)."""
-    return serialize_columns({n: [] for n in lengths}, lengths)
-
-
-def zero_example(max_seq_length: int, max_predictions_per_seq: int,
-                 next_sentence: bool = False) -> bytes:
-    """An all-zero record (zero `masked_lm_weights`): padding that counts
-    for nothing.
-
-    Args:
-        max_seq_length: int. L.
-        max_predictions_per_seq: int. P.
-        next_sentence: bool. Include `next_sentence_labels`.
-    """
-    zeros = np.zeros(max_predictions_per_seq, np.int32)
-    empty = masking.MaskedInstance(np.zeros(0, np.int32), zeros, zeros,
-                                   zeros.astype(np.float32), 0)
-    return serialize_example(
-        empty, np.zeros(0, np.int32), max_seq_length=max_seq_length,
-        max_predictions_per_seq=max_predictions_per_seq,
-        next_sentence_label=0 if next_sentence else None)
-
-
 class ShardWriter:
     """Writes serialised records round-robin over `num_shards` files.
 
@@ -388,12 +235,15 @@ class ShardWriter:
 class SplitWriter:
     """Shuffles records through a bounded, seeded buffer into a ShardWriter.
 
-    Same records and seed give the same bytes in every shard.
+    Records enter the buffer one by one; whenever it holds `shuffle_buffer`
+    of them, one drawn uniformly (`rng.integers`) goes out to the next shard
+    in turn. `close` writes the rest in a `rng.permutation` order. Same
+    records and seed give the same bytes in every shard.
 
     Args:
         directory: str. An existing (temporary) directory.
         num_shards: int. Number of shard files.
-        compression: str. "" or "GZIP".
+        compression: str. "" or "GZIP". Defaults to "".
         shuffle_buffer: int. Records held for shuffling. Defaults to 100,000.
         seed: int | list[int]. Seed of the shuffle. Defaults to 0.
     """
@@ -410,19 +260,11 @@ class SplitWriter:
         self._buffer_size = shuffle_buffer
         self._writer = ShardWriter(directory, num_shards, compression)
 
-    def write(self, record: bytes) -> None:
-        """Adds a record; once the buffer is full, writes a random one out."""
-        self.count += 1
-        self._buffer.append(record)
-        if len(self._buffer) >= self._buffer_size:
-            i = int(self._rng.integers(len(self._buffer)))
-            self._buffer[i], self._buffer[-1] = self._buffer[-1], self._buffer[i]
-            self._writer.write(self._buffer.pop())
-
     def write_batch(self, records) -> None:
-        """Adds records (a RecordBatch or list), exactly as `write` one by one
-        would, with the random draws of a full buffer made in one call (a
-        Generator's draws do not depend on how they are grouped)."""
+        """Adds records (a RecordBatch or list) as if one by one, with the
+        draws of a full buffer made in one call (a Generator's draws do not
+        depend on how they are grouped). The record that entered a full
+        buffer is swapped in for the one drawn, which goes out."""
         records = list(records)
         self.count += len(records)
         buffer, last = self._buffer, self._buffer_size - 1

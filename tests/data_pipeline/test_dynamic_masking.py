@@ -10,6 +10,8 @@ from data_pipeline import dynamic_masking
 from data_pipeline import input as input_lib
 from data_pipeline import native
 from data_pipeline import vocab_layout
+from tests.data_pipeline import masking_reference
+from tests.data_pipeline import reference
 
 VOCAB, P, L, B = 1000, 20, 128, 500
 # A WordPiece-like layout: specials away from 0-4 and a reserved run.
@@ -30,20 +32,6 @@ def _batch(seed=0):
         ids[row, 1:n + 1][rng.random(n) < 0.02] = 100  # [UNK]
         starts[row, 1:n + 1] = rng.random(n) < 0.6
     return {"input_ids": tf.constant(ids), "word_starts": tf.constant(starts)}
-
-
-def _groups(tokens, ws):
-    groups, current = [], None
-    for i, (t, s) in enumerate(zip(tokens, ws)):
-        if LAYOUT.is_special[t]:
-            current = None
-            continue
-        if s or current is None:
-            current = [i]
-            groups.append(current)
-        else:
-            current.append(i)
-    return groups
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +69,7 @@ def test_statistics_match_static_semantics(masked):
         n_mask += int((new == 103).sum())
         n_same += int((new == tokens[pos]).sum())
         chosen_set = set(pos.tolist())
-        for group in _groups(tokens, ws):
+        for group in masking_reference.groups(tokens, ws, LAYOUT.is_special):
             assert sum(p in chosen_set for p in group) in (0, len(group))
         eligible += n_elig
         chosen += k
@@ -104,75 +92,26 @@ def test_deterministic_per_seed_and_batch_index():
     assert not np.array_equal(run(1, 0, 5), run(1, 1, 5))
 
 
-def _scan_reference(masker, batch, seed):
-    """The previous `DynamicMasker.__call__` (a `tf.scan` over the groups,
-    argsorts for the inverse order and the positions), kept to check that
-    the vectorised one draws exactly the same masks (with the replacement
-    draws per prediction slot, as the current one makes them)."""
-    batch = dict(batch)
-    ids = batch["input_ids"]
-    starts = tf.cast(batch.pop("word_starts"), tf.bool)
-    preds = masker.max_predictions_per_seq
-    shape = tf.shape(ids)
-    length = shape[1]
-    eligible = ~tf.gather(masker._is_special, ids)
-    if masker.whole_word:
-        previous = tf.pad(eligible[:, :-1], [[0, 0], [1, 0]])
-        group_start = eligible & (starts | ~previous)
-    else:
-        group_start = eligible
-    group_of = tf.maximum(
-        tf.cumsum(tf.cast(group_start, tf.int32), axis=1) - 1, 0)
-    num_groups = tf.reduce_sum(tf.cast(group_start, tf.int32), axis=1)
-    rows = tf.range(shape[0])[:, None] * length
-    sizes = tf.reshape(tf.math.unsorted_segment_sum(
-        tf.reshape(tf.cast(eligible, tf.int32), [-1]),
-        tf.reshape(group_of + rows, [-1]), shape[0] * length), shape)
-    num_eligible = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
-    target = tf.cast(tf.round(tf.cast(num_eligible, tf.float32)
-                              * masker.masked_lm_prob), tf.int32)
-    target = tf.minimum(preds, tf.maximum(1, target))
-    target = tf.where(num_eligible > 0, target, 0)
-    keys = tf.cast(tf.bitwise.right_shift(
-        dynamic_masking.hashed_bits(seed, 0, shape), 8), tf.float32) / 2 ** 24
-    exists = tf.range(length)[None, :] < num_groups[:, None]
-    order = tf.argsort(tf.where(exists, keys, 2.0), axis=1, stable=True)
-    ordered = tf.gather(sizes, order, batch_dims=1)
+def _reference(batch, key, preds, whole_word=True):
+    """The masking reference on every row, with dynamic masking's draws."""
+    ids, starts = batch["input_ids"].numpy(), batch["word_starts"].numpy()
+    draws = masking_reference.hashed_draws(key.numpy(), *ids.shape, preds)
+    rows = [masking_reference.mask_row(
+        ids[r], starts[r], draws[r], layout=LAYOUT, whole_word=whole_word,
+        max_predictions_per_seq=preds, rate_dtype=np.float32)
+        for r in range(len(ids))]
+    return {name: np.stack([getattr(row, name) for row in rows]) for name in
+            ("input_ids", "masked_lm_positions", "masked_lm_ids",
+             "masked_lm_weights")}
 
-    def take(total, size):
-        ok = (size > 0) & (total + size <= target)
-        return total + tf.where(ok, size, 0)
 
-    totals = tf.scan(take, tf.transpose(ordered),
-                     initializer=tf.zeros_like(target))
-    before = tf.concat([tf.zeros_like(target)[None], totals[:-1]], 0)
-    chosen_ordered = tf.transpose(totals > before)
-    inverse = tf.argsort(order, axis=1, stable=True)
-    chosen_group = tf.gather(chosen_ordered, inverse, batch_dims=1)
-    selected = eligible & tf.gather(chosen_group, group_of, batch_dims=1)
-    # One draw per prediction slot; the k-th selected token of a row reads
-    # slot k (non-selected tokens read a slot too, unused).
-    kind, random_ids = dynamic_masking.replacement_draws(
-        seed, tf.stack([shape[0], preds]), masker._candidates)
-    slot = tf.minimum(tf.cumsum(tf.cast(selected, tf.int32), axis=1) - 1, preds - 1)
-    slot = tf.maximum(slot, 0)
-    kind = tf.gather(kind, slot, batch_dims=1)
-    random_ids = tf.gather(random_ids, slot, batch_dims=1)
-    replacement = tf.where(kind < 13421773, masker.mask_id,  # 0.8 * 2^24
-                           tf.where(kind < 15099495, random_ids, ids))
-    batch["input_ids"] = tf.where(selected, replacement, ids)
-    positions = tf.range(length)[None, :] + tf.zeros_like(ids)
-    sort_key = tf.where(selected, positions, length + positions)
-    first = tf.argsort(sort_key, axis=1, stable=True)
-    first = tf.pad(first, [[0, 0], [0, tf.maximum(preds - length, 0)]])
-    first = tf.cast(first[:, :preds], tf.int32)
-    count = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
-    valid = tf.range(preds)[None, :] < count[:, None]
-    batch["masked_lm_positions"] = tf.where(valid, first, 0)
-    batch["masked_lm_ids"] = tf.where(
-        valid, tf.gather(ids, first, batch_dims=1), 0)
-    batch["masked_lm_weights"] = tf.cast(valid, tf.float32)
-    return batch
+def test_hashed_bits_equal_numpy():
+    for key in ([0, 0], [-3, 2**40 + 7], [2**63 - 1, -2**63]):
+        for stream in (0, 1, 2):
+            got = dynamic_masking.hashed_bits(
+                tf.constant(key, tf.int64), stream, [3, 50]).numpy()
+            np.testing.assert_array_equal(
+                got.ravel(), masking_reference.hashed_bits(key, stream, 150))
 
 
 def _varied_batch(seed, rows=64):
@@ -207,19 +146,19 @@ def _implementation(name):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("preds,whole_word", [(20, True), (4, True),
                                               (20, False)])
-def test_equals_scan_reference(seed, preds, whole_word, implementation):
+def test_equals_reference(seed, preds, whole_word, implementation):
     batch = _varied_batch(seed)
     masker = dynamic_masking.DynamicMasker(
         LAYOUT, preds, whole_word=whole_word,
         implementation=_implementation(implementation))
     key = dynamic_masking.batch_seed(seed, 0, 11)
     got = masker(batch, key)
-    want = _scan_reference(masker, batch, key)
+    want = _reference(batch, key, preds, whole_word)
     assert sorted(got) == sorted(want)
     for name in want:
-        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(),
+        np.testing.assert_array_equal(got[name].numpy(), want[name],
                                       err_msg=name)
-    weights = want["masked_lm_weights"].numpy()
+    weights = want["masked_lm_weights"]
     assert not weights[::16].any()  # no eligible tokens: nothing masked
     if preds == 4:  # P caps the target of the long rows
         assert (weights.sum(1) == preds).mean() > 0.5
@@ -241,9 +180,9 @@ def test_rows_undecided_by_the_first_groups_equal_reference():
     assert round((L - 2) * 0.15) == 19  # odd budget
     masker = dynamic_masking.DynamicMasker(LAYOUT, P, implementation="ops")
     key = dynamic_masking.batch_seed(5, 0, 3)
-    got, want = masker(batch, key), _scan_reference(masker, batch, key)
+    got, want = masker(batch, key), _reference(batch, key, P)
     for name in want:
-        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(),
+        np.testing.assert_array_equal(got[name].numpy(), want[name],
                                       err_msg=name)
     # The rule always reaches the budget here (a one-token word fits).
     np.testing.assert_array_equal(got["masked_lm_weights"].numpy().sum(1), 19)
@@ -268,7 +207,7 @@ def test_greedy_passes_equal_sequential_rule():
 
 @pytest.fixture(scope="module")
 def small_corpus(corpus_file, tmp_path_factory):
-    docs = list(corpus.read_documents(corpus_file))[:40]
+    docs = reference.read_documents(corpus_file)[:40]
     path = str(tmp_path_factory.mktemp("small") / "small.txt")
     corpus.write_documents(docs, path)
     return path

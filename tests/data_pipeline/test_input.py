@@ -4,8 +4,9 @@ import tensorflow as tf
 
 from data_pipeline import features
 from data_pipeline import input as input_lib
-from data_pipeline import masking
 from data_pipeline import records
+from tests.data_pipeline import masking_reference
+from tests.data_pipeline import reference
 
 L, P, N = 16, 4, 103
 
@@ -26,8 +27,8 @@ def _write_split(directory, num_shards, compression=""):
             ids = np.zeros(P, np.int32)
             ids[:k] = tokens[pos[:k]]
             weights = (np.arange(P) < k).astype(np.float32)
-            m = masking.MaskedInstance(tokens, pos, ids, weights, k)
-            writer.write(records.serialize_example(
+            m = masking_reference.Masked(tokens, pos, ids, weights, k)
+            writer.write(reference.masked_example(
                 m, np.zeros(n, np.int32), max_seq_length=L,
                 max_predictions_per_seq=P))
             padded = np.zeros(L, np.int32)

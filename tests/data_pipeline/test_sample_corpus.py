@@ -1,5 +1,5 @@
-from data_pipeline import corpus
 from data_pipeline import sample_corpus
+from tests.data_pipeline import reference
 
 
 def test_clean_text():
@@ -17,7 +17,7 @@ def test_sample_corpus_size(tmp_path):
     stats = sample_corpus.write_sample_corpus(path)
     assert stats["documents"] >= 500  # 79 help topics + one per stdlib module
     assert stats["bytes"] >= 1_000_000
-    docs = list(corpus.read_documents(path))
+    docs = reference.read_documents(path)
     assert len(docs) == stats["documents"]
     assert sum(len(d) for d in docs) == stats["sentences"]
     assert all(len(s.split()) >= 2 for d in docs[:500] for s in d)

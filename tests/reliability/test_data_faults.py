@@ -20,6 +20,7 @@ from data_pipeline import cli, features, integrity, records
 from data_pipeline import input as input_lib
 from data_pipeline import inspect as inspect_cli
 from tests.conftest import tiny_experiment
+from tests.data_pipeline import reference
 
 
 def snapshot(directory):
@@ -185,7 +186,7 @@ def test_wrong_compression_in_manifest(split, capsys):
 
 # ------------------------------------------------------- records off the layout
 def _write_shard(path, rows, lengths):
-    batch = records.serialize_batch(records.pad_rows(rows, lengths), lengths)
+    batch = records.serialize_batch(reference.pad_rows(rows, lengths), lengths)
     with tf.io.TFRecordWriter(path) as writer:
         for record in batch:
             writer.write(record)
