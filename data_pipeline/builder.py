@@ -113,18 +113,23 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
         inputs: str | list[str]. File globs (comma-separated) or a TFDS name.
         tokenizer_path: str. SentencePiece `.model` or BERT `vocab.txt`.
         output_dir: str. Receives `train/` and, with `eval_fraction`, `eval/`.
-        task: tasks.TaskConfig. Task, lengths, masking.
-        source: sources.SourceConfig. Input format.
+        task: tasks.TaskConfig. Task, lengths, masking. Defaults to
+            `TaskConfig()` (mlm, static masking, L = 128).
+        source: sources.SourceConfig. Input format. Defaults to
+            `SourceConfig()` (text files).
         tokenizer_options: dict | None. `do_lower_case`, `strip_accents`,
-            `segmenter` for WordPiece.
+            `segmenter` for WordPiece. Defaults to None (the tokenizer's
+            defaults).
         seed: int. Seed of every random choice. Defaults to 12345.
         num_shards: int. Training shard files. Defaults to 1.
         eval_fraction: float. Held-out fraction of documents. Defaults to 0.
         compression: str. "" or "GZIP". Defaults to "".
         shuffle_buffer: int. Records shuffled (seeded) before writing.
+            Defaults to 100,000.
         num_workers: int. Processes tokenizing/packing units. Defaults to 1.
         docs_per_unit: int. Documents per work unit. Defaults to 256.
-        description: str | None. Manifest `source`; defaults to the inputs.
+        description: str | None. Manifest `source`. Defaults to None (a
+            description of the inputs).
 
     Returns:
         Manifests by split name.

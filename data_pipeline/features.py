@@ -43,6 +43,7 @@ def mlm_static_feature_spec(max_seq_length: int, max_predictions_per_seq: int,
         max_predictions_per_seq: int. P, the length of the `masked_lm_*`
             features.
         next_sentence: bool. Whether records carry `next_sentence_labels[1]`.
+            Defaults to False.
 
     Returns:
         A dict of feature name -> `tf.io.FixedLenFeature` (int64, except
@@ -74,6 +75,7 @@ def feature_lengths(task: str, masking: str, max_seq_length: int,
         max_seq_length: int. L.
         max_predictions_per_seq: int. P (mlm static only).
         next_sentence: bool. mlm records carry `next_sentence_labels[1]`.
+            Defaults to False.
     """
     length = max_seq_length
     out = {"input_ids": (length, "int"), "input_mask": (length, "int")}
@@ -141,12 +143,17 @@ class Manifest:
         max_seq_length: int. L of the records.
         max_predictions_per_seq: int. P of the batches (mlm).
         masking: str. "static" (masks stored in the records), "dynamic"
-            (records keep `word_starts`; tf.data masks) or "none".
+            (records keep `word_starts`; tf.data masks) or "none". Defaults
+            to "static".
         masked_lm_prob: float. Fraction of tokens masked. Defaults to 0.15.
-        whole_word_masking: bool. Whole words masked as units.
-        next_sentence: bool. Records carry `next_sentence_labels`.
+        whole_word_masking: bool. Whole words masked as units. Defaults to
+            True.
+        next_sentence: bool. Records carry `next_sentence_labels`. Defaults
+            to False.
         tokenizer_kind: str. "sentencepiece", "wordpiece" or "unknown".
-        tokenizer_options: dict. e.g. {"do_lower_case": true}.
+            Defaults to "sentencepiece".
+        tokenizer_options: dict. e.g. {"do_lower_case": true}. Defaults to
+            {}.
         reserved_id_ranges: list. [start, end) id runs treated as special
             besides `special_ids` (e.g. `[unusedN]`). Defaults to [].
         short_seq_prob: float. As built. Defaults to 0.1.
@@ -161,7 +168,7 @@ class Manifest:
         shard_files: list[str]. Shard basenames, in order.
         examples_per_shard: list[int]. Examples in each shard.
         num_examples: int. Total examples.
-        compression: str. "" or "GZIP".
+        compression: str. "" or "GZIP". Defaults to "".
         source: str. Human-readable description of the input.
         tool_version: str. `data_pipeline.__version__` that wrote the split.
     """

@@ -37,7 +37,8 @@ class SourceConfig:
         text_field: str. JSONL / TFDS feature holding the text. Defaults to
             "text".
         target_field: str | None. JSONL field of a seq2seq target: each
-            document is then exactly [source text, target text].
+            document is then exactly [source text, target text]. Defaults
+            to None.
         split_sentences: bool. Split document text into sentences (lines are
             always split apart). Defaults to False.
         tfds_data_dir: str | None. TFDS data directory. Defaults to None.
