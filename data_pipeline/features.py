@@ -277,7 +277,10 @@ class Manifest:
                 f"No {MANIFEST_FILE} in data directory {directory!r} (looked for "
                 f"{path!r}). Build the data first with `python -m "
                 "data_pipeline.build --output_dir=...` and pass its train/ or "
-                "eval/ directory.")
+                "eval/ directory; for records made by Google's "
+                "create_pretraining_data.py, write their manifest with `python -m "
+                "data_pipeline.google_records --input=... --vocab_file=... "
+                "--output_dir=...`.")
         with tf.io.gfile.GFile(path) as f:
             try:
                 data = json.loads(f.read())
