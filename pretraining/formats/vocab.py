@@ -21,8 +21,8 @@ class Vocabulary:
         source: str. The file read.
         do_lower_case: bool or None. Whether the WordPiece tokenizer
             lowercases; None when unknown.
-        resized: bool. True after surgery: a SentencePiece model file no longer
-            matches the tokens and is not copied.
+        resized: bool. True after surgery: a SentencePiece model is written
+            again from `tokens` (`sentencepiece_proto`), not copied.
     """
 
     tokens: list
@@ -100,27 +100,55 @@ def write_vocab_txt(vocab: Vocabulary, directory: str) -> str:
     return path
 
 
+def sentencepiece_proto(vocab: Vocabulary):
+    """The SentencePiece `ModelProto` of `vocab`: the source model, or after
+    surgery its pieces in the new order (scores, types and the normaliser
+    kept) with added tokens as user-defined pieces, matched whole like
+    `[MASK]`. ValueError when surgery dropped the unknown piece."""
+    from sentencepiece import sentencepiece_model_pb2  # pylint: disable=import-outside-toplevel
+    proto = sentencepiece_model_pb2.ModelProto()
+    with open(vocab.source, "rb") as f:
+        proto.ParseFromString(f.read())
+    if not vocab.resized:
+        return proto
+    old = {p.piece: p for p in proto.pieces}
+    unknown = [p.piece for p in proto.pieces if p.type == p.UNKNOWN]
+    if unknown and unknown[0] not in vocab.tokens:
+        raise ValueError(f"--keep_tokens dropped the unknown piece {unknown[0]!r} (id "
+                         f"{[p.piece for p in proto.pieces].index(unknown[0])}) of "
+                         f"{vocab.source}: a SentencePiece model needs it; keep its id.")
+    pieces = []
+    for token in vocab.tokens:
+        piece = sentencepiece_model_pb2.ModelProto.SentencePiece()
+        if token in old:
+            piece.CopyFrom(old[token])
+        else:
+            piece.piece, piece.score, piece.type = token, 0.0, piece.USER_DEFINED
+        pieces.append(piece)
+    del proto.pieces[:]
+    proto.pieces.extend(pieces)
+    spec = proto.trainer_spec
+    position = {token: i for i, token in enumerate(vocab.tokens)}
+    spec.vocab_size = len(pieces)
+    for name in ("unk", "bos", "eos", "pad"):
+        setattr(spec, f"{name}_id", position.get(getattr(spec, f"{name}_piece"), -1))
+    if unknown:
+        spec.unk_id = position[unknown[0]]
+    return proto
+
+
 def copy_sentencepiece(vocab: Vocabulary, directory: str, name: str) -> str | None:
-    """Copies the SentencePiece model as `name` unless surgery changed it."""
-    if vocab.kind != SENTENCEPIECE or vocab.resized:
+    """Writes the SentencePiece model as `name`: a copy of the source, or
+    after surgery the model of the new pieces (`sentencepiece_proto`).
+    None for a WordPiece vocabulary."""
+    if vocab.kind != SENTENCEPIECE:
         return None
     path = os.path.join(directory, name)
-    if os.path.abspath(vocab.source) != os.path.abspath(path):
+    if vocab.resized:
+        with open(path, "wb") as f:
+            f.write(sentencepiece_proto(vocab).SerializeToString(deterministic=True))
+    elif os.path.abspath(vocab.source) != os.path.abspath(path):
         shutil.copyfile(vocab.source, path)
-    return path
-
-
-def write_tokenizer_config(vocab: Vocabulary, directory: str) -> str:
-    """Hugging Face `tokenizer_config.json` for a WordPiece vocabulary."""
-    config = {"tokenizer_class": "BertTokenizer",
-              "do_lower_case": bool(vocab.do_lower_case), "unk_token": "[UNK]",
-              "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-              "mask_token": "[MASK]", "tokenize_chinese_chars": True, "strip_accents": None,
-              "model_max_length": 512}
-    path = os.path.join(directory, "tokenizer_config.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
     return path
 
 
