@@ -120,7 +120,7 @@ def _pack(cfg: TaskConfig, ids, starts, docs, dupes: int,
     pairs = []
     for _ in range(dupes):
         for d, document in enumerate(sentences):
-            if cfg.pairs:
+            if cfg.task == "seq2seq" and cfg.pairs:
                 pair = nsp.source_target_instance(document, rng, **special)
                 pairs.extend([pair] if pair else [])
             else:

@@ -156,3 +156,13 @@ def test_mask_batch_equals_reference_row_by_row():
                                           one.masked_lm_weights)
             assert m.num_predictions[i] == one.num_predictions
         assert batch_rng.random() == row_rng.random()  # same draws consumed
+
+
+def test_empty_batch():
+    rng = np.random.default_rng(0)
+    m = masking.mask_batch(np.zeros((0, L), np.int32), np.zeros(0, np.int64),
+                           np.zeros((0, L), bool), rng,
+                           max_predictions_per_seq=P, layout=LAYOUT)
+    assert m.input_ids.shape == (0, L) and m.masked_lm_positions.shape == (0, P)
+    assert m.masked_lm_weights.shape == (0, P) and m.num_predictions.shape == (0,)
+    assert rng.random() == np.random.default_rng(0).random()  # nothing drawn
