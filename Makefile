@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(TF_EXTRA)$(if $(TF_VERSION),-$(TF_VERSION))
 COMPAT_TF_VERSION ?= 2.20.0
 COMPAT_VENV ?= .venv-tf$(COMPAT_TF_VERSION)
 
-.PHONY: install demo test test-all test-ports test-compat bench clean
+.PHONY: install demo test test-all test-ports test-hf test-compat bench clean
 
 install: $(STAMP)
 
@@ -47,6 +47,19 @@ test-all: install
 # TPU extra resolving on PyPI. A few minutes.
 test-ports: install
 	$(BIN)/python -m pytest -m ports $(ARGS)
+
+# The Hugging Face checks (marker `hf`): exports read by transformers'
+# AutoTokenizer, fill-mask pipeline and models. `make test` skips them without
+# torch and transformers; this installs both into $(VENV) (torch's CPU wheel,
+# ~200 MB) and runs them. About 3 minutes on two cores.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+test-hf: install
+	$(BIN)/python -c "import torch" 2>/dev/null \
+	  || $(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
+	$(BIN)/python -c "import transformers" 2>/dev/null \
+	  || $(BIN)/python -m pip install --quiet transformers
+	$(BIN)/python -m pytest -m hf $(ARGS)
 
 # The whole suite again on TensorFlow $(COMPAT_TF_VERSION) (the TPU build's
 # version), in $(COMPAT_VENV).

@@ -17,6 +17,7 @@ from pretraining.config import BertConfig
 from pretraining.formats.bundle import Bundle, build_model
 
 TOL = dict(atol=1e-5, rtol=1e-5)
+pytestmark = pytest.mark.hf  # `make test-hf` runs this file with torch + transformers
 
 
 @pytest.fixture
