@@ -10,7 +10,7 @@ LM or a seq2seq model by its mask alone.
 
 from keras import ops
 
-MASK_TYPES = ("bidirectional", "causal", "unilm", "prefix")
+from pretraining.config import MASK_TYPES  # the names (config imports no Keras)
 
 
 def padding_mask(input_mask):

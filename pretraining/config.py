@@ -10,9 +10,25 @@ import json
 import os
 import typing
 
-from pretraining.config_base import (Config, check_keys, coerce, require_positive,
+from pretraining.config_base import (Config, check_keys, coerce, require_choice,
+                                     require_non_negative, require_positive,
                                      require_probability)
 from pretraining.optimizer_config import OptimizerConfig
+
+# The names the model, the heads and the trainer share, kept here as plain
+# strings so that reading a config imports no Keras (`layers`,
+# `attention_masks` and the pretrainer take them from here).
+TASKS = ("mlm", "lm", "seq2seq")
+MASK_TYPES = ("bidirectional", "causal", "unilm", "prefix")
+# The attention masks each task may train with (a bidirectional mask in a
+# next-token task would let every position see the token it predicts).
+TASK_MASKS = {"mlm": MASK_TYPES, "lm": ("causal",), "seq2seq": ("unilm",)}
+# `hidden_act` values. Ours follow Google's bert_config.json: "gelu" is the tanh
+# approximation; the format readers/writers map Hugging Face's names onto these.
+TANH_GELUS = ("gelu", "gelu_new", "gelu_tanh")
+ACTIVATIONS = (*TANH_GELUS, "gelu_exact", "relu")
+# Keras's policy names; "float32" is Keras's own default.
+MIXED_PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Keys found in Google's released `bert_config.json` files (Chinese BERT, the
 # multilingual models) that this framework does not use. Tolerated, ignored.
@@ -80,22 +96,16 @@ class BertConfig(Config):
             raise ValueError(
                 "`hidden_size` must be divisible by `num_attention_heads`. Received: "
                 f"hidden_size={self.hidden_size}, num_attention_heads={self.num_attention_heads}")
-        from pretraining.attention_masks import MASK_TYPES
-        if self.attention_mask_type not in MASK_TYPES:
-            raise ValueError(f"`attention_mask_type` must be one of {list(MASK_TYPES)}. "
-                             f"Received: attention_mask_type={self.attention_mask_type!r}")
+        require_choice("attention_mask_type", self.attention_mask_type, MASK_TYPES)
         if self.attention_mask_type == "prefix" and not (
                 0 < self.prefix_length <= self.max_position_embeddings):
             raise ValueError("`prefix_length` must be in [1, max_position_embeddings] with "
                              f"attention_mask_type='prefix'. Received: "
                              f"prefix_length={self.prefix_length}")
-        for name in ("prefix_length", "condition_size", "condition_hidden_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0. Received: {name}={getattr(self, name)}")
+        require_non_negative(self, "prefix_length", "condition_size", "condition_hidden_size")
         if self.condition_hidden_size and not self.condition_size:
             raise ValueError("`condition_hidden_size` needs `condition_size` > 0 (the size of "
                              "the condition vector). Received: condition_size=0")
-        from pretraining.layers import ACTIVATIONS
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"`hidden_act` must be one of {list(ACTIVATIONS)} ('gelu' is "
                              "Google's tanh approximation, 'gelu_exact' the erf form). "
@@ -133,9 +143,7 @@ class DataConfig(Config):
             raise ValueError("`data.train_dir` must name a directory of records made by "
                              "`python -m data_pipeline.build`. Received: train_dir=''")
         require_positive(self, "shuffle_buffer")
-        if self.shard_by not in ("batch", "files"):
-            raise ValueError("`data.shard_by` must be 'batch' or 'files'. "
-                             f"Received: shard_by={self.shard_by!r}")
+        require_choice("data.shard_by", self.shard_by, ("batch", "files"))
 
 
 @dataclasses.dataclass
@@ -164,21 +172,19 @@ class TrainConfig(Config):
     init_checkpoint: str = ""
     # Peak FLOP/s of the hardware (all replicas), for the MFU in the log; 0: no MFU.
     peak_tflops: float = 0.0
-    # "" (float32), "mixed_bfloat16" (TPU, recent GPUs) or "mixed_float16"
+    # "float32", "mixed_bfloat16" (TPU, recent GPUs) or "mixed_float16"
     # (GPUs; with dynamic loss scaling). LayerNorm, softmax, mask bias, logits
     # and losses stay float32.
-    mixed_precision: str = ""
+    mixed_precision: str = "float32"
 
     def __post_init__(self):
         require_positive(self, "steps", "global_batch_size", "steps_per_loop",
                          "checkpoint_every", "keep_checkpoints", "gradient_accumulation_steps")
-        if self.mixed_precision not in ("", "mixed_bfloat16", "mixed_float16"):
-            raise ValueError("`train.mixed_precision` must be '', 'mixed_bfloat16' or "
-                             f"'mixed_float16'. Received: mixed_precision={self.mixed_precision!r}")
-        for name in ("log_every", "eval_every", "eval_steps", "max_nan_skips", "peak_tflops"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`train.{name}` must be >= 0. "
-                                 f"Received: {name}={getattr(self, name)}")
+        if self.mixed_precision == "":  # the old default, in earlier runs' config.json
+            self.mixed_precision = "float32"
+        require_choice("train.mixed_precision", self.mixed_precision, MIXED_PRECISION_POLICIES)
+        require_non_negative(self, "log_every", "eval_every", "eval_steps", "max_nan_skips",
+                             "peak_tflops", prefix="train.")
 
 
 @dataclasses.dataclass
@@ -197,16 +203,9 @@ class ExperimentConfig(Config):
     _SECTIONS = {"model": BertConfig, "data": DataConfig,
                  "optimizer": OptimizerConfig, "train": TrainConfig}
 
-    # The attention masks each task may train with (a bidirectional mask in a
-    # next-token task would let every position see the token it predicts).
-    _TASK_MASKS = {"mlm": ("bidirectional", "causal", "unilm", "prefix"),
-                   "lm": ("causal",), "seq2seq": ("unilm",)}
-
     def __post_init__(self):
-        if self.task not in self._TASK_MASKS:
-            raise ValueError(f"`task` must be one of {sorted(self._TASK_MASKS)}. "
-                             f"Received: task={self.task!r}")
-        allowed = self._TASK_MASKS[self.task]
+        require_choice("task", self.task, TASKS)
+        allowed = TASK_MASKS[self.task]
         if self.model.attention_mask_type not in allowed:
             raise ValueError(
                 f"task={self.task!r} needs model.attention_mask_type in {list(allowed)}. "

@@ -91,6 +91,21 @@ def require_positive(obj, *names):
             raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
 
 
+def require_non_negative(obj, *names, prefix: str = ""):
+    """Each `obj.<name>` must be a finite number >= 0 (`prefix`: e.g. "train.")."""
+    for name in names:
+        value = getattr(obj, name)
+        if not value >= 0 or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"`{prefix}{name}` must be a finite number >= 0. "
+                             f"Received: {name}={value}")
+
+
+def require_choice(name: str, value, choices):
+    """`value` must be one of `choices`; the message names `name` and lists them."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
+
+
 def require_probability(obj, *names):
     for name in names:
         value = getattr(obj, name)

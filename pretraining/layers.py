@@ -11,6 +11,8 @@ import math
 import keras
 from keras import ops
 
+from pretraining.config import ACTIVATIONS, TANH_GELUS  # the names (config imports no Keras)
+
 LAYER_NORM_EPSILON = 1e-12
 
 
@@ -22,12 +24,6 @@ def gelu(x):
 def gelu_exact(x):
     """The exact GELU, x·Φ(x) with erf (Hugging Face's `"gelu"`)."""
     return keras.activations.gelu(x, approximate=False)
-
-
-# `hidden_act` values. Ours follow Google's bert_config.json: "gelu" is the tanh
-# approximation; the format readers/writers map Hugging Face's names onto these.
-TANH_GELUS = ("gelu", "gelu_new", "gelu_tanh")
-ACTIVATIONS = (*TANH_GELUS, "gelu_exact", "relu")
 
 
 def get_activation(name: str):
