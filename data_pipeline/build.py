@@ -23,13 +23,12 @@ import time
 from absl import app
 from absl import flags
 
-from data_pipeline import builder
 from data_pipeline import cli
 from data_pipeline import features
 from data_pipeline import sources
-from data_pipeline import tasks
 
-is_eval_document = tasks.is_eval_document
+# `builder` and `tasks` import TensorFlow: imported where used, so that
+# `--help` answers at once.
 
 
 def build_mlm(input_patterns, tokenizer_path: str, output_dir: str, *,
@@ -42,6 +41,7 @@ def build_mlm(input_patterns, tokenizer_path: str, output_dir: str, *,
               num_workers: int = 1) -> dict[str, features.Manifest]:
     """Builds masked-LM shards from corpus-format files (see `builder.build`
     for the arguments; `source` is the manifest description)."""
+    from data_pipeline import builder, tasks  # pylint: disable=import-outside-toplevel
     task = tasks.TaskConfig(
         task="mlm", masking=masking, max_seq_length=max_seq_length,
         max_predictions_per_seq=max_predictions_per_seq,
@@ -124,6 +124,7 @@ FLAGS = flags.FLAGS
 
 def run(f=FLAGS) -> dict[str, features.Manifest]:
     """Builds from the parsed flags `f` (ValueError/TypeError on bad input)."""
+    from data_pipeline import builder, tasks  # pylint: disable=import-outside-toplevel
     if f.target_field and f.task != "seq2seq":
         raise ValueError("--target_field applies to --task=seq2seq only. "
                          f"Received: task={f.task!r}")
@@ -152,8 +153,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     start = time.perf_counter()
-    # Bad flags, input or a full disk: one line on stderr, exit 2.
-    manifests = cli.run_or_exit(run)
+    manifests = run()  # bad flags, input or a full disk: one line, exit 2 (cli.run)
     seconds = time.perf_counter() - start
     total = sum(m.num_examples for m in manifests.values())
     for name, manifest in manifests.items():
@@ -165,5 +165,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

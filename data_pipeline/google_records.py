@@ -15,7 +15,6 @@ import os
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
 import data_pipeline
 from data_pipeline import cli
@@ -45,6 +44,7 @@ def write_manifest(input_patterns, output_dir: str, *, max_seq_length: int,
         ValueError: no file, or the first record does not parse with the
             given lengths (the file and flags are named).
     """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  (not for --help)
     files = [os.path.abspath(f) for f in corpus.list_files(input_patterns)]
     vocab = wordpiece.WordPieceTokenizer(vocab_file)
     spec = features.mlm_static_feature_spec(max_seq_length,
@@ -99,15 +99,16 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    m = cli.run_or_exit(  # bad flags or files: one line on stderr, exit 2
-        write_manifest, f.input, f.output_dir, max_seq_length=f.max_seq_length,
+    m = write_manifest(  # bad flags or files: one line on stderr, exit 2 (cli.run)
+        f.input, f.output_dir, max_seq_length=f.max_seq_length,
         max_predictions_per_seq=f.max_predictions_per_seq, vocab_file=f.vocab_file,
         next_sentence=f.next_sentence, compression=f.compression, split=f.split)
     print(f"{m.num_examples} records in {m.num_shards} file(s); manifest in "
           f"{f.output_dir}")
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+    """Defines this CLI's flags (only when run as a program)."""
     flags.DEFINE_string("input", None, "Globs of record files.", required=True)
     flags.DEFINE_string("output_dir", None, "Manifest directory.", required=True)
     flags.DEFINE_integer("max_seq_length", 128, "L of the records.")
@@ -116,4 +117,7 @@ if __name__ == "__main__":
     flags.DEFINE_bool("next_sentence", True, "Records carry NSP labels.")
     flags.DEFINE_enum("compression", "", ["", "GZIP"], "Record compression.")
     flags.DEFINE_enum("split", "train", ["train", "eval"], "Split name.")
-    app.run(main)
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)

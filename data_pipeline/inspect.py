@@ -19,9 +19,6 @@ from absl import flags
 
 from data_pipeline import cli
 from data_pipeline import features
-from data_pipeline import input as input_lib
-from data_pipeline import integrity
-from data_pipeline import tokenization
 
 
 def _piece(tokenizer, token_id):
@@ -56,6 +53,8 @@ def format_example(example: dict, tokenizer=None) -> str:
 
 def describe(data_dir: str, num_examples: int = 3, seed: int = 0) -> str:
     """The report `python -m data_pipeline.inspect` prints."""
+    # pylint: disable-next=import-outside-toplevel  (TensorFlow: imported after --help)
+    from data_pipeline import input as input_lib, tokenization
     manifest = features.Manifest.read(data_dir)
     lines = [f"# {os.path.join(data_dir, features.MANIFEST_FILE)}",
              manifest.to_json().rstrip(), "",
@@ -82,6 +81,7 @@ def describe(data_dir: str, num_examples: int = 3, seed: int = 0) -> str:
 def verify(data_dir: str) -> str:
     """Reads every record of a split; the report line (ValueError naming the
     first bad shard and record otherwise)."""
+    from data_pipeline import integrity  # pylint: disable=import-outside-toplevel
     manifest = features.Manifest.read(data_dir)
     counts = integrity.verify_split(data_dir)
     return (f"verified: {sum(counts)} records in {len(counts)} shard(s) read and "
@@ -94,6 +94,7 @@ def run(data_dir: str, num_examples: int = 3, seed: int = 0,
     """What the CLI prints; TensorFlow read errors become a ValueError naming
     the shard and record."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from data_pipeline import integrity  # pylint: disable=import-outside-toplevel
     manifest = features.Manifest.read(data_dir)
     integrity.check_shards(data_dir, manifest)
     try:
@@ -108,13 +109,16 @@ def run(data_dir: str, num_examples: int = 3, seed: int = 0,
 def main(argv):
     if len(argv) != 2:
         raise app.UsageError("Usage: python -m data_pipeline.inspect DIR")
-    print(cli.run_or_exit(run, argv[1], flags.FLAGS.num_examples, flags.FLAGS.seed,
-                          flags.FLAGS.verify))
+    print(run(argv[1], flags.FLAGS.num_examples, flags.FLAGS.seed, flags.FLAGS.verify))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+    """Defines this CLI's flags (only when run as a program)."""
     flags.DEFINE_integer("num_examples", 3, "Examples to decode.")
     flags.DEFINE_integer("seed", 0, "Seed of dynamic masks shown.")
     flags.DEFINE_bool("verify", False, "Read and parse every record; check each "
                       "shard's count against the manifest.")
-    app.run(main)
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)

@@ -63,7 +63,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     start = time.perf_counter()
-    model_path = cli.run_or_exit(run)  # bad input: one line on stderr, exit 2
+    model_path = run()  # bad input: one line on stderr, exit 2 (cli.run)
     seconds = time.perf_counter() - start
     tokenizer = tokenization.SentencePieceTokenizer(model_path)
     logging.info("Trained %s in %.1f s", model_path, seconds)
@@ -72,5 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

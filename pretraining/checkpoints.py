@@ -217,7 +217,6 @@ def first_line(error: Exception) -> str:
 # ---------------------------------------------------------------- weights only
 
 PARTS = ("encoder", "masked_lm", "nsp")  # `BertPretrainer` attributes, in checkpoint order
-_LAYER = re.compile(r"^model/encoder/layer_(\d+)/")
 _EMA = "ema/averages/{}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
@@ -338,12 +337,29 @@ def _restore_part(prefix, model, part, required, config_source) -> bool:
 
 
 def _check_layer_count(prefix, config, config_source) -> None:
-    layers = {int(m.group(1)) for name, _ in tf.train.list_variables(prefix)
-              if (m := _LAYER.match(name))}
-    if layers and max(layers) >= config.num_hidden_layers:
-        raise _mismatch(prefix, "encoder", config_source,
-                        f"it has more encoder layers (model/encoder/layer_{max(layers)}) than "
-                        f"num_hidden_layers={config.num_hidden_layers}")
+    """Refuses a checkpoint holding `model/encoder/layer_N` for N =
+    `num_hidden_layers` (the read ignores extra layers; variable names do not
+    show them when the optimizer saved the variables first): probed with a
+    layer of that name."""
+    from pretraining.layers import TransformerLayer  # pylint: disable=import-outside-toplevel
+    n = config.num_hidden_layers
+    probe = TransformerLayer(config.hidden_size, config.num_attention_heads,
+                             config.intermediate_size, config.hidden_act, 0.0, 0.0,
+                             config.initializer_range,
+                             condition_size=config.condition_hidden_size or config.condition_size,
+                             name=f"layer_{n}")
+    probe.build((None, None, config.hidden_size))
+    extra = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=tf.train.Checkpoint(
+        **{f"layer_{n}": probe})))
+    try:
+        status = extra.read(prefix)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError):
+        return  # no layer_N: the layer count matches
+    raise _mismatch(prefix, "encoder", config_source,
+                    f"it has more encoder layers (model/encoder/layer_{n}) than "
+                    f"num_hidden_layers={n}")
 
 
 def _restore_google(prefix, model, wanted, config_source) -> list[str]:

@@ -17,12 +17,13 @@ Exit status: 0 done, 2 bad flag, file or config (one-line message on stderr).
 
 import dataclasses
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from pretraining import cli
 from pretraining.config import BertConfig
-from pretraining.formats import google, huggingface, native
+from pretraining.config_base import require_choice
+from pretraining.formats import huggingface
 from pretraining.formats import vocab as vocab_lib
 from pretraining.formats.bundle import HEADS, Bundle, assign, build_model, resize_vocabulary
 from pretraining.formats.bundle import untabled
@@ -48,11 +49,6 @@ class ConversionResult:
     not_representable: list
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
-
-
 def load(path: str, input_format: str, config_path: str = "", heads: str = "all",
          ema: bool = False, vocab_path: str = "") -> Bundle:
     """Reads a model in any format into a `Bundle`.
@@ -66,14 +62,15 @@ def load(path: str, input_format: str, config_path: str = "", heads: str = "all"
         ema: bool. Native checkpoints: the EMA averages instead of the raw weights.
         vocab_path: str. Vocabulary file instead of the one found beside the input.
     """
-    _check_choice("input_format", input_format, FORMATS)
-    _check_choice("heads", heads, HEADS)
+    require_choice("input_format", input_format, FORMATS)
+    require_choice("heads", heads, HEADS)
     if ema and input_format != "native":
         raise ValueError(f"--ema reads the averages of our trainer's checkpoints; it needs "
                          f"input_format='native'. Received: input_format={input_format!r}")
     if not path or not (os.path.exists(path) or os.path.exists(path + ".index")):
         raise ValueError(f"Input not found: {path!r}")
     config = huggingface.read_config(config_path, input_format) if config_path else None
+    from pretraining.formats import google, native  # TensorFlow: not for --help
     if input_format == "google":
         return google.read(path, config, config_path, heads, vocab_path)
     if input_format == "hf":
@@ -83,7 +80,7 @@ def load(path: str, input_format: str, config_path: str = "", heads: str = "all"
 
 def save(bundle: Bundle, path: str, output_format: str) -> ConversionResult:
     """Writes a `Bundle` in `output_format`; reports what the format cannot hold."""
-    _check_choice("output_format", output_format, FORMATS)
+    require_choice("output_format", output_format, FORMATS)
     if not path:
         raise ValueError("`output` must name a file or directory. Received: output=''")
     keras_file = output_format == "native" and path.endswith(".keras")
@@ -111,6 +108,7 @@ def save(bundle: Bundle, path: str, output_format: str) -> ConversionResult:
         if extras:
             logging.warning("Config fields with no %s equivalent (not written): %s",
                             output_format, extras)
+    from pretraining.formats import google, native  # TensorFlow: not for --help
     if output_format == "google":
         written = google.write(path, bundle)
     elif output_format == "hf":
@@ -149,42 +147,41 @@ def convert(input_path: str, input_format: str, output_path: str, output_format:
     return save(bundle, output_path, output_format)
 
 
-flags.DEFINE_string("input", None, "Input checkpoint: file, prefix or directory.")
-flags.DEFINE_string("input_format", None, f"One of {FORMATS}.")
-flags.DEFINE_string("output", None, "Output: directory (google, hf, native checkpoint) or "
-                    "a .keras file (native).")
-flags.DEFINE_string("output_format", None, f"One of {FORMATS}.")
-flags.DEFINE_string("config", "", "bert_config.json (Google) or config.json (Hugging Face) "
-                    "to use instead of the input's own.")
-flags.DEFINE_string("heads", "all", "all: encoder + masked-LM head (when the input has one); "
-                    "encoder: the encoder only.")
-flags.DEFINE_bool("ema", False, "Native input: take the EMA averages, not the raw weights.")
-flags.DEFINE_string("vocab", "", "Vocabulary (vocab.txt or SentencePiece .model) instead of "
-                    "the one found beside the input.")
-flags.DEFINE_string("keep_tokens", "", "File of token ids to keep, one a line, in new order.")
-flags.DEFINE_string("add_tokens", "", "File of tokens to append, one a line.")
+def define_flags() -> None:
+    """Defines this CLI's flags (only when run as a program)."""
+    flags.DEFINE_string("input", None, "Input checkpoint: file, prefix or directory.")
+    flags.DEFINE_string("input_format", None, f"One of {FORMATS}.")
+    flags.DEFINE_string("output", None, "Output: directory (google, hf, native checkpoint) or "
+                        "a .keras file (native).")
+    flags.DEFINE_string("output_format", None, f"One of {FORMATS}.")
+    flags.DEFINE_string("config", "", "bert_config.json (Google) or config.json (Hugging "
+                        "Face) to use instead of the input's own.")
+    flags.DEFINE_string("heads", "all", "all: encoder + masked-LM head (when the input has "
+                        "one); encoder: the encoder only.")
+    flags.DEFINE_bool("ema", False, "Native input: take the EMA averages, not the raw weights.")
+    flags.DEFINE_string("vocab", "", "Vocabulary (vocab.txt or SentencePiece .model) instead "
+                        "of the one found beside the input.")
+    flags.DEFINE_string("keep_tokens", "", "File of token ids to keep, one a line, in new "
+                        "order.")
+    flags.DEFINE_string("add_tokens", "", "File of tokens to append, one a line.")
 
 
 def main(argv):
     f = flags.FLAGS
-    try:
-        if len(argv) > 1:
-            raise ValueError(f"Unexpected arguments: {argv[1:]}")
-        for name in ("input", "input_format", "output", "output_format"):
-            if not getattr(f, name):
-                raise ValueError(f"--{name} is required.")
-        _check_choice("--input_format", f.input_format, FORMATS)
-        _check_choice("--output_format", f.output_format, FORMATS)
-        _check_choice("--heads", f.heads, HEADS)
-        result = convert(f.input, f.input_format, f.output, f.output_format, f.config, f.heads,
-                         f.ema, f.vocab, f.keep_tokens, f.add_tokens)
-    except (ValueError, TypeError, OSError) as e:
-        sys.stderr.write(f"convert: error: {e}\n")
-        sys.exit(2)
+    if len(argv) > 1:
+        raise ValueError(f"Unexpected arguments: {argv[1:]}")
+    for name in ("input", "input_format", "output", "output_format"):
+        if not getattr(f, name):
+            raise ValueError(f"--{name} is required.")
+    require_choice("--input_format", f.input_format, FORMATS)
+    require_choice("--output_format", f.output_format, FORMATS)
+    require_choice("--heads", f.heads, HEADS)
+    result = convert(f.input, f.input_format, f.output, f.output_format, f.config, f.heads,
+                     f.ema, f.vocab, f.keep_tokens, f.add_tokens)
     print(f"Wrote {result.output} ({f.output_format}, "
           f"{'with' if result.head else 'without'} masked-LM head, "
           f"vocab_size={result.config.vocab_size}).")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, define_flags)  # bad flags or files: one line, exit 2

@@ -7,22 +7,22 @@ Running it again resumes the finished steps; `--overwrite` starts clean.
 """
 
 import collections
-import json
 import os
 import shutil
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from pretraining import cli, cpu_env, preemption
+from pretraining import cli, preemption
 
-flags.DEFINE_string("run_dir", "runs/demo", "Where the demo writes data, checkpoints and "
-                    "summary.json (relative to the current directory).")
-flags.DEFINE_bool("overwrite", False, "Delete --run_dir first and start clean.")
-flags.DEFINE_string("experiment", "demo", "Experiment to train: a JSON file or a shipped "
-                    "name (pretraining/configs/experiments/).")
-flags.DEFINE_multi_string("override", [], "section.field=value, e.g. train.steps=200.")
+
+def define_flags() -> None:
+    """Defines this CLI's flags (only when run as a program)."""
+    flags.DEFINE_string("run_dir", "runs/demo", "Where the demo writes data, checkpoints and "
+                        "summary.json (relative to the current directory).")
+    flags.DEFINE_bool("overwrite", False, "Delete --run_dir first and start clean.")
+    cli.define_experiment_flags("demo")
 
 MAX_SEQ_LENGTH = 128
 MAX_PREDICTIONS_PER_SEQ = 20
@@ -153,19 +153,19 @@ def describe(summary: dict) -> str:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise ValueError(f"Unexpected arguments: {argv[1:]} (every setting is a --flag or an "
+                         "--override).")
     f = flags.FLAGS
     try:
-        summary = cli.run_or_exit(run, f.run_dir, f.overwrite, f.experiment, f.override)
+        summary = run(f.run_dir, f.overwrite, f.experiment, f.override)
     except preemption.Preempted as e:
         logging.warning("%s", e)
         sys.exit(preemption.EXIT_PREEMPTED)
     sys.stdout.write(describe(summary))
-    sys.stdout.write(json.dumps({k: summary[k] for k in (
+    sys.stdout.write(cli.to_json({k: summary[k] for k in (
         "first_loss", "last_loss", "eval_masked_lm_accuracy", "baseline_masked_lm_accuracy",
         "steps", "examples_per_second", "run_dir")}) + "\n")
 
 
 if __name__ == "__main__":
-    cpu_env.apply_defaults()  # Before TensorFlow loads.
-    app.run(main)
+    cli.run(main, define_flags)  # bad flags, config or data: one line, exit 2

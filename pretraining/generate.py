@@ -18,9 +18,10 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from pretraining import cli, cpu_env
+from pretraining import cli
+
 
 def define_flags() -> None:
     """Defines this CLI's flags (only when run as a program, so importing the
@@ -45,7 +46,7 @@ def load_run(model_dir: str, ema: bool = False):
     import tensorflow as tf
     from pretraining import checkpoints
     from pretraining.config import ExperimentConfig
-    from pretraining.heads import BertPretrainer
+    from pretraining.pretrainer import BertPretrainer
     from pretraining.model import BertEncoder
 
     config_path = os.path.join(model_dir, "config.json")
@@ -126,19 +127,17 @@ def run(model_dir, tokenizer_path, prompts, options, ema=False) -> list[str]:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise ValueError(f"Unexpected arguments: {argv[1:]} (quote a --prompt with spaces).")
     from pretraining.generation import GenerationConfig
     f = flags.FLAGS
-    options = cli.run_or_exit(
-        GenerationConfig, method=f.method, max_new_tokens=f.max_new_tokens,
+    options = GenerationConfig(
+        method=f.method, max_new_tokens=f.max_new_tokens,
         temperature=f.temperature, top_k=f.top_k, top_p=f.top_p, num_beams=f.num_beams,
         min_new_tokens=f.min_new_tokens, seed=f.seed)
-    texts = cli.run_or_exit(run, f.model_dir, f.tokenizer, f.prompt, options, f.ema)
+    texts = run(f.model_dir, f.tokenizer, f.prompt, options, f.ema)
     for prompt, text in zip(f.prompt, texts):
         sys.stdout.write(f"{prompt} => {text}\n")
 
 
 if __name__ == "__main__":
-    cpu_env.apply_defaults()  # Before TensorFlow loads.
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)  # bad flags or run directory: one line, exit 2

@@ -10,21 +10,23 @@ disk, a non-finite loss); 75 stopped by SIGTERM after writing a checkpoint
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from pretraining import cli, cpu_env, preemption
+from pretraining import cli, preemption
 from pretraining.config import ExperimentConfig
 
-flags.DEFINE_string("experiment", None, "Experiment: a JSON file, or a shipped name such as "
-                    "demo or smoke_cpu (pretraining/configs/experiments/).")
-flags.DEFINE_string("model_dir", None, "Run directory: checkpoints, TensorBoard, summary.json.")
-flags.DEFINE_multi_string("override", [], "section.field=value, e.g. train.steps=50 (repeatable).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-                  "Distribution strategy.")
-flags.DEFINE_integer("num_logical_cpus", 0, "With --strategy=mirrored and no GPU: split the "
-                     "CPU into this many logical devices (testing).", lower_bound=0)
-flags.DEFINE_string("tpu", "", "TPU name or 'local' (TPU VM), with --strategy=tpu.")
-flags.mark_flags_as_required(["experiment", "model_dir"])
+
+def define_flags() -> None:
+    """Defines this CLI's flags (only when run as a program)."""
+    cli.define_experiment_flags(None)
+    flags.DEFINE_string("model_dir", None, "Run directory: checkpoints, TensorBoard, "
+                        "summary.json.", required=True)
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                      "Distribution strategy.")
+    flags.DEFINE_integer("num_logical_cpus", 0, "With --strategy=mirrored and no GPU: split "
+                         "the CPU into this many logical devices (testing).", lower_bound=0)
+    flags.DEFINE_string("tpu", "", "TPU name or 'local' (TPU VM), with --strategy=tpu.")
+    flags.mark_flags_as_required(["experiment"])
 
 
 def run(experiment_path, model_dir, overrides=(), strategy_name="default",
@@ -44,17 +46,17 @@ def run(experiment_path, model_dir, overrides=(), strategy_name="default",
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise ValueError(f"Unexpected arguments: {argv[1:]} (every setting is a --flag or an "
+                         "--override).")
     f = flags.FLAGS
     try:
-        summary = cli.run_or_exit(run, f.experiment, f.model_dir, f.override, f.strategy,
-                                  f.num_logical_cpus, f.tpu)
+        summary = run(f.experiment, f.model_dir, f.override, f.strategy, f.num_logical_cpus,
+                      f.tpu)
     except preemption.Preempted as e:
         logging.warning("%s", e)
         sys.exit(preemption.EXIT_PREEMPTED)
-    logging.info("Summary: %s", summary)
+    logging.info("Summary: %s", cli.to_json(summary))
 
 
 if __name__ == "__main__":
-    cpu_env.apply_defaults()  # Before TensorFlow loads.
-    app.run(main)
+    cli.run(main, define_flags)  # bad flags, config or data: one line, exit 2

@@ -10,6 +10,7 @@ from data_pipeline import build
 from data_pipeline import corpus
 from data_pipeline import features
 from data_pipeline import input as input_lib
+from data_pipeline import tasks
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
@@ -66,7 +67,7 @@ def test_build_splits_by_document(numbered_corpus, tokenizer_path, tokenizer,
     assert not train_docs & eval_docs
     assert train_docs | eval_docs == set(range(NUM_DOCS))
     assert eval_docs == {d for d in range(NUM_DOCS)
-                         if build.is_eval_document(5, d, 0.2)}
+                         if tasks.is_eval_document(5, d, 0.2)}
     assert len(train_docs) <= train.num_examples < 2 * len(train_docs)
 
 
@@ -111,7 +112,7 @@ def test_build_errors_leave_nothing(numbered_corpus, tokenizer_path, tmp_path):
     _assert_clean(out)
     one_doc = tmp_path / "one.txt"
     one_doc.write_text("Document 1 says hello there.\n")
-    seed = next(s for s in range(100) if not build.is_eval_document(s, 0, 0.5))
+    seed = next(s for s in range(100) if not tasks.is_eval_document(s, 0, 0.5))
     with pytest.raises(ValueError, match="--eval_fraction=0.5"):
         build.build_mlm(str(one_doc), tokenizer_path, out, seed=seed,
                         eval_fraction=0.5)

@@ -4,7 +4,6 @@ import os
 
 import pytest
 
-from data_pipeline import build
 from data_pipeline import builder
 from data_pipeline import sources
 from data_pipeline import tasks
@@ -94,4 +93,3 @@ def test_tfds_text_folder_offline(tmp_path, tokenizer_path):
     assert manifests["train"].num_examples >= 2
     assert "tfds: text_folder" in manifests["train"].source
     assert os.path.exists(tmp_path / "out" / "train" / "manifest.json")
-    assert build.is_eval_document is tasks.is_eval_document

@@ -297,7 +297,7 @@ def test_cli_bad_flag_is_one_line(tmp_path, repo_root):
     # (TensorFlow's own C++ start-up banners aside.)
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()
               and "oneDNN" not in line]
-    assert errors == ["convert: error: `--input_format` must be one of ['google', 'hf', "
+    assert errors == ["error: `--input_format` must be one of ['google', 'hf', "
                       "'native']. Received: --input_format='pytorch'"], result.stderr
     assert "Traceback" not in result.stderr
 

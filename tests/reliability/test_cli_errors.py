@@ -325,3 +325,85 @@ def test_cli_processes_exit_2_with_one_line(run_dir, mlm_data, tmp_path):
         assert errors, (name, err[-2000:])
         expected = {"generate": "--prompt is required", "inspect": str(empty_shard)}[name]
         assert expected in errors[-1], (name, errors)
+
+
+# ------------------------------------------------------ one CLI convention
+CLIS = ("data_pipeline.build", "data_pipeline.inspect", "data_pipeline.train_tokenizer",
+        "data_pipeline.google_records", "data_pipeline.native", "pretraining.train",
+        "pretraining.demo", "pretraining.convert", "pretraining.generate")
+
+# Runs a tool as `python -m` would, then reports its exit status and whether
+# TensorFlow or Keras was imported, on the last line of stderr.
+_PROBE = """import json, runpy, sys
+module, args = sys.argv[1], sys.argv[2:]
+sys.argv = [module, *args]
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    code = 0
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in ("tensorflow", "keras", "numpy") if m in sys.modules)
+sys.stderr.write("\\n" + json.dumps({"code": code, "heavy": heavy}) + "\\n")
+"""
+
+
+def _probe_all(*args):
+    """Every CLI run at once with `args`: {module: (exit code, heavy modules,
+    stdout, stderr without the probe's line)}."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
+    processes = {m: subprocess.Popen([sys.executable, "-c", _PROBE, m, *args], cwd=REPO_ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env) for m in CLIS}
+    results = {}
+    for module, process in processes.items():
+        out, err = process.communicate(timeout=120)
+        body, _, probe = err.rstrip("\n").rpartition("\n")
+        report = json.loads(probe)
+        results[module] = (report["code"], report["heavy"], out, body.strip())
+    return results
+
+
+def test_every_cli_help_exits_0_without_tensorflow():
+    for module, (code, heavy, out, err) in _probe_all("--help").items():
+        assert code == 0, (module, code, err)
+        assert "tensorflow" not in heavy and "keras" not in heavy, (module, heavy)
+        assert len(out.splitlines()) > 3, (module, out)  # the usage, on stdout
+        assert err == "", (module, err)  # no warning either
+
+
+def test_every_cli_bad_flag_is_one_line_exit_2():
+    for module, (code, heavy, _, err) in _probe_all("--no_such_flag=7").items():
+        assert code == 2, (module, code, err)
+        assert err.splitlines() == [err] and err.startswith("error: "), (module, err)
+        assert "no_such_flag" in err and "--help" in err, (module, err)
+        assert "tensorflow" not in heavy, (module, heavy)
+
+
+def test_flag_values_and_errors_are_one_line_printed_once(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
+    missing = tmp_path / "missing.json"
+    cases = {  # an absl enum, a required flag, a user error raised in main (TensorFlow loaded)
+        "enum": (["data_pipeline.build", "--task=xyz", "--input=a", "--tokenizer=b",
+                  "--output_dir=c"], ["--task", "xyz", "mlm"]),
+        "required": (["pretraining.generate", "--tokenizer=t"], ["--model_dir"]),
+        "experiment": (["pretraining.train", f"--experiment={missing}",
+                        f"--model_dir={tmp_path / 'run'}"], [str(missing)]),
+    }
+    processes = {name: subprocess.Popen([sys.executable, "-m", *command], cwd=REPO_ROOT,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env=env)
+                 for name, (command, _) in cases.items()}
+    for name, process in processes.items():
+        _, err = process.communicate(timeout=180)
+        assert process.returncode == 2, (name, err[-2000:])
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in err, (name, err[-2000:])
+        assert err.count(errors[0][len("error: "):]) == 1, (name, err[-2000:])  # not logged too
+        for text in cases[name][1]:
+            assert text in errors[0], (name, errors)
+
+
+def test_run_summary_prints_plain_numbers():
+    import numpy as np
+    line = cli.to_json({"loss": np.float64(2.5), "steps": np.int64(3), "ok": np.float32(0.5)})
+    assert json.loads(line) == {"loss": 2.5, "steps": 3, "ok": 0.5} and "np." not in line
