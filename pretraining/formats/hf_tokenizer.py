@@ -14,13 +14,13 @@ its precompiled normalisation (NFKC for ours), leading, trailing and repeated
 spaces removed, the `▁` dummy prefix, spaces escaped as `▁`; the Unigram
 lattice (Viterbi over the piece scores) or BPE merges ranked by piece score;
 consecutive unknown characters one `[UNK]`; byte fallback when the model has
-it; user-defined pieces (`[MASK]`, tokens added with `--add_tokens`) matched
-whole after normalisation, as SentencePiece does (`"a [MASK]"` gives `▁a`,
-`▁`, `[MASK]`).
+it; user-defined pieces (tokens added with `--add_tokens`) matched whole.
 
-One difference stays: the special tokens `[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`
-(and `[MASK]` for WordPiece) written literally in the text are one special
-token in `transformers`, as in every BERT tokenizer there; ours spell them out.
+Two differences, on purpose: `[MASK]` takes the space before it, so
+`"the [MASK] is"` gives `▁the [MASK] ▁is`, the ids of a masked training input
+(SentencePiece puts a `▁` piece before `[MASK]`; our WordPiece spells `[`,
+`mask`, `]`); and `[CLS]`, `[SEP]`, `[PAD]`, `[UNK]` written in the text are
+one special token in `transformers`, as in every BERT tokenizer there.
 
 Needs the `tokenizers` package (installed with `transformers`) at export
 time: without it a SentencePiece export is refused (transformers would read
@@ -42,7 +42,7 @@ INSTALL = "pip install tokenizers"
 # Google's WordPiece (and ours) turns a longer word into [UNK].
 MAX_INPUT_CHARS_PER_WORD = 200
 _SPECIAL_NAMES = ("unk", "sep", "pad", "cls", "mask")
-_UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 2, 3, 4, 6  # SentencePiece piece types
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED = 1, 2, 3, 4  # SentencePiece piece types
 
 
 def available() -> bool:
@@ -107,7 +107,8 @@ def _wordpiece_ids(vocab: vocab_lib.Vocabulary) -> dict:
 
 
 def _wordpiece(vocab: vocab_lib.Vocabulary):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     ids = _wordpiece_ids(vocab)
     if "[UNK]" not in ids:
         raise ValueError(f"The WordPiece vocabulary {vocab.source} has no [UNK] token: add it "
@@ -126,7 +127,8 @@ def _bpe_merges(proto) -> list:
     """SentencePiece BPE joins the adjacent pair whose union is the piece of
     highest score: every split of a normal piece into two normal pieces is a
     merge, ranked by the union's score (then id)."""
-    normal = {p.piece: (p.score, i) for i, p in enumerate(proto.pieces) if p.type == 1}
+    normal = {p.piece: (p.score, i) for i, p in enumerate(proto.pieces)
+              if p.type == _NORMAL}
     ranked = []
     for piece, (score, i) in normal.items():
         for cut in range(1, len(piece)):
@@ -137,7 +139,8 @@ def _bpe_merges(proto) -> list:
 
 
 def _sentencepiece(vocab: vocab_lib.Vocabulary):
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     proto = vocab_lib.sentencepiece_proto(vocab)
     spec, norm = proto.trainer_spec, proto.normalizer_spec
     pieces = [p.piece for p in proto.pieces]
@@ -160,7 +163,7 @@ def _sentencepiece(vocab: vocab_lib.Vocabulary):
     # Special tokens are cut out of the text first, so each step works on the
     # text between them: spaces are stripped at the end of the text only (the
     # mask token strips those before it), the dummy prefix goes before the
-    # first piece of text only.
+    # first piece of text only (a leading space becomes it).
     steps = [normalizers.Precompiled(norm.precompiled_charsmap)] if norm.precompiled_charsmap \
         else []
     if norm.remove_extra_whitespaces:
@@ -186,8 +189,8 @@ def _sentencepiece(vocab: vocab_lib.Vocabulary):
     if norm.add_dummy_prefix:
         steps.append(decoders.Strip(content=" ", left=1, right=0))
     tokenizer.decoder = decoders.Sequence(steps)
-    whole = [p.piece for p in proto.pieces if p.type in (_UNKNOWN, _CONTROL)]
-    return tokenizer, ids, whole
+    control = [p.piece for p in proto.pieces if p.type in (_UNKNOWN, _CONTROL)]
+    return tokenizer, ids, control
 
 
 def build(vocab: vocab_lib.Vocabulary):

@@ -16,18 +16,19 @@ import pytest
 from data_pipeline import tokenization, wordpiece
 from pretraining import convert
 from pretraining.config import BertConfig
-from pretraining.formats import hf_tokenizer
 from pretraining.formats import vocab as vocab_lib
 from pretraining.formats.bundle import Bundle, build_model
+from tests.conftest import REPO_ROOT, tiny_experiment
 
 pytestmark = pytest.mark.hf
 
 # Text a user may type: spacing, tabs, newlines, NFKC forms, CJK, unknown
 # characters, emoji, a literal "▁", accents, long words.
 EDGE_LINES = ["  two  spaces ", "tab\there", "new\nline", "a\r\nb", "\u00a0nbsp and\u3000ideo",
-              "日本語の文 é ﬁ Ⅳ ＡＢＣ１", "\u2581lead", "", " ", "trail\t", "Ωmega zero\u200bwidth",
-              "emoji 😀 here", "Héllo WORLD, naïve café!", "don't (x) [y] {z} a.b", "x" * 150,
-              "Supercalifragilistic" * 12, "a\x00b\x07c", "我是中国人。", "Ⅸ ½ ㎏ ｶﾀｶﾅ"]
+              "日本語の文 é ﬁ Ⅳ ＡＢＣ１", "\u2581lead", "", " ", "trail\t",
+              "Ωmega zero\u200bwidth", "emoji 😀 here", "Héllo WORLD, naïve café!",
+              "don't (x) [y] {z} a.b", "x" * 150, "Supercalifragilistic" * 12, "a\x00b\x07c",
+              "我是中国人。", "Ⅸ ½ ㎏ ｶﾀｶﾅ"]
 
 
 def _transformers():
@@ -81,8 +82,7 @@ def _wordpiece_vocab(counts, path, lower: bool) -> str:
 
 
 def _bundle(vocab, seed=0) -> Bundle:
-    config = BertConfig.from_json(os.path.join(os.path.dirname(__file__), "..", "..",
-                                               "configs", "models", "bert_test.json"))
+    config = BertConfig.from_json(f"{REPO_ROOT}/configs/models/bert_test.json")
     config = dataclasses.replace(config, vocab_size=len(vocab.tokens))
     rng = np.random.default_rng(seed)
     weights = {v.path: rng.normal(0, 0.1, v.shape).astype("float32")
@@ -210,7 +210,6 @@ def test_fill_mask_pipeline_matches_our_model(mlm_data, lines, tmp_path):
     probabilities (to 1e-5), as our model on our ids, for 20 sentences."""
     transformers = _transformers()
     from pretraining.trainer import Trainer  # pylint: disable=import-outside-toplevel
-    from tests.conftest import tiny_experiment  # pylint: disable=import-outside-toplevel
     experiment = tiny_experiment(mlm_data, steps=40, steps_per_loop=20, checkpoint_every=40)
     Trainer(experiment, str(tmp_path / "run")).train()
     assert convert.convert(str(tmp_path / "run"), "native", str(tmp_path / "hf"), "hf").head
