@@ -1,8 +1,8 @@
-"""Dropout alone, fwd+bwd under XLA, the S step's dropout volume: keras.layers.Dropout vs pretraining.layers.Dropout, alternated in one process. Run: python bench/dropout_micro.py"""
+"""Dropout alone, fwd+bwd under XLA, the S step's dropout volume: keras.layers.Dropout vs pretraining.dropout.Dropout, alternated in one process. Run: python bench/dropout_micro.py"""
 import time, statistics, os
 os.environ["TF_CPP_MIN_LOG_LEVEL"]="3"
 import tensorflow as tf, keras
-from pretraining.layers import Dropout
+from pretraining.dropout import Dropout
 # the S step's dropout volume per layer: 2 x (32,128,256) hidden + (32,4,128,128) attention probs
 shapes = [(32,128,256),(32,128,256),(32,4,128,128)]*4 + [(32,128,256)]
 xs = [tf.random.normal(s) for s in shapes]

@@ -82,13 +82,15 @@ def prefix(input_mask, prefix_length: int):
     """Prefix LM: bidirectional over the first `prefix_length` tokens, causal
     after (a token sees the prefix and tokens up to itself).
 
-    For `prefix_length = 2`, `input_mask = [1, 1, 1, 1, 0]`:
+    For `prefix_length = 3`, `input_mask = [1, 1, 1, 1, 0]`:
 
-        1 1 0 0 0
-        1 1 0 0 0
+        1 1 1 0 0
+        1 1 1 0 0
         1 1 1 0 0
         1 1 1 1 0
         1 1 1 1 0
+
+    (With `prefix_length = 2` it is `unilm`'s mask for a 2-token source.)
     """
     seq_len = ops.shape(input_mask)[1]
     positions = ops.arange(seq_len)

@@ -1,30 +1,27 @@
-"""Text generation for causal-LM and UniLM seq2seq models, with a fixed-shape
-key/value cache, written in `keras.ops`: it runs on every Keras backend.
+"""Text generation (greedy, sampling, beam search) for causal-LM, prefix-LM and
+UniLM seq2seq models, Conditional LayerNorm ones included, written in
+`keras.ops`: it runs on every Keras backend.
 
-The context (the prompt, or `[CLS] source [SEP]`) goes through the encoder's
-own layers in one pass that fills every layer's key/value cache; then each
-new token is one position wide: its keys and values are written into the
-cache at its position (a one-hot update: no dynamic shapes) and it attends to
-the cached positions it may see. Greedy, sampling (temperature, top-k, top-p)
-and beam search share that step. The decoding loop is `keras.ops.fori_loop`,
-compiled whole by the backend: a `tf.function` on TensorFlow, `jax.jit` on
-JAX (eager on PyTorch, without autograd).
+The model runs through its own layers with a fixed-shape key/value cache
+(`BertEncoder.call_with_cache`): the context (the prompt, or
+`[CLS] source [SEP]`) in one pass that fills every layer's cache, then one
+position per new token. This module only picks tokens. The decoding loop is
+`keras.ops.fori_loop`, compiled whole by the backend: a `tf.function` on
+TensorFlow, `jax.jit` on JAX (eager on PyTorch, without autograd).
 
-Sampling draws Gumbel noise from `layers.hashed_bits` keyed on
-`(seed, step)`: the same seed picks the same tokens on every backend.
-"""
+Sampling draws Gumbel noise from `dropout.hashed_bits` keyed on
+`(seed, step)`: the same seed picks the same tokens on every backend."""
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
 from keras import ops
 
-from pretraining import attention_masks
-from pretraining.layers import hashed_bits
+from pretraining.dropout import hashed_bits
 
 NEG_INF = -1e9
+GENERATIVE_MASKS = ("causal", "unilm", "prefix")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,14 +68,15 @@ class GenerationConfig:
 
 
 def _compiled(fn):
-    """`fn(ids, mask, segments, options)` compiled by the backend (options static)."""
+    """`fn(ids, mask, segments, condition, options)` compiled by the backend
+    (options static)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
         return tf.function(fn)
     if backend == "jax":
         import jax
-        return jax.jit(fn, static_argnums=3)
+        return jax.jit(fn, static_argnums=4)
     return fn
 
 
@@ -100,22 +98,23 @@ def _at_step(history, step, token):
 class Generator:
     """Generates from a `BertPretrainer` of task `lm` or `seq2seq`.
 
+    The model runs through its own layers (`BertEncoder.call_with_cache`,
+    then the tied masked-LM head); this class only picks tokens.
+
     Args:
-        model: `BertPretrainer` (its encoder's `attention_mask_type` must be
-            'causal' or 'unilm').
+        model: `BertPretrainer` whose encoder's `attention_mask_type` is
+            'causal', 'unilm' or 'prefix' (a bidirectional encoder cannot
+            generate: every position sees the token it would predict).
         max_length: int. Context + generated tokens (≤ max_position_embeddings).
         sep_id: int. Stops a sequence once generated.
     """
 
     def __init__(self, model, max_length: int, sep_id: int):
         config = model.encoder.config
-        if config.attention_mask_type not in ("causal", "unilm"):
+        if config.attention_mask_type not in GENERATIVE_MASKS:
             raise ValueError("Generation needs a model trained with attention_mask_type "
-                             "'causal' (lm) or 'unilm' (seq2seq). Received: "
+                             "'causal' (lm), 'unilm' (seq2seq) or 'prefix'. Received: "
                              f"attention_mask_type={config.attention_mask_type!r}")
-        if config.condition_size:
-            raise ValueError("Generation does not support Conditional LayerNorm models yet "
-                             f"(condition_size={config.condition_size}).")
         if max_length > config.max_position_embeddings:
             raise ValueError(f"`max_length` must be <= max_position_embeddings="
                              f"{config.max_position_embeddings}. Received: {max_length}")
@@ -125,84 +124,62 @@ class Generator:
         self._sample_fn, self._beam_fn = _compiled(self._sample), _compiled(self._beam)
 
     # ------------------------------------------------------------ the model
-    def _layers(self, x, positions, visible, caches):
-        """Runs the encoder blocks on `x` (batch, T, hidden) at `positions`
-        (batch, T), writing keys/values into `caches` and attending to the
-        cached positions `visible` (batch, T, L) allows. Returns (x, caches)."""
-        encoder, cfg = self.model.encoder, self.config
-        heads, size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
-        batch = ops.shape(x)[0]
-        write = ops.one_hot(positions, self.max_length)  # (batch, T, L)
-        keep = 1.0 - ops.max(write, axis=1)[:, None, :, None]  # (batch, 1, L, 1)
-        bias = ops.where(visible, 0.0, -10000.0)[:, None]  # (batch, 1, T, L)
+    def _logits(self, sequence, positions):
+        """Next-token logits `(batch, vocab)` from the hidden states
+        `(batch, T, hidden)` at `positions` `(batch,)` (the tied MLM head)."""
+        return self.model.masked_lm(sequence, positions[:, None])[:, 0]
 
-        def split(t):  # (batch, T, hidden) → (batch, heads, T, size)
-            return ops.transpose(ops.reshape(t, (batch, -1, heads, size)), (0, 2, 1, 3))
+    def _inputs(self, ids, mask, segments, condition):
+        inputs = {"input_ids": ids, "input_mask": mask, "segment_ids": segments}
+        if condition is not None:
+            inputs["condition"] = condition
+        return inputs
 
-        new_caches = []
-        for layer, (k_cache, v_cache) in zip(encoder.transformer_layers, caches):
-            att = layer.attention
-            q, k, v = split(att.query(x)), split(att.key(x)), split(att.value(x))
-            # Scatter the T new positions into the (batch, heads, L, size) caches.
-            k_cache = k_cache * keep + ops.einsum("btl,bhtd->bhld", write, k)
-            v_cache = v_cache * keep + ops.einsum("btl,bhtd->bhld", write, v)
-            scores = ops.matmul(q, ops.transpose(k_cache, (0, 1, 3, 2))) / math.sqrt(size)
-            context = ops.matmul(ops.softmax(scores + bias, axis=-1), v_cache)
-            context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)),
-                                  (batch, -1, cfg.hidden_size))
-            x = layer.attention_layer_norm(x + layer.attention_output(context))
-            x = layer.output_layer_norm(x + layer.output_dense(layer.intermediate(x)))
-            new_caches.append((k_cache, v_cache))
-        return x, new_caches
+    def context_logits(self, ids, mask, segments, condition=None):
+        """The cache filled by the context and the logits of the token after it.
 
-    def _embed(self, ids, segments, positions):
-        emb = self.model.encoder.embeddings
-        x = (ops.take(emb.word_embeddings.embeddings, ids, axis=0)
-             + ops.take(emb.token_type_embeddings.embeddings, segments, axis=0)
-             + ops.take(emb.position_embeddings.embeddings, positions, axis=0))
-        return emb.layer_norm(x)
-
-    def _logits(self, x):
-        """Next-token logits from hidden states (batch, hidden)."""
-        embeddings = self.model.encoder.embeddings.word_embeddings.embeddings
-        positions = ops.zeros((ops.shape(x)[0], 1), "int32")
-        return self.model.masked_lm(x[:, None], positions, embeddings)[:, 0]
-
-    def context_logits(self, ids, mask, segments):
-        """Caches for the context and the logits of the token after it."""
+        Args:
+            ids, mask, segments: int `(batch, max_length)`, the context
+                left-aligned and zero-padded.
+            condition: float `(batch, condition_size)` for a Conditional
+                LayerNorm model, else None.
+        """
         ids, mask, segments = (ops.cast(t, "int32") for t in (ids, mask, segments))
-        batch, cfg = ops.shape(ids)[0], self.config
-        positions = ops.broadcast_to(ops.arange(self.max_length, dtype="int32")[None],
-                                     ops.shape(ids))
-        visible = attention_masks.attention_mask(
-            cfg.attention_mask_type, mask, segments, cfg.prefix_length)
-        shape = (batch, cfg.num_attention_heads, self.max_length,
-                 cfg.hidden_size // cfg.num_attention_heads)
-        caches = [(ops.zeros(shape), ops.zeros(shape)) for _ in range(cfg.num_hidden_layers)]
-        x, caches = self._layers(self._embed(ids, segments, positions), positions, visible,
-                                 caches)
+        batch, encoder = ops.shape(ids)[0], self.model.encoder
+        x, cache = encoder.call_with_cache(
+            self._inputs(ids, mask, segments, condition),
+            encoder.empty_cache(batch, self.max_length), ops.zeros((batch,), "int32"))
         last = ops.sum(mask, axis=1) - 1  # position of the last context token
-        index = ops.broadcast_to(last[:, None, None], (batch, 1, cfg.hidden_size))
-        return self._logits(ops.take_along_axis(x, index, axis=1)[:, 0]), caches
+        return self._logits(x, last), cache
 
-    def step_logits(self, token, position, valid, caches):
+    def step_logits(self, token, position, mask, segments, cache, condition=None):
         """Feeds one token per sequence at `position`; returns its next-token
-        logits and the updated caches."""
+        logits and the updated cache. `mask` and `segments` `(batch, max_length)`
+        cover the sequence so far, this token included."""
         token, position = ops.cast(token, "int32"), ops.cast(position, "int32")
-        segments = ops.full(ops.shape(token), self.target_segment, dtype="int32")
-        x = self._embed(token[:, None], segments[:, None], position[:, None])
-        earlier = ops.arange(self.max_length, dtype="int32")[None] <= position[:, None]
-        visible = ops.logical_and(ops.cast(valid, "bool"), earlier)[:, None]  # (batch, 1, L)
-        x, caches = self._layers(x, position[:, None], visible, caches)
-        return self._logits(x[:, 0]), caches
+        inputs = self._inputs(token[:, None], mask, segments, condition)
+        x, cache = self.model.encoder.call_with_cache(inputs, cache, position)
+        return self._logits(x, ops.zeros_like(position)), cache
+
+    def _extend(self, token, position, mask, segments, cache, condition):
+        """Writes `token` at `position` into the sequence (mask, segments) and
+        feeds it: the next logits and the new decoding state."""
+        at = ops.one_hot(position, self.max_length, dtype="int32")  # (batch, max_length)
+        mask = ops.maximum(ops.cast(mask, "int32"), at)
+        segments = ops.cast(ops.where(at > 0, self.target_segment, segments), "int32")
+        logits, cache = self.step_logits(token, position, mask, segments, cache, condition)
+        return logits, cache, ops.minimum(position + 1, self.max_length - 1), mask, segments
 
     # ------------------------------------------------------------ decoding
-    def generate(self, ids, mask, segments, options: GenerationConfig):
+    def generate(self, ids, mask, segments, options: GenerationConfig, condition=None):
         """Generates `options.max_new_tokens` after each context.
 
         Args:
             ids, mask, segments: int32 `(batch, max_length)`, the context
                 left-aligned and zero-padded.
+            options: `GenerationConfig`.
+            condition: float `(batch, condition_size)`, required by (and only
+                by) a Conditional LayerNorm model.
 
         Returns:
             int32 NumPy `(batch, max_new_tokens)`: generated ids, `sep_id`
@@ -210,16 +187,37 @@ class Generator:
         """
         ids, mask, segments = (np.asarray(ops.convert_to_numpy(a), "int32")
                                for a in (ids, mask, segments))
-        longest = int(mask.sum(axis=1).max())
-        if longest + options.max_new_tokens > self.max_length:
-            raise ValueError(f"The context ({longest} tokens) plus "
+        lengths = mask.sum(axis=1)
+        if lengths.max() + options.max_new_tokens > self.max_length:
+            raise ValueError(f"The context ({lengths.max()} tokens) plus "
                              f"max_new_tokens={options.max_new_tokens} exceeds "
                              f"max_length={self.max_length}.")
+        prefix = self.config.prefix_length
+        if self.config.attention_mask_type == "prefix" and lengths.min() < prefix:
+            # Tokens generated inside the prefix would change the context's
+            # own (bidirectional) outputs, which the cache holds fixed.
+            raise ValueError("A prefix-LM context must cover the prefix: every context needs "
+                             f">= prefix_length={prefix} tokens. Received: a context of "
+                             f"{lengths.min()}.")
         args = [ops.convert_to_tensor(a, "int32") for a in (ids, mask, segments)]
+        args.append(self._condition(condition, len(ids)))
         decode = self._beam_fn if options.method == "beam" else self._sample_fn
         with _no_grad():
             out = decode(*args, options)
         return np.asarray(ops.convert_to_numpy(out), "int32")
+
+    def _condition(self, condition, batch):
+        size = self.config.condition_size
+        if not size:
+            if condition is not None:
+                raise ValueError("`condition` is only for a model with condition_size > 0; "
+                                 "this model has condition_size=0: pass condition=None.")
+            return None
+        shape = None if condition is None else tuple(np.shape(condition))
+        if shape != (batch, size):
+            raise ValueError(f"The model has condition_size={size}: `condition` must be a "
+                             f"float array of shape ({batch}, {size}). Received: shape={shape}")
+        return ops.convert_to_tensor(np.asarray(condition, "float32"))
 
     def _forbid_end(self, logits, options, step):
         """No `sep_id` before `options.min_new_tokens` tokens."""
@@ -247,34 +245,34 @@ class Generator:
         uniform = (ops.cast(ops.right_shift(bits, 8), "float32") + 0.5) * 2.0 ** -24  # (0, 1)
         return ops.cast(ops.argmax(logits - ops.log(-ops.log(uniform)), axis=-1), "int32")
 
-    def _sample(self, ids, mask, segments, options):
-        logits, caches = self.context_logits(ids, mask, segments)
+    def _sample(self, ids, mask, segments, condition, options):
+        logits, cache = self.context_logits(ids, mask, segments, condition)
         batch = ids.shape[0]
-        state = (logits, caches, ops.sum(mask, axis=1), mask, ops.zeros((batch,), "bool"),
-                 ops.zeros((batch, options.max_new_tokens), "int32"))
+        state = (logits, cache, ops.sum(mask, axis=1), mask, segments,
+                 ops.zeros((batch,), "bool"), ops.zeros((batch, options.max_new_tokens), "int32"))
 
         def step_fn(step, state):
-            logits, caches, position, valid, done, out = state
+            logits, cache, position, mask, segments, done, out = state
             logits = self._forbid_end(logits, options, step)
             token = ops.where(done, 0, self._pick(logits, options, step))
             out = _at_step(out, step, token)
             done = ops.logical_or(done, ops.equal(token, self.sep_id))
-            valid = ops.maximum(valid, ops.one_hot(position, self.max_length, dtype="int32"))
-            logits, caches = self.step_logits(token, position, valid, caches)
-            position = ops.minimum(position + 1, self.max_length - 1)
-            return logits, caches, position, valid, done, out
+            logits, cache, position, mask, segments = self._extend(
+                token, position, mask, segments, cache, condition)
+            return logits, cache, position, mask, segments, done, out
 
         return ops.fori_loop(0, options.max_new_tokens, step_fn, state)[-1]
 
-    def _beam(self, ids, mask, segments, options):
+    def _beam(self, ids, mask, segments, condition, options):
         beams = options.num_beams
         batch = ids.shape[0]  # static: every loop variable keeps its shape
-        tile = lambda t: ops.repeat(t, beams, axis=0)  # noqa: E731  (batch·beams, ...)
-        logits, caches = self.context_logits(tile(ids), tile(mask), tile(segments))
+        tile = lambda t: None if t is None else ops.repeat(t, beams, axis=0)  # noqa: E731
+        ids, mask, segments, condition = (tile(t) for t in (ids, mask, segments, condition))
+        logits, cache = self.context_logits(ids, mask, segments, condition)
         vocab = logits.shape[-1]
         # Only the first beam of each sequence is live at the start.
         first = ops.concatenate([ops.zeros((1,)), ops.full((beams - 1,), NEG_INF)], axis=0)
-        state = (logits, caches, ops.sum(tile(mask), axis=1), tile(mask),
+        state = (logits, cache, ops.sum(mask, axis=1), mask, segments,
                  ops.zeros((batch * beams,), "bool"), ops.tile(first, [batch]),
                  ops.zeros((batch * beams, options.max_new_tokens), "int32"))
         offsets = ops.arange(batch, dtype="int32")[:, None] * beams
@@ -282,7 +280,7 @@ class Generator:
         finished = ops.where(ops.arange(vocab, dtype="int32")[None] == 0, 0.0, NEG_INF)
 
         def step_fn(step, state):
-            logits, caches, position, valid, done, scores, history = state
+            logits, cache, position, mask, segments, done, scores, history = state
             log_probs = self._forbid_end(ops.log_softmax(logits, axis=-1), options, step)
             log_probs = ops.where(done[:, None], finished, log_probs)
             total = ops.reshape(scores[:, None] + log_probs, (batch, beams * vocab))
@@ -291,18 +289,16 @@ class Generator:
             parent = ops.reshape(flat // vocab + offsets, (-1,))
             token = ops.reshape(flat % vocab, (-1,))
             scores = ops.reshape(scores, (-1,))
-            caches = [(ops.take(k, parent, axis=0), ops.take(v, parent, axis=0))
-                      for k, v in caches]
-            history = _at_step(ops.take(history, parent, axis=0), step, token)
-            done = ops.logical_or(ops.take(done, parent, axis=0), ops.equal(token, self.sep_id))
-            valid = ops.maximum(ops.take(valid, parent, axis=0),
-                                ops.one_hot(position, self.max_length, dtype="int32"))
-            logits, caches = self.step_logits(token, position, valid, caches)
-            position = ops.minimum(position + 1, self.max_length - 1)
-            return logits, caches, position, valid, done, scores, history
+            cache, history, done, mask, segments = (
+                ops.take(t, parent, axis=0) for t in (cache, history, done, mask, segments))
+            history = _at_step(history, step, token)
+            done = ops.logical_or(done, ops.equal(token, self.sep_id))
+            logits, cache, position, mask, segments = self._extend(
+                token, position, mask, segments, cache, condition)
+            return logits, cache, position, mask, segments, done, scores, history
 
-        _, _, _, _, _, scores, history = ops.fori_loop(0, options.max_new_tokens, step_fn,
-                                                       state)
+        state = ops.fori_loop(0, options.max_new_tokens, step_fn, state)
+        scores, history = state[-2:]
         best = ops.cast(ops.argmax(ops.reshape(scores, (batch, beams)), axis=1), "int32")
         history = ops.reshape(history, (batch, beams, options.max_new_tokens))
         index = ops.broadcast_to(best[:, None, None], (batch, 1, options.max_new_tokens))

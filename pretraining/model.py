@@ -51,22 +51,25 @@ class BertEncoder(keras.Model):
             self.condition_dense = keras.layers.Dense(
                 config.condition_hidden_size, activation=config.condition_hidden_act,
                 kernel_initializer=initializer(config.initializer_range),
-                name="condition_dense")
+                dtype=self.dtype_policy, name="condition_dense")
         self.embeddings = BertEmbeddings(
             config.vocab_size, config.hidden_size, config.max_position_embeddings,
-            config.type_vocab_size, config.hidden_dropout_prob, config.initializer_range,
-            condition_size=condition_size, name="embeddings")
+            config.type_vocab_size, hidden_dropout_prob=config.hidden_dropout_prob,
+            initializer_range=config.initializer_range, condition_size=condition_size,
+            dtype=self.dtype_policy, name="embeddings")
         # One attribute per block (not a list): `tf.train.Checkpoint` tracks
         # attributes of a Keras 3 model but not the items of a list attribute.
         for i in range(config.num_hidden_layers):
             setattr(self, f"layer_{i}", TransformerLayer(
                 config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                config.hidden_act, config.hidden_dropout_prob,
-                config.attention_probs_dropout_prob, config.initializer_range,
-                condition_size=condition_size, name=f"layer_{i}"))
+                hidden_act=config.hidden_act, hidden_dropout_prob=config.hidden_dropout_prob,
+                attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+                initializer_range=config.initializer_range, condition_size=condition_size,
+                dtype=self.dtype_policy, name=f"layer_{i}"))
         self.pooler = keras.layers.Dense(
             config.hidden_size, activation="tanh",
-            kernel_initializer=initializer(config.initializer_range), name="pooler")
+            kernel_initializer=initializer(config.initializer_range), dtype=self.dtype_policy,
+            name="pooler")
         self.build(None)
 
     @property
@@ -91,20 +94,74 @@ class BertEncoder(keras.Model):
         config = self.config
         bias = attention_masks.mask_bias(attention_masks.attention_mask(
             config.attention_mask_type, input_mask, segment_ids, config.prefix_length))
-        condition = None
-        if config.condition_size:
-            if "condition" not in inputs:
-                raise ValueError(f"The model has condition_size={config.condition_size}: "
-                                 "inputs need a `condition` of shape (batch, condition_size).")
-            condition = ops.cast(inputs["condition"], "float32")
-            if config.condition_hidden_size:
-                condition = self.condition_dense(condition)
+        condition = self._condition(inputs)
         x = self.embeddings(input_ids, segment_ids, condition,
                             training=training)  # (batch, seq, hidden)
         for layer in self.transformer_layers:
             x = layer(x, bias, condition, training=training)
         pooled = self.pooler(x[:, 0])  # (batch, hidden)
         return {"sequence_output": x, "pooled_output": pooled}
+
+    def _condition(self, inputs):
+        """The vector the Conditional LayerNorms see, or None."""
+        config = self.config
+        if not config.condition_size:
+            return None
+        if inputs.get("condition") is None:
+            raise ValueError(f"The model has condition_size={config.condition_size}: "
+                             "inputs need a `condition` of shape (batch, condition_size).")
+        condition = ops.cast(inputs["condition"], "float32")
+        if config.condition_hidden_size:
+            condition = self.condition_dense(condition)
+        return condition
+
+    # ------------------------------------------------ key/value-cached decoding
+    def empty_cache(self, batch_size: int, max_length: int):
+        """Zero key/value cache for `call_with_cache`:
+        `(batch, num_hidden_layers, 2, heads, max_length, head_size)`."""
+        config = self.config
+        heads = config.num_attention_heads
+        return ops.zeros((batch_size, config.num_hidden_layers, 2, heads, max_length,
+                          config.hidden_size // heads), self.compute_dtype)
+
+    def call_with_cache(self, inputs, cache, cache_index):
+        """Runs `T` new tokens per row through the encoder, attending to the
+        cached keys/values of earlier positions (inference, no dropout).
+
+        Args:
+            inputs: dict. `input_ids` `(batch, T)`: the new tokens, at
+                positions `cache_index … cache_index+T-1`; `input_mask` and
+                `segment_ids` `(batch, max_length)`: the whole sequence, new
+                tokens included (the attention mask is built from them, so
+                every `attention_mask_type` decodes as it trains); `condition`
+                as in `call`.
+            cache: from `empty_cache`, or as returned by the previous call.
+            cache_index: int tensor `(batch,)`, the position of each row's
+                first new token.
+
+        Returns:
+            `(sequence_output (batch, T, hidden), updated cache)`: the same
+            hidden states as `call` on the whole sequence, at those positions.
+        """
+        config = self.config
+        input_ids = ops.cast(inputs["input_ids"], "int32")
+        input_mask = ops.cast(inputs["input_mask"], "int32")
+        segment_ids = ops.cast(inputs.get("segment_ids", ops.zeros_like(input_mask)), "int32")
+        cache_index = ops.cast(cache_index, "int32")
+        new = ops.arange(ops.shape(input_ids)[1], dtype="int32")[None]
+        positions = cache_index[:, None] + new  # (batch, T)
+        mask = attention_masks.attention_mask(
+            config.attention_mask_type, input_mask, segment_ids, config.prefix_length)
+        rows = ops.broadcast_to(positions[:, :, None], ops.shape(positions) + (ops.shape(mask)[2],))
+        bias = attention_masks.mask_bias(ops.take_along_axis(mask, rows, axis=1))
+        condition = self._condition(inputs)
+        x = self.embeddings(input_ids, ops.take_along_axis(segment_ids, positions, axis=1),
+                            condition, positions=positions)  # (batch, T, hidden)
+        caches = []
+        for i, layer in enumerate(self.transformer_layers):
+            x, layer_cache = layer(x, bias, condition, cache=cache[:, i], cache_index=cache_index)
+            caches.append(layer_cache)
+        return x, ops.stack(caches, axis=1)
 
     def get_config(self):
         return {"config": self.config.to_dict(), "name": self.name}

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-from pretraining import heads, layers  # noqa: E402  (registers the serializable classes)
+from pretraining import dropout, losses, pretrainer  # noqa: E402,F401  (registers the classes)
 from pretraining.generation import GenerationConfig, Generator  # noqa: E402
 
 # The decoding runs compared across backends (contexts in the batch file).
@@ -45,8 +45,8 @@ def case_loss(case, batch, outputs):
         # the outputs projected on fixed random directions (in the batch file)
         return (ops.sum(ops.multiply(outputs["sequence_output"], batch["probe_sequence"]))
                 + ops.sum(ops.multiply(outputs["pooled_output"], batch["probe_pooled"])))
-    sums = heads.task_sums(case["task"], outputs, batch)
-    return heads.total_loss(sums, heads.prediction_counts(case["task"], batch,
+    sums = losses.task_sums(case["task"], outputs, batch)
+    return losses.total_loss(sums, losses.prediction_counts(case["task"], batch,
                                                           case["next_sentence"]))
 
 
@@ -121,14 +121,14 @@ def main(case_dir, out_path):
     with np.load(os.path.join(case_dir, "dropout.npz")) as f:
         for i, rate in enumerate(f["rates"]):
             x = ops.convert_to_tensor(f[f"x{i}"])
-            out = layers.hashed_dropout(x, float(rate), f[f"seed{i}"])
+            out = dropout.hashed_dropout(x, float(rate), f[f"seed{i}"])
             arrays[f"dropout/{i}"] = ops.convert_to_numpy(out)
     if backend == "jax":  # the same function traced by XLA
         import jax
         with np.load(os.path.join(case_dir, "dropout.npz")) as f:
             x, seed, rate = f["x0"], f["seed0"], float(f["rates"][0])
         arrays["dropout/jit0"] = np.asarray(
-            jax.jit(lambda x, s: layers.hashed_dropout(x, rate, s))(x, seed))
+            jax.jit(lambda x, s: dropout.hashed_dropout(x, rate, s))(x, seed))
     arrays["meta"] = np.array(json.dumps(meta))
     tmp = out_path + ".tmp.npz"
     np.savez(tmp, **arrays)

@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pretraining import layers
 from pretraining.config import BertConfig
+from pretraining.dropout import hashed_dropout
 from pretraining.generation import Generator
-from pretraining.heads import BertPretrainer
+from pretraining.pretrainer import BertPretrainer
 from pretraining.model import BertEncoder
 from tests.ports.backend_check import GENERATION, case_loss
 
@@ -150,8 +150,8 @@ def saved(tmp_path_factory):
         dropout[f"seed{i}"] = rng.integers(-2 ** 31, 2 ** 31 - 1, 2).astype("int32")
     np.savez(root / "dropout.npz", **dropout)
     references["dropout"] = [
-        layers.hashed_dropout(tf.constant(dropout[f"x{i}"]), float(rate),
-                              tf.constant(dropout[f"seed{i}"])).numpy()
+        hashed_dropout(tf.constant(dropout[f"x{i}"]), float(rate),
+                       tf.constant(dropout[f"seed{i}"])).numpy()
         for i, rate in enumerate(dropout["rates"])]
     return root, references
 

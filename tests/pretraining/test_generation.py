@@ -1,5 +1,5 @@
-"""The cached, fixed-shape decoder equals a full forward pass, and decoding is
-deterministic."""
+"""The cached, fixed-shape decoder equals a full forward pass (every generative
+mask, with and without Conditional LayerNorm), and decoding is deterministic."""
 
 import numpy as np
 import pytest
@@ -7,23 +7,26 @@ import tensorflow as tf
 
 from pretraining.config import BertConfig
 from pretraining.generation import GenerationConfig, Generator
-from pretraining.heads import BertPretrainer
+from pretraining.pretrainer import BertPretrainer
 from pretraining.model import BertEncoder
 
 L = 16
 
 
-def _model(repo_root, mask, task):
+def _model(repo_root, mask, task, **fields):
     config = BertConfig.from_json(f"{repo_root}/configs/models/bert_test.json")
     config.attention_mask_type = mask
+    for name, value in fields.items():
+        setattr(config, name, value)
+    config.__post_init__()
     model = BertPretrainer(BertEncoder(config), task=task)
     rng = np.random.default_rng(0)
-    for v in model.weights:  # sharper distributions than the 0.02 init
+    for v in model.weights:  # sharper distributions than the 0.02 init; W_γ, W_β ≠ 0
         v.assign(v.numpy() + rng.normal(0, 0.3, v.shape).astype("float32"))
     return model
 
 
-def _context(lengths, segments_upto=None):
+def _context(lengths):
     ids = np.zeros((len(lengths), L), "int32")
     mask = np.zeros_like(ids)
     rng = np.random.default_rng(1)
@@ -33,29 +36,68 @@ def _context(lengths, segments_upto=None):
     return ids, mask, np.zeros_like(ids)
 
 
-@pytest.mark.parametrize("mask_type, task", [("causal", "lm"), ("unilm", "seq2seq")])
-def test_cached_steps_equal_full_forward(repo_root, mask_type, task):
-    model = _model(repo_root, mask_type, task)
+def _condition(model, seed=2, batch=2):
+    size = model.encoder.config.condition_size
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(batch, size)).astype("float32") if size else None
+
+
+@pytest.mark.parametrize("mask_type, task, fields", [
+    ("causal", "lm", {}),
+    ("unilm", "seq2seq", {}),
+    ("prefix", "lm", {"prefix_length": 3}),
+    ("causal", "lm", {"condition_size": 6, "condition_hidden_size": 8,
+                      "condition_hidden_act": "tanh"}),
+    ("unilm", "seq2seq", {"condition_size": 4}),
+], ids=["causal", "unilm", "prefix", "causal-condition", "unilm-condition"])
+def test_cached_steps_equal_full_forward(repo_root, mask_type, task, fields):
+    model = _model(repo_root, mask_type, task, **fields)
     generator = Generator(model, L, sep_id=3)
     ids, mask, segments = _context([5, 3])
-    logits, caches = generator.context_logits(tf.constant(ids), tf.constant(mask),
-                                              tf.constant(segments))
+    condition = _condition(model)
+    extra = {} if condition is None else {"condition": condition}
+    logits, cache = generator.context_logits(tf.constant(ids), tf.constant(mask),
+                                             tf.constant(segments), condition)
     position = mask.sum(1)
     valid = mask.copy()
     tokens = [[9, 11], [20, 7], [33, 40]]
     for token in tokens:
         # Reference: the whole sequence so far through the model.
-        full = model({"input_ids": ids, "input_mask": valid,
-                      "segment_ids": segments})["lm_logits"].numpy()
+        full = model({"input_ids": ids, "input_mask": valid, "segment_ids": segments,
+                      **extra})["lm_logits"].numpy()
         expected = full[np.arange(2), position - 1]
         np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-4, atol=1e-4)
         token = np.array(token, "int32")
         ids[np.arange(2), position] = token
         segments[np.arange(2), position] = generator.target_segment
         valid[np.arange(2), position] = 1
-        logits, caches = generator.step_logits(tf.constant(token), tf.constant(position),
-                                               tf.constant(valid), caches)
+        logits, cache = generator.step_logits(tf.constant(token), tf.constant(position),
+                                              tf.constant(valid), tf.constant(segments), cache,
+                                              condition)
         position = position + 1
+    if condition is not None:  # the condition reaches the logits
+        other = model({"input_ids": ids, "input_mask": valid, "segment_ids": segments,
+                       "condition": _condition(model, seed=3)})["lm_logits"].numpy()
+        assert np.abs(other[np.arange(2), position - 1] - logits.numpy()).max() > 1e-2
+
+
+def test_condition_is_required_exactly_when_the_model_has_one(repo_root):
+    context = _context([4, 2])
+    options = GenerationConfig(max_new_tokens=2)
+    conditional = Generator(_model(repo_root, "causal", "lm", condition_size=4), L, sep_id=3)
+    with pytest.raises(ValueError, match=r"condition_size=4.*shape \(2, 4\). Received: shape=None"):
+        conditional.generate(*context, options)
+    with pytest.raises(ValueError, match=r"Received: shape=\(2, 3\)"):
+        conditional.generate(*context, options, condition=np.zeros((2, 3), "float32"))
+    plain = Generator(_model(repo_root, "causal", "lm"), L, sep_id=3)
+    with pytest.raises(ValueError, match="condition_size=0"):
+        plain.generate(*context, options, condition=np.zeros((2, 4), "float32"))
+
+
+def test_prefix_context_must_cover_the_prefix(repo_root):
+    generator = Generator(_model(repo_root, "prefix", "lm", prefix_length=3), L, sep_id=3)
+    with pytest.raises(ValueError, match="prefix_length=3.*a context of 2"):
+        generator.generate(*_context([4, 2]), GenerationConfig(max_new_tokens=2))
 
 
 def test_min_new_tokens_keeps_sep_out_early(repo_root):
@@ -86,13 +128,18 @@ def test_generation_is_deterministic(repo_root, options):
     assert ((first >= 0) & (first < 128)).all()
 
 
-def test_greedy_follows_argmax_and_beam_scores_at_least_greedy(repo_root):
-    model = _model(repo_root, "causal", "lm")
+@pytest.mark.parametrize("fields", [{}, {"condition_size": 4}], ids=["plain", "condition"])
+def test_greedy_follows_argmax_and_beam_scores_at_least_greedy(repo_root, fields):
+    model = _model(repo_root, "causal", "lm", **fields)
     generator = Generator(model, L, sep_id=3)
     ids, mask, segments = _context([4])
-    greedy = list(generator.generate(ids, mask, segments, GenerationConfig(max_new_tokens=4))[0])
+    condition = _condition(model, batch=1)
+    extra = {} if condition is None else {"condition": condition}
+    greedy = list(generator.generate(ids, mask, segments, GenerationConfig(max_new_tokens=4),
+                                     condition)[0])
     beam = list(generator.generate(
-        ids, mask, segments, GenerationConfig(method="beam", num_beams=4, max_new_tokens=4))[0])
+        ids, mask, segments, GenerationConfig(method="beam", num_beams=4, max_new_tokens=4),
+        condition)[0])
 
     def score(tokens, check_argmax=False):
         """Sum of log-probabilities from full forward passes (no cache)."""
@@ -100,8 +147,8 @@ def test_greedy_follows_argmax_and_beam_scores_at_least_greedy(repo_root):
         for i, token in enumerate(tokens):
             if i and tokens[i - 1] == 3:  # ended with [SEP]: padding follows
                 break
-            logits = model({"input_ids": seq, "input_mask": valid,
-                            "segment_ids": segments})["lm_logits"].numpy()[0, 3 + i]
+            logits = model({"input_ids": seq, "input_mask": valid, "segment_ids": segments,
+                            **extra})["lm_logits"].numpy()[0, 3 + i]
             log_probs = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
             if check_argmax:
                 assert token == log_probs.argmax(), (i, token, log_probs.argmax())
@@ -119,8 +166,8 @@ def test_rejects_bidirectional_models(repo_root):
 
 
 # Causal generation itself: test_cached_steps_equal_full_forward and the unit tests above.
-@pytest.mark.parametrize("task, mask_type", [("seq2seq", "unilm"),
-                                             pytest.param("lm", "causal", marks=pytest.mark.extended)])
+@pytest.mark.parametrize("task, mask_type", [
+    ("seq2seq", "unilm"), pytest.param("lm", "causal", marks=pytest.mark.extended)])
 def test_trained_run_generates_text_from_the_cli(task_data, mlm_data, tmp_path, task,
                                                   mask_type):
     import os

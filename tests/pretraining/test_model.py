@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from pretraining.config import BertConfig
-from pretraining.heads import BertPretrainer, masked_lm_sums
+from pretraining.losses import masked_lm_sums
+from pretraining.pretrainer import BertPretrainer
 from pretraining.layers import TransformerLayer
 from pretraining.model import BertEncoder
 from tests.pretraining import numpy_bert
@@ -63,8 +64,8 @@ def test_encoder_shapes_and_paths(config):
 
 def test_one_layer_matches_numpy(config):
     layer = TransformerLayer(config.hidden_size, config.num_attention_heads,
-                             config.intermediate_size, hidden_dropout_rate=0.0,
-                             attention_dropout_rate=0.0, name="layer_0")
+                             config.intermediate_size, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0, name="layer_0")
     layer.build((None, None, config.hidden_size))
     _randomise(layer)
     rng = np.random.default_rng(2)
@@ -75,6 +76,28 @@ def test_one_layer_matches_numpy(config):
     ref = numpy_bert.transformer_layer(x.astype("float64"), mask, _layer_weights(layer),
                                        config.num_attention_heads)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cached_layer_equals_the_whole_sequence(config):
+    """A TransformerLayer fed a sequence in chunks through its key/value cache
+    gives the whole sequence's outputs (causal mask, conditional LayerNorm)."""
+    layer = TransformerLayer(config.hidden_size, config.num_attention_heads,
+                             config.intermediate_size, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0, condition_size=3, name="layer_0")
+    layer.build((None, None, config.hidden_size))
+    _randomise(layer)
+    rng = np.random.default_rng(2)
+    seq, heads = 12, config.num_attention_heads
+    x = rng.normal(size=(2, seq, config.hidden_size)).astype("float32")
+    condition = rng.normal(size=(2, 3)).astype("float32")
+    bias = np.where(np.tril(np.ones((seq, seq), bool)), 0.0, -10000.0).astype("float32")
+    full = np.asarray(layer(x, bias[None, None], condition))
+    cache = np.zeros((2, 2, heads, seq, config.hidden_size // heads), "float32")
+    for start, end in ((0, 6), (6, 7), (7, 12)):
+        out, cache = layer(x[:, start:end], bias[None, None, start:end], condition, cache=cache,
+                           cache_index=np.full((2,), start, "int32"))
+        np.testing.assert_allclose(np.asarray(out), full[:, start:end], rtol=1e-5, atol=1e-5)
+    assert np.asarray(cache).shape == (2, 2, heads, seq, config.hidden_size // heads)
 
 
 def test_encoder_matches_numpy(config):
@@ -165,7 +188,7 @@ def test_dropout_rate_scale_and_determinism():
     the mean is unchanged, the same mask for the same seed-generator state,
     a new independent mask on the next call, no correlation between
     neighbouring elements (the four 8-bit fields of one word included)."""
-    from pretraining.layers import Dropout
+    from pretraining.dropout import Dropout
 
     layer = Dropout(0.1, seed=3)
     x = np.ones((64, 128, 32), "float32")
