@@ -8,6 +8,28 @@ Entry points (absl apps):
   python -m pretraining.generate   decode from a causal-LM or seq2seq run
 
 Shipped configs (model and experiment JSON) are in `pretraining.configs`.
+
+`import pretraining` registers every serialisable class with Keras, so
+`keras.saving.load_model("model.keras")` needs nothing more: the model
+classes on any backend, the optimizers and schedules on TensorFlow. Imported
+before TensorFlow, it first sets the CLIs' CPU defaults (`cpu_env`; a value
+already in the environment wins), so a library run computes what the CLIs
+compute. Not when Python imports the package to run one of the entry points
+above (`python -m pretraining.X`, during which `sys.argv[0]` is "-m"): they
+answer `--help` without loading TensorFlow and import what they use.
 """
 
+import sys
+
 __version__ = "0.1.0"
+
+if sys.argv[:1] != ["-m"]:
+    if "tensorflow" not in sys.modules:
+        from pretraining import cpu_env
+        cpu_env.apply_defaults()
+
+    import keras
+
+    from pretraining import pretrainer  # noqa: F401  (BertPretrainer, its head, encoder, layers)
+    if keras.backend.backend() == "tensorflow":
+        from pretraining import optimizers  # noqa: F401  (AdamW, LAMB, SGD, schedules)

@@ -17,12 +17,11 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import input as data_input
-from pretraining import checkpoints, metrics_log, preemption, progress, run_lock
+from pretraining import checkpoints, losses, metrics_log, preemption, progress, run_lock
 from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.flops import mlm_train_flops
-from pretraining import heads
-from pretraining.heads import BertPretrainer
 from pretraining.model import BertEncoder
+from pretraining.pretrainer import BertPretrainer
 from pretraining.strategy import is_default_strategy
 from pretraining.optimizers import (ExponentialMovingAverage, build_gradient_transform,
                                     create_ema, create_optimizer)
@@ -79,14 +78,9 @@ def build_state(experiment: ExperimentConfig, strategy, model_dir: str,
                 worker_id: int | None = None, next_sentence: bool = False) -> TrainState:
     """Creates model, optimizer (with its slots), step and checkpoint in scope."""
     policy = experiment.train.mixed_precision or "float32"
-    previous = keras.mixed_precision.global_policy()
     with strategy.scope():
-        keras.mixed_precision.set_global_policy(policy)  # for the layers built here only
-        try:
-            encoder = BertEncoder(experiment.model)
-            model = BertPretrainer(encoder, experiment.task, next_sentence)
-        finally:
-            keras.mixed_precision.set_global_policy(previous)
+        encoder = BertEncoder(experiment.model, dtype=policy)
+        model = BertPretrainer(encoder, experiment.task, next_sentence, dtype=policy)
         optimizer = create_optimizer(experiment.optimizer, experiment.train.steps,
                                      model.trainable_variables)
         if policy == "mixed_float16":
@@ -274,8 +268,8 @@ class Trainer:
         the all-reduce and the update stay outside)."""
         model, optimizer = self.state.model, self.state.optimizer
         with tf.GradientTape() as tape:
-            sums = heads.task_sums(self.experiment.task, model(batch, training=True), batch)
-            loss = heads.total_loss(sums, counts)
+            sums = losses.task_sums(self.experiment.task, model(batch, training=True), batch)
+            loss = losses.total_loss(sums, counts)
             if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
                 loss = optimizer.scale_loss(loss)  # float16: keep small gradients
         return sums, tape.gradient(loss, model.trainable_variables)
@@ -309,7 +303,7 @@ class Trainer:
         # The global number of predictions, from the labels, before the
         # forward pass: each replica's loss is its sum over that count, so the
         # summed gradients equal one device's whatever the replicas.
-        counts = heads.prediction_counts(self.experiment.task, batch, self.next_sentence)
+        counts = losses.prediction_counts(self.experiment.task, batch, self.next_sentence)
         counts = {k: tf.maximum(context.all_reduce("SUM", v), 1.0) for k, v in counts.items()}
         sums, grads = self._accumulated_forward_backward(batch, counts)
         # Variables the loss does not reach (the pooler without an NSP head)
@@ -358,7 +352,7 @@ class Trainer:
         return train_loop
 
     def _eval_replica_step(self, batch):
-        sums = heads.task_sums(self.experiment.task, self.state.model(batch, training=False),
+        sums = losses.task_sums(self.experiment.task, self.state.model(batch, training=False),
                                batch)
         return tf.stack([sums[k] for k in self.sum_keys])
 

@@ -8,10 +8,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pretraining import cpu_env  # noqa: E402
-
-# The CLIs' CPU defaults, here too: in-process and subprocess runs compare equal.
-cpu_env.apply_defaults()
+# The CLIs' CPU defaults, here too (`import pretraining` sets them before
+# TensorFlow loads): in-process and subprocess runs compare equal.
+import pretraining  # noqa: E402,F401
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -80,7 +80,7 @@ def read_json(path: str) -> dict:
 def build_model(config: BertConfig, head: bool, nsp: bool = False):
     """A fresh `BertPretrainer` (head=True; with the NSP head when `nsp`) or
     `BertEncoder`."""
-    from pretraining.heads import BertPretrainer
+    from pretraining.pretrainer import BertPretrainer
     from pretraining.model import BertEncoder
     encoder = BertEncoder(config)
     if nsp:

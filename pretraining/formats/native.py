@@ -60,7 +60,7 @@ def _find_vocab(path: str, prefix: str) -> vocab_lib.Vocabulary | None:
 
 
 def _read_keras(path: str, heads: str, ema: bool) -> tuple[BertConfig, dict]:
-    import pretraining.heads  # noqa: F401  (registers the classes for deserialisation)
+    import pretraining.pretrainer  # noqa: F401  (registers the classes for deserialisation)
     if ema:
         raise ValueError(f"--ema needs a trainer checkpoint; {path} is a .keras file "
                          "(it holds one set of weights).")

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from pretraining import checkpoints, convert
 from pretraining.config import BertConfig
-from pretraining.heads import BertPretrainer
+from pretraining.pretrainer import BertPretrainer
 from pretraining.model import BertEncoder
 from pretraining.optimizers.ema import ExponentialMovingAverage
 from tests.pretraining import numpy_bert

@@ -6,7 +6,7 @@ import pytest
 
 from pretraining import attention_masks
 from pretraining.config import BertConfig
-from pretraining.heads import BertPretrainer
+from pretraining.pretrainer import BertPretrainer
 from pretraining.model import BertEncoder
 
 MASK = np.array([[1, 1, 1, 1, 0]])

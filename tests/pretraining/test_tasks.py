@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pretraining.config import BertConfig
-from pretraining.heads import BertPretrainer, next_token_weights, task_sums
+from pretraining.losses import next_token_weights, task_sums
+from pretraining.pretrainer import BertPretrainer
 from pretraining.model import BertEncoder
 from pretraining.trainer import Trainer
 from tests.conftest import tiny_experiment
@@ -79,3 +80,47 @@ def test_mlm_with_next_sentence_prediction(mlm_data, tmp_path):
     assert all("nsp_accuracy" in r for r in records)
     assert 0.0 <= summary["eval_nsp_accuracy"] <= 1.0
     assert records[-1]["loss"] < records[0]["loss"]
+
+
+def test_mlm_head_is_tied_to_the_word_embeddings(repo_root):
+    config = BertConfig.from_json(f"{repo_root}/configs/models/bert_test.json")
+    model = BertPretrainer(BertEncoder(config))
+    word_embeddings = model.encoder.embeddings.word_embeddings
+    assert model.masked_lm.token_embedding is word_embeddings
+    # Held, not owned: every weight once, at its one path.
+    paths = [v.path for v in model.weights]
+    assert len(paths) == len(set(paths))
+    assert {v.path for v in model.masked_lm.weights} == {
+        "mlm/transform/kernel", "mlm/transform/bias", "mlm/LayerNorm/gamma",
+        "mlm/LayerNorm/beta", "mlm/output_bias"}
+    # The logits follow the embedding matrix: NumPy reference of the head.
+    rng = np.random.default_rng(0)
+    word_embeddings.embeddings.assign(rng.normal(size=word_embeddings.embeddings.shape))
+    sequence = rng.normal(size=(2, 6, config.hidden_size)).astype("float32")
+    positions = np.array([[1, 4], [0, 5]], "int32")
+    hidden = model.masked_lm.layer_norm(model.masked_lm.transform(
+        np.take_along_axis(sequence, positions[:, :, None], axis=1)))
+    expected = (np.asarray(hidden) @ np.asarray(word_embeddings.embeddings).T
+                + np.asarray(model.masked_lm.output_bias))
+    np.testing.assert_allclose(model.masked_lm(sequence, positions), expected, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_dtype_reaches_every_layer_without_the_global_policy(repo_root):
+    import keras
+
+    config = BertConfig.from_json(f"{repo_root}/configs/models/bert_test.json")
+    before = keras.mixed_precision.global_policy().name
+    model = BertPretrainer(BertEncoder(config, dtype="mixed_bfloat16"), dtype="mixed_bfloat16")
+    assert keras.mixed_precision.global_policy().name == before
+    encoder = model.encoder
+    layer = encoder.layer_0
+    for sublayer in (encoder.embeddings.word_embeddings, layer.attention.query,
+                     layer.intermediate, encoder.pooler, model.masked_lm.transform):
+        assert sublayer.compute_dtype == "bfloat16", sublayer.path
+    for sublayer in (layer.output_layer_norm, model.masked_lm.layer_norm):
+        assert sublayer.compute_dtype == "float32", sublayer.path
+    ids = np.ones((2, 8), "int32")
+    outputs = model({"input_ids": ids, "segment_ids": 0 * ids, "input_mask": ids,
+                     "masked_lm_positions": np.array([[1, 2], [3, 4]], "int32")})
+    assert outputs["masked_lm_logits"].dtype == "float32"
