@@ -91,7 +91,9 @@ def define_flags() -> None:
     flags.DEFINE_string("tfds_split", "train", "TFDS split.")
     flags.DEFINE_string("tokenizer", None, "SentencePiece .model or BERT "
                         "vocab.txt.", required=True)
-    flags.DEFINE_bool("do_lower_case", True, "WordPiece: lower-case.")
+    flags.DEFINE_bool("do_lower_case", None, "WordPiece: lower-case (default: "
+                      "tokenizer_config.json beside vocab.txt, else cased when "
+                      "the vocabulary has upper-case pieces).")
     flags.DEFINE_bool("strip_accents", None, "WordPiece: strip accents "
                       "(default: as --do_lower_case).")
     flags.DEFINE_string("chinese_segmenter", "", "WordPiece whole-word "
@@ -117,6 +119,14 @@ def define_flags() -> None:
                          "identical for any number).")
     flags.DEFINE_integer("docs_per_unit", 256, "Documents per work unit "
                          "(changing it changes the output).")
+    # Google's create_pretraining_data.py names: aliases, or refused with ours.
+    for google, ours in (("input_file", "input"), ("vocab_file", "tokenizer"),
+                         ("random_seed", "seed")):
+        flags.DEFINE_alias(google, ours)
+    flags.DEFINE_bool("do_whole_word_mask", None, "Google's flag: whole words "
+                      "are always masked as units here (=false is refused).")
+    flags.DEFINE_string("output_file", None, "Google's flag: refused, use "
+                        "--output_dir.")
 
 
 FLAGS = flags.FLAGS
@@ -124,6 +134,14 @@ FLAGS = flags.FLAGS
 
 def run(f=FLAGS) -> dict[str, features.Manifest]:
     """Builds from the parsed flags `f` (ValueError/TypeError on bad input)."""
+    if f.output_file:
+        raise ValueError(f"--output_file={f.output_file!r} is Google's flag: use "
+                         "--output_dir instead (shards and manifest.json go in a "
+                         "directory).")
+    if f.do_whole_word_mask is False:
+        raise ValueError("--do_whole_word_mask=false: data_pipeline.build always "
+                         "masks whole words as units (Google's "
+                         "--do_whole_word_mask=true); drop the flag.")
     from data_pipeline import builder, tasks  # pylint: disable=import-outside-toplevel
     if f.target_field and f.task != "seq2seq":
         raise ValueError("--target_field applies to --task=seq2seq only. "
