@@ -100,7 +100,8 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (under any user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -154,7 +155,7 @@ def remove_stale_temp_dirs(parent: str, prefix: str) -> list[str]:
             continue
         match = _OWNED_TMP.match(name)
         if match and match.group("prefix") == prefix.rstrip("-"):
-            stale = match.group("host") == host and not _pid_alive(int(match.group("pid")))
+            stale = match.group("host") == host and not pid_alive(int(match.group("pid")))
         else:
             try:
                 stale = now - os.path.getmtime(path) > STALE_SECONDS

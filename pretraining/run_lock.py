@@ -16,17 +16,9 @@ import socket
 
 from absl import logging
 
+from data_pipeline.atomic import pid_alive
+
 LOCK_FILE = ".lock"
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # It exists, under another user.
-    return True
 
 
 class RunLock:
@@ -95,7 +87,7 @@ class RunLock:
     def _stale(holder: dict, host: str) -> bool:
         pid = holder.get("pid")
         return (holder.get("host") == host and isinstance(pid, int)
-                and not _pid_running(pid))
+                and not pid_alive(pid))
 
     def release(self):
         if self.held:

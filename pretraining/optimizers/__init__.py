@@ -3,8 +3,8 @@
 - `schedules`: warmup + linear / polynomial / cosine decay, piecewise linear.
 - `rules.PerVariableRules`: path-selected weight decay, learning-rate
   multipliers, layer-wise learning-rate decay, applied inside `update_step`.
-- `adamw.AdamW` (bias correction switchable, lazy embedding rows),
-  `lamb.LAMB`, `sgd.SGD`.
+- `adam_moments.AdamMoments`: Adam's moments and bias-correction switch,
+  shared by `adamw.AdamW` (lazy embedding rows) and `lamb.LAMB`; `sgd.SGD`.
 - `lookahead.Lookahead`: k steps forward, one step back.
 - `gradient_transforms`: clipping (global, per variable), noise, custom
   functions, applied to the all-reduced gradient.

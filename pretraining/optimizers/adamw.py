@@ -17,33 +17,28 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from pretraining.optimizers.adam_moments import AdamMoments
 from pretraining.optimizers.lookahead import Lookahead
 from pretraining.optimizers.rules import PerVariableRules, variable_path
 
 LAZY_EMBEDDINGS = (r"embeddings$",)  # Keras `Embedding` tables: `.../<name>/embeddings`
 
 
-class AdamCore(keras.optimizers.Adam):
-    """Keras Adam plus `bias_correction` and `lazy_patterns`; the rules and
-    Lookahead mixins of `AdamW` sit on top of it."""
+class AdamCore(AdamMoments):
+    """Adam's moments plus `lazy_patterns` (the per-variable rule: lazy
+    rows); the rules and Lookahead mixins of `AdamW` sit on top of it."""
 
-    def __init__(self, *args, bias_correction=True, lazy_patterns=(), **kwargs):
+    def __init__(self, *args, lazy_patterns=(), **kwargs):
         super().__init__(*args, **kwargs)
-        if self.amsgrad:
-            raise ValueError("`amsgrad` is not supported by this AdamW. Received: amsgrad=True")
-        self.bias_correction = bool(bias_correction)
         self.lazy_patterns = list(lazy_patterns)
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self._lazy = [len(v.shape) >= 2 and any(re.search(p, variable_path(v))
-                                                for p in self.lazy_patterns)
-                      for v in variables]
+    def variable_rule(self, variable) -> bool:
+        """Lazy rows: a table (rank >= 2) whose path matches `lazy_patterns`."""
+        return len(variable.shape) >= 2 and any(
+            re.search(p, variable_path(variable)) for p in self.lazy_patterns)
 
     def decays_in_update(self, variable) -> bool:
-        return self._lazy[self._get_variable_index(variable)]
+        return self.rule(variable)
 
     def _step_size(self, lr, dtype):
         if not self.bias_correction:
@@ -53,16 +48,11 @@ class AdamCore(keras.optimizers.Adam):
                 / (1 - ops.power(ops.cast(self.beta_1, dtype), t)))
 
     def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
-        if self._lazy[index]:
-            return self._lazy_update(gradient, variable, learning_rate, index)
-        if isinstance(gradient, tf.IndexedSlices):
-            gradient = tf.convert_to_tensor(gradient)
+        if self.rule(variable):
+            return self._lazy_update(gradient, variable, learning_rate,
+                                     self._get_variable_index(variable))
         lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
-        m, v = self._momentums[index], self._velocities[index]
-        self.assign_add(m, (gradient - m) * (1 - self.beta_1))
-        self.assign_add(v, (ops.square(gradient) - v) * (1 - self.beta_2))
+        m, v = self.update_moments(gradient, variable)
         step = self._step_size(lr, variable.dtype)
         self.assign_sub(variable, step * m / (ops.sqrt(v) + self.epsilon))
 
@@ -95,8 +85,7 @@ class AdamCore(keras.optimizers.Adam):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"bias_correction": self.bias_correction,
-                       "lazy_patterns": self.lazy_patterns})
+        config["lazy_patterns"] = self.lazy_patterns
         return config
 
 

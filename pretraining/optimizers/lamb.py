@@ -16,42 +16,34 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from pretraining.optimizers.adam_moments import AdamMoments
 from pretraining.optimizers.lookahead import Lookahead
 from pretraining.optimizers.rules import PerVariableRules, matches, variable_path
 
 
-class LambCore(keras.optimizers.Adam):
-    """The LAMB update on top of Keras Adam's moment slots."""
+class LambCore(AdamMoments):
+    """The LAMB update on Adam's moments; the per-variable rule is layer adaptation."""
 
-    def __init__(self, *args, bias_correction=True, layer_adaptation_exclude=(), **kwargs):
+    def __init__(self, *args, layer_adaptation_exclude=(), **kwargs):
         super().__init__(*args, **kwargs)
-        if self.amsgrad:
-            raise ValueError("`amsgrad` is not supported by LAMB. Received: amsgrad=True")
-        self.bias_correction = bool(bias_correction)
         self.layer_adaptation_exclude = list(layer_adaptation_exclude)
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
+    def variable_rule(self, variable) -> bool:
+        """Layer adaptation: rank >= `weight_decay_min_rank`, and a path
+        matching neither the decay nor the adaptation exclusions."""
         min_rank = getattr(self, "weight_decay_min_rank", 2)
         patterns = [*getattr(self, "weight_decay_exclude", []), *self.layer_adaptation_exclude]
-        self._adapted = [len(v.shape) >= min_rank and not matches(variable_path(v), patterns)
-                         for v in variables]
+        return len(variable.shape) >= min_rank and not matches(variable_path(variable),
+                                                               patterns)
 
     def decays_in_update(self, variable) -> bool:
         return True
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        if isinstance(gradient, tf.IndexedSlices):
-            gradient = tf.convert_to_tensor(gradient)
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(gradient, dtype)
-        m, v = self._momentums[index], self._velocities[index]
-        self.assign_add(m, (gradient - m) * (1 - self.beta_1))
-        self.assign_add(v, (ops.square(gradient) - v) * (1 - self.beta_2))
+        m, v = self.update_moments(gradient, variable)
         m_hat, v_hat = m, v
         if self.bias_correction:
             t = ops.cast(self.iterations + 1, dtype)
@@ -61,7 +53,7 @@ class LambCore(keras.optimizers.Adam):
         decay = self._decays[index] if hasattr(self, "_decays") else 0.0
         if decay:
             update = update + ops.cast(decay, dtype) * variable
-        if self._adapted[index]:
+        if self.rule(variable):
             w_norm = tf.norm(variable)
             u_norm = tf.norm(update)
             ratio = tf.where((w_norm > 0) & (u_norm > 0), w_norm / tf.maximum(u_norm, 1e-30),
@@ -71,8 +63,7 @@ class LambCore(keras.optimizers.Adam):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"bias_correction": self.bias_correction,
-                       "layer_adaptation_exclude": self.layer_adaptation_exclude})
+        config["layer_adaptation_exclude"] = self.layer_adaptation_exclude
         return config
 
 

@@ -42,10 +42,9 @@ class Lookahead:
         self.lookahead_alpha = float(lookahead_alpha)
 
     def build(self, variables):
-        if self.built:
-            return
+        first_build = not self.built
         super().build(variables)
-        if self.lookahead_steps:
+        if first_build and self.lookahead_steps:
             self._slow_weights = self.add_optimizer_variables(variables, "slow")
 
     def update_step(self, gradient, variable, learning_rate):

@@ -45,3 +45,30 @@ def embeddings(input_ids, segment_ids, w):
     seq = input_ids.shape[1]
     x = w["word"][input_ids] + w["type"][segment_ids] + w["position"][:seq][None]
     return layer_norm(x, w["ln_gamma"], w["ln_beta"])
+
+
+_GOOGLE_LAYER = {"q": "attention/self/query", "k": "attention/self/key",
+                 "v": "attention/self/value", "o": "attention/output/dense",
+                 "i": "intermediate/dense", "out": "output/dense",
+                 "ln1": "attention/output/LayerNorm", "ln2": "output/LayerNorm"}
+
+
+def google_sequence_output(g, batch, num_layers, num_heads):
+    """`sequence_output` (float64) of the weights `g`, a dict of Google's
+    checkpoint names (`bert/encoder/layer_0/attention/self/query/kernel`, …)."""
+    w = lambda name: np.asarray(g[name], "float64")
+    x = embeddings(batch["input_ids"], batch["segment_ids"], {
+        "word": w("bert/embeddings/word_embeddings"),
+        "type": w("bert/embeddings/token_type_embeddings"),
+        "position": w("bert/embeddings/position_embeddings"),
+        "ln_gamma": w("bert/embeddings/LayerNorm/gamma"),
+        "ln_beta": w("bert/embeddings/LayerNorm/beta")})
+    for n in range(num_layers):
+        layer = {}
+        for short, name in _GOOGLE_LAYER.items():
+            first, second = ("gamma", "beta") if short.startswith("ln") else ("kernel", "bias")
+            prefix = f"bert/encoder/layer_{n}/{name}/"
+            layer[f"{short}_{first}"] = w(prefix + first)
+            layer[f"{short}_{second}"] = w(prefix + second)
+        x = transformer_layer(x, batch["input_mask"].astype("float64"), layer, num_heads)
+    return x

@@ -15,6 +15,7 @@ from pretraining.pretrainer import BertPretrainer
 from pretraining.model import BertEncoder
 from pretraining.optimizers.ema import ExponentialMovingAverage
 from tests.pretraining import numpy_bert
+from tests.pretraining.test_convert import _write_google_checkpoint
 
 
 @pytest.fixture
@@ -114,66 +115,8 @@ def test_native_output_is_an_init_checkpoint(config, tmp_path, heads, caplog):
 
 
 # ------------------------------------ train.init_checkpoint = Google's bert_model.ckpt
-def _google_checkpoint(directory, config, seed=11):
-    """Google's `run_pretraining.py` names (written with SaveV2, as TF1 did),
-    random values, an NSP head and `global_step`. Returns the arrays by name."""
-    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
-    shapes = {"bert/embeddings/word_embeddings": (v, h),
-              "bert/embeddings/token_type_embeddings": (config.type_vocab_size, h),
-              "bert/embeddings/position_embeddings": (config.max_position_embeddings, h),
-              "bert/pooler/dense/kernel": (h, h), "bert/pooler/dense/bias": (h,),
-              "cls/predictions/transform/dense/kernel": (h, h),
-              "cls/predictions/transform/dense/bias": (h,), "cls/predictions/output_bias": (v,),
-              "cls/seq_relationship/output_weights": (2, h),
-              "cls/seq_relationship/output_bias": (2,)}
-    for norm in ("bert/embeddings/LayerNorm", "cls/predictions/transform/LayerNorm"):
-        shapes[norm + "/gamma"] = shapes[norm + "/beta"] = (h,)
-    for n in range(config.num_hidden_layers):
-        p = f"bert/encoder/layer_{n}/"
-        for name, (rows, cols) in {"attention/self/query": (h, h), "attention/self/key": (h, h),
-                                   "attention/self/value": (h, h),
-                                   "attention/output/dense": (h, h), "intermediate/dense": (h, i),
-                                   "output/dense": (i, h)}.items():
-            shapes[p + name + "/kernel"], shapes[p + name + "/bias"] = (rows, cols), (cols,)
-        for norm in ("attention/output/LayerNorm", "output/LayerNorm"):
-            shapes[p + norm + "/gamma"] = shapes[p + norm + "/beta"] = (h,)
-    rng = np.random.default_rng(seed)
-    arrays = {name: (rng.normal(0, 0.5 if len(shape) == 1 else 0.1, shape)
-                     + name.endswith("gamma")).astype("float32")
-              for name, shape in shapes.items()}
-    names = sorted(arrays)
-    tf.raw_ops.SaveV2(prefix=str(directory / "bert_model.ckpt"),
-                      tensor_names=names + ["global_step"], shape_and_slices=[""] * (len(names) + 1),
-                      tensors=[tf.constant(arrays[n]) for n in names] + [tf.constant(9, tf.int64)])
-    return arrays
-
-
-def _numpy_encoder(g, config, batch):
-    """The NumPy reference BERT on Google's arrays: `sequence_output`."""
-    w = lambda name: g[name].astype("float64")
-    x = numpy_bert.embeddings(batch["input_ids"], batch["segment_ids"], {
-        "word": w("bert/embeddings/word_embeddings"),
-        "type": w("bert/embeddings/token_type_embeddings"),
-        "position": w("bert/embeddings/position_embeddings"),
-        "ln_gamma": w("bert/embeddings/LayerNorm/gamma"),
-        "ln_beta": w("bert/embeddings/LayerNorm/beta")})
-    parts = {"q": "attention/self/query", "k": "attention/self/key", "v": "attention/self/value",
-             "o": "attention/output/dense", "i": "intermediate/dense", "out": "output/dense",
-             "ln1": "attention/output/LayerNorm", "ln2": "output/LayerNorm"}
-    for n in range(config.num_hidden_layers):
-        p = f"bert/encoder/layer_{n}/"
-        layer = {}
-        for short, name in parts.items():
-            first, second = ("gamma", "beta") if short.startswith("ln") else ("kernel", "bias")
-            layer[f"{short}_{first}"] = w(p + name + "/" + first)
-            layer[f"{short}_{second}"] = w(p + name + "/" + second)
-        x = numpy_bert.transformer_layer(x, batch["input_mask"].astype("float64"), layer,
-                                         config.num_attention_heads)
-    return x
-
-
 def test_init_checkpoint_reads_google_bert_model_ckpt(config, tmp_path):
-    g = _google_checkpoint(tmp_path, config)  # a directory without a `checkpoint` file
+    g = _write_google_checkpoint(str(tmp_path), config)  # no `checkpoint` pointer file
     model = BertPretrainer(BertEncoder(config), next_sentence=True)
     restored = checkpoints.load_init_checkpoint(str(tmp_path), model)
     assert restored == ["encoder", "masked_lm", "nsp"]
@@ -184,8 +127,9 @@ def test_init_checkpoint_reads_google_bert_model_ckpt(config, tmp_path):
              "input_mask": mask, "segment_ids": np.repeat([[0] * 6 + [1] * 6], 2, 0) * mask}
     ours = np.asarray(model.encoder(batch)["sequence_output"])
     valid = mask.astype(bool)
-    np.testing.assert_allclose(ours[valid], _numpy_encoder(g, config, batch)[valid],
-                               rtol=1e-5, atol=1e-5)
+    reference = numpy_bert.google_sequence_output(g, batch, config.num_hidden_layers,
+                                                  config.num_attention_heads)
+    np.testing.assert_allclose(ours[valid], reference[valid], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(model.masked_lm.output_bias.numpy(),
                                   g["cls/predictions/output_bias"])
     np.testing.assert_array_equal(model.nsp.kernel.numpy(),  # Google's is (2, hidden)
@@ -193,7 +137,7 @@ def test_init_checkpoint_reads_google_bert_model_ckpt(config, tmp_path):
 
 
 def test_init_checkpoint_google_of_another_config_is_one_line(config, tmp_path):
-    _google_checkpoint(tmp_path, dataclasses.replace(config, intermediate_size=48))
+    _write_google_checkpoint(str(tmp_path), dataclasses.replace(config, intermediate_size=48))
     model = BertPretrainer(BertEncoder(config))
     with pytest.raises(ValueError) as e:
         checkpoints.load_init_checkpoint(str(tmp_path / "bert_model.ckpt.index"), model)

@@ -3,7 +3,8 @@
 import numpy as np
 
 from pretraining.optimizers import LAMB
-from tests.pretraining.test_optim_support import build, run_steps, strategy  # noqa: F401
+from tests.pretraining.test_optim_support import build, numpy_adam_moments, run_steps
+from tests.pretraining.test_optim_support import strategy  # noqa: F401  (fixture)
 
 VALUES = {"layer_0/kernel": [[0.5, -1.0], [2.0, 0.25]], "layer_0/bias": [0.1, -0.2],
           "pooler/kernel": [[1.0, 2.0], [3.0, 4.0]]}
@@ -14,17 +15,12 @@ GRADS = [[np.array([[0.1, -0.3], [0.05, 0.2]], "float32"), np.array([0.4, -0.1],
 
 
 def numpy_lamb(values, grads_per_step, lr, wd, adapted, b1=0.9, b2=0.999, eps=1e-6):
-    w = [np.array(v, "float64") for v in values]
-    m = [np.zeros_like(x) for x in w]
-    v = [np.zeros_like(x) for x in w]
-    for t, grads in enumerate(grads_per_step, start=1):
-        for i, g in enumerate(grads):
-            m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g * g
-            u = (m[i] / (1 - b1 ** t)) / (np.sqrt(v[i] / (1 - b2 ** t)) + eps) + wd[i] * w[i]
-            ratio = np.linalg.norm(w[i]) / np.linalg.norm(u) if adapted[i] else 1.0
-            w[i] = w[i] - lr * ratio * u
-    return w
+    def update(i, w, m, v, t):
+        u = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps) + wd[i] * w
+        ratio = np.linalg.norm(w) / np.linalg.norm(u) if adapted[i] else 1.0
+        return w - lr * ratio * u
+
+    return numpy_adam_moments(values, grads_per_step, update, b1, b2)
 
 
 def test_lamb_matches_numpy(strategy):  # noqa: F811

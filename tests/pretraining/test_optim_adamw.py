@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pretraining.optimizers import SGD, AdamW
-from tests.pretraining.test_optim_support import build, run_steps, strategy  # noqa: F401
+from tests.pretraining.test_optim_support import build, numpy_adam_moments, run_steps
+from tests.pretraining.test_optim_support import strategy  # noqa: F401  (fixture)
 
 VALUES = {"bert/layer_0/dense/kernel": [[0.5, -1.0], [2.0, 0.25]],
           "bert/layer_0/dense/bias": [0.1, -0.2]}
@@ -13,20 +14,13 @@ GRADS = [[np.array([[0.1, -0.3], [0.05, 0.2]], "float32"), np.array([0.4, -0.1],
 
 
 def numpy_adamw(values, grads_per_step, lr, wd, bias_correction, b1=0.9, b2=0.999, eps=1e-6):
-    w = [np.array(v, "float64") for v in values]
-    m = [np.zeros_like(x) for x in w]
-    v = [np.zeros_like(x) for x in w]
-    for t, grads in enumerate(grads_per_step, start=1):
-        for i, g in enumerate(grads):
-            m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g * g
-            if bias_correction:  # Keras: correction folded into the step size
-                alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-                w[i] = w[i] - lr * wd[i] * w[i] - alpha * m[i] / (np.sqrt(v[i]) + eps)
-            else:  # Google's AdamWeightDecayOptimizer
-                update = m[i] / (np.sqrt(v[i]) + eps) + wd[i] * w[i]
-                w[i] = w[i] - lr * update
-    return w
+    def update(i, w, m, v, t):
+        if bias_correction:  # Keras: correction folded into the step size
+            alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            return w - lr * wd[i] * w - alpha * m / (np.sqrt(v) + eps)
+        return w - lr * (m / (np.sqrt(v) + eps) + wd[i] * w)  # Google's AdamWeightDecayOptimizer
+
+    return numpy_adam_moments(values, grads_per_step, update, b1, b2)
 
 
 @pytest.mark.parametrize("bias_correction", [True, False])

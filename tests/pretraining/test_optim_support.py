@@ -97,3 +97,18 @@ def build(strategy, make_optimizer, values):
         optimizer = make_optimizer()
         optimizer.build(variables)
     return variables, optimizer
+
+
+def numpy_adam_moments(values, grads_per_step, update, b1=0.9, b2=0.999):
+    """The NumPy reference loop of the Adam family in float64: the moments
+    `m, v` of every variable, then `update(i, w, m, v, t)` returns the new
+    weight `i` at step `t` (1-based). Returns the final weights."""
+    w = [np.array(v, "float64") for v in values]
+    m = [np.zeros_like(x) for x in w]
+    v = [np.zeros_like(x) for x in w]
+    for t, grads in enumerate(grads_per_step, start=1):
+        for i, g in enumerate(grads):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            w[i] = update(i, w[i], m[i], v[i], t)
+    return w
