@@ -18,28 +18,34 @@ import keras
 import numpy as np
 from keras import ops
 
+from pretraining.config_base import (Config, require_choice, require_non_negative,
+                                     require_positive)
 from pretraining.dropout import hashed_bits
 
 NEG_INF = -1e9
+METHODS = ("greedy", "sample", "beam")
 GENERATIVE_MASKS = ("causal", "unilm", "prefix")
 
 
 @dataclasses.dataclass(frozen=True)
-class GenerationConfig:
+class GenerationConfig(Config):
     """How to pick tokens.
 
     Args:
-        method: 'greedy', 'sample' or 'beam'.
-        max_new_tokens: int. Tokens generated after the context.
-        temperature: float. Sampling temperature.
-        top_k: int. Sample among the k most likely tokens (0: all).
+        method: str. 'greedy', 'sample' or 'beam'. Defaults to 'greedy'.
+        max_new_tokens: int. Tokens generated after the context. Defaults to 32.
+        temperature: float. Sampling temperature. Defaults to 1.0.
+        top_k: int. Sample among the k most likely tokens (0: all). Defaults to 0.
         top_p: float. Sample among the smallest set of tokens whose
-            probability reaches p (1.0: all).
-        num_beams: int. Beam width for 'beam'.
+            probability reaches p (1.0: all). Defaults to 1.0.
+        num_beams: int. Beam width for 'beam'. Defaults to 4.
         min_new_tokens: int. `sep_id` cannot end a sequence before this many
-            tokens (a barely trained model often ends at once).
-        seed: int. Seed of the sampling noise (stateless: same seed, same text).
+            tokens (a barely trained model often ends at once). Defaults to 1.
+        seed: int. Seed of the sampling noise (stateless: same seed, same
+            text). Defaults to 0.
     """
+
+    _section = "generation"
 
     method: str = "greedy"
     max_new_tokens: int = 32
@@ -51,20 +57,15 @@ class GenerationConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.method not in ("greedy", "sample", "beam"):
-            raise ValueError("`method` must be 'greedy', 'sample' or 'beam'. "
-                             f"Received: method={self.method!r}")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ValueError("`min_new_tokens` must be in [0, max_new_tokens]. Received: "
+        require_choice("method", self.method, METHODS)
+        require_positive(self, "max_new_tokens", "num_beams", "temperature")
+        require_non_negative(self, "top_k", "min_new_tokens")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("`min_new_tokens` must be <= max_new_tokens. Received: "
                              f"min_new_tokens={self.min_new_tokens}, "
                              f"max_new_tokens={self.max_new_tokens}")
-        if self.max_new_tokens < 1 or self.num_beams < 1 or self.top_k < 0:
-            raise ValueError("`max_new_tokens` and `num_beams` must be >= 1, `top_k` >= 0. "
-                             f"Received: max_new_tokens={self.max_new_tokens}, "
-                             f"num_beams={self.num_beams}, top_k={self.top_k}")
-        if not 0.0 < self.top_p <= 1.0 or self.temperature <= 0:
-            raise ValueError("`top_p` must be in (0, 1] and `temperature` > 0. Received: "
-                             f"top_p={self.top_p}, temperature={self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={self.top_p}")
 
 
 def _compiled(fn):

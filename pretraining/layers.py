@@ -29,7 +29,6 @@ def gelu_exact(x):
     return keras.activations.gelu(x, approximate=False)
 
 
-
 def get_activation(name: str):
     if name in TANH_GELUS:
         return gelu
@@ -50,8 +49,23 @@ def layer_norm(name: str, condition_size: int = 0):
     return LayerNorm(condition_size=condition_size, dtype="float32", name=name)
 
 
+class ConfigLayer(keras.layers.Layer):
+    """A layer whose constructor arguments (`_keep_args`) are attributes of
+    the same names and make up its `get_config()`."""
+
+    def _keep_args(self, **args):
+        for name, value in args.items():
+            setattr(self, name, value)
+        self._arg_names = tuple(args)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in self._arg_names})
+        return config
+
+
 @keras.saving.register_keras_serializable(package="pretraining")
-class LayerNorm(keras.layers.Layer):
+class LayerNorm(ConfigLayer):
     """Layer normalisation, optionally conditional (kexue.fm/archives/7124).
 
     `x̂·(γ + W_γ·c) + (β + W_β·c)` with `x̂` the normalised input and `c` a
@@ -70,8 +84,7 @@ class LayerNorm(keras.layers.Layer):
 
     def __init__(self, epsilon=LAYER_NORM_EPSILON, condition_size=0, **kwargs):
         super().__init__(**kwargs)
-        self.epsilon = epsilon
-        self.condition_size = condition_size
+        self._keep_args(epsilon=epsilon, condition_size=condition_size)
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -99,14 +112,9 @@ class LayerNorm(keras.layers.Layer):
             beta = beta + ops.reshape(self.beta_dense(condition), shape)
         return normalized * gamma + beta
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(epsilon=self.epsilon, condition_size=self.condition_size)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="pretraining")
-class BertEmbeddings(keras.layers.Layer):
+class BertEmbeddings(ConfigLayer):
     """Word + position + token-type embeddings, LayerNorm, dropout.
 
     Args:
@@ -133,13 +141,10 @@ class BertEmbeddings(keras.layers.Layer):
     def __init__(self, vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
                  hidden_dropout_prob=0.1, initializer_range=0.02, condition_size=0, **kwargs):
         super().__init__(**kwargs)
-        self.condition_size = condition_size
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.max_position_embeddings = max_position_embeddings
-        self.type_vocab_size = type_vocab_size
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.initializer_range = initializer_range
+        self._keep_args(vocab_size=vocab_size, hidden_size=hidden_size,
+                        max_position_embeddings=max_position_embeddings,
+                        type_vocab_size=type_vocab_size, hidden_dropout_prob=hidden_dropout_prob,
+                        initializer_range=initializer_range, condition_size=condition_size)
         init = initializer(initializer_range)
         self.word_embeddings = keras.layers.Embedding(
             vocab_size, hidden_size, embeddings_initializer=init, dtype=self.dtype_policy,
@@ -171,19 +176,9 @@ class BertEmbeddings(keras.layers.Layer):
         x = self.layer_norm(x, condition)
         return self.dropout(ops.cast(x, self.compute_dtype), training=training)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
-                      max_position_embeddings=self.max_position_embeddings,
-                      type_vocab_size=self.type_vocab_size,
-                      hidden_dropout_prob=self.hidden_dropout_prob,
-                      initializer_range=self.initializer_range,
-                      condition_size=self.condition_size)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="pretraining")
-class SelfAttention(keras.layers.Layer):
+class SelfAttention(ConfigLayer):
     """Multi-head scaled dot-product self-attention with an additive mask bias,
     and an optional fixed-shape key/value cache for decoding.
 
@@ -221,11 +216,10 @@ class SelfAttention(keras.layers.Layer):
             raise ValueError("`hidden_size` must be divisible by `num_attention_heads`. "
                              f"Received: hidden_size={hidden_size}, "
                              f"num_attention_heads={num_attention_heads}")
-        self.hidden_size = hidden_size
-        self.num_attention_heads = num_attention_heads
+        self._keep_args(hidden_size=hidden_size, num_attention_heads=num_attention_heads,
+                        attention_probs_dropout_prob=attention_probs_dropout_prob,
+                        initializer_range=initializer_range)
         self.head_size = hidden_size // num_attention_heads
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.initializer_range = initializer_range
         init = initializer(initializer_range)
         self.query = keras.layers.Dense(hidden_size, kernel_initializer=init,
                                         dtype=self.dtype_policy, name="query")
@@ -273,17 +267,9 @@ class SelfAttention(keras.layers.Layer):
         output = ops.reshape(context, (ops.shape(x)[0], ops.shape(x)[1], self.hidden_size))
         return output if cache is None else (output, cache)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(hidden_size=self.hidden_size,
-                      num_attention_heads=self.num_attention_heads,
-                      attention_probs_dropout_prob=self.attention_probs_dropout_prob,
-                      initializer_range=self.initializer_range)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="pretraining")
-class TransformerLayer(keras.layers.Layer):
+class TransformerLayer(ConfigLayer):
     """One post-LayerNorm BERT encoder block (Google's `transformer_model` body).
 
     Args:
@@ -317,14 +303,11 @@ class TransformerLayer(keras.layers.Layer):
                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
                  initializer_range=0.02, condition_size=0, **kwargs):
         super().__init__(**kwargs)
-        self.condition_size = condition_size
-        self.hidden_size = hidden_size
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.initializer_range = initializer_range
+        self._keep_args(hidden_size=hidden_size, num_attention_heads=num_attention_heads,
+                        intermediate_size=intermediate_size, hidden_act=hidden_act,
+                        hidden_dropout_prob=hidden_dropout_prob,
+                        attention_probs_dropout_prob=attention_probs_dropout_prob,
+                        initializer_range=initializer_range, condition_size=condition_size)
         init = initializer(initializer_range)
         self.attention = SelfAttention(hidden_size, num_attention_heads,
                                        attention_probs_dropout_prob, initializer_range,
@@ -363,14 +346,3 @@ class TransformerLayer(keras.layers.Layer):
         hidden = self.output_dropout(hidden, training=training)
         x = ops.cast(self.output_layer_norm(x + hidden, condition), self.compute_dtype)
         return x if cache is None else (x, cache)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(hidden_size=self.hidden_size,
-                      num_attention_heads=self.num_attention_heads,
-                      intermediate_size=self.intermediate_size, hidden_act=self.hidden_act,
-                      hidden_dropout_prob=self.hidden_dropout_prob,
-                      attention_probs_dropout_prob=self.attention_probs_dropout_prob,
-                      initializer_range=self.initializer_range,
-                      condition_size=self.condition_size)
-        return config
