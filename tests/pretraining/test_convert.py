@@ -124,12 +124,15 @@ def test_relative_google_output_is_found(config, tmp_path, monkeypatch):
         tmp_path / "abs/bert_model.ckpt")
 
 
-def test_keras_file_round_trip(config, tmp_path):
-    bundle = _bundle(config)
+@pytest.mark.parametrize("nsp", [False, True])
+def test_keras_file_round_trip(config, tmp_path, nsp):
+    bundle = _bundle(config, nsp=nsp)
     convert.save(bundle, str(tmp_path / "m.keras"), "native")
     back = convert.load(str(tmp_path / "m.keras"), "native")
+    assert list(back.weights) == list(bundle.weights)
     for path, value in bundle.weights.items():
         np.testing.assert_array_equal(back.weights[path], value)
+    assert not convert.load(str(tmp_path / "m.keras"), "native", heads="encoder").has_nsp
 
 
 # ------------------------------------- a Google checkpoint vs the NumPy BERT
