@@ -26,12 +26,13 @@ class Bundle:
     """A model in memory, independent of any file format.
 
     Args:
-        config: `BertConfig`.
-        weights: dict of our variable path → float32 array, in model order.
+        config: `BertConfig`. The model's config. Required.
+        weights: dict. Our variable path → float32 array, in model order.
             With heads, the masked-LM head's paths (`mlm/...`) are included,
             and the next-sentence head's (`nsp/...`) when the input had one.
-        vocab: `Vocabulary` or None.
-        source: str. What was read (for messages).
+            Required.
+        vocab: `Vocabulary` or None. Defaults to None.
+        source: str. What was read (for messages). Defaults to "".
         fresh: tuple of str. Paths freshly initialised because the input had
             no value for them (the pooler of a `BertForMaskedLM` save);
             Google and Hugging Face outputs leave them out. Defaults to `()`.
@@ -118,8 +119,9 @@ class TableRead:
     """What `read_by_table` found.
 
     Args:
-        weights: dict of our path → float32 array.
+        weights: dict. Our path → float32 array. Required.
         fresh: tuple of str. Paths initialised here (no value in the file).
+            Defaults to `()`.
     """
 
     weights: dict
