@@ -46,7 +46,7 @@ def atomic_path(path: str) -> Iterator[str]:
 
     Args:
         path: str. The final file path (or a `gs://` URL). Its directory
-            must exist.
+            must exist. Required.
 
     Yields:
         A temporary file path in the same directory (same file system, so the
@@ -77,8 +77,8 @@ def write_text(path: str, text: str) -> None:
     """Writes `text` to `path` as UTF-8, atomically.
 
     Args:
-        path: str. Destination file.
-        text: str. Content.
+        path: str. Destination file. Required.
+        text: str. Content. Required.
     """
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -119,8 +119,8 @@ def make_temp_dir(parent: str, prefix: str) -> str:
     live one's.
 
     Args:
-        parent: str. An existing directory or `gs://` prefix.
-        prefix: str. Start of the new directory's name (e.g. `.tmp`).
+        parent: str. An existing directory or `gs://` prefix. Required.
+        prefix: str. Start of the new directory's name (e.g. `.tmp`). Required.
     """
     if not is_remote(parent):
         return tempfile.mkdtemp(prefix=f"{prefix.rstrip('-')}-{_host()}-{os.getpid()}-",
@@ -139,8 +139,8 @@ def remove_stale_temp_dirs(parent: str, prefix: str) -> list[str]:
     other hosts sharing the file system, are kept. URLs are left alone.
 
     Args:
-        parent: str. The output directory.
-        prefix: str. As passed to `make_temp_dir` (e.g. `.tmp`).
+        parent: str. The output directory. Required.
+        prefix: str. As passed to `make_temp_dir` (e.g. `.tmp`). Required.
 
     Returns:
         The paths removed.
@@ -195,10 +195,10 @@ def publish_dir(src: str, dst: str, backup: str, marker: str) -> None:
     set of files.
 
     Args:
-        src: str. A complete directory of files (no subdirectories).
-        dst: str. Final directory.
-        backup: str. Where a local `dst` is moved aside (inside the temp dir).
-        marker: str. File name that readers rely on (e.g. manifest.json).
+        src: str. A complete directory of files (no subdirectories). Required.
+        dst: str. Final directory. Required.
+        backup: str. Where a local `dst` is moved aside (inside the temp dir). Required.
+        marker: str. File name that readers rely on (e.g. manifest.json). Required.
     """
     if not is_remote(dst):
         if os.path.exists(dst):

@@ -80,14 +80,14 @@ class RunCheckpoint:
     refused: training never starts from scratch over them.
 
     Args:
-        model_dir: str. Run directory.
-        model: the Keras model being trained.
-        optimizer: its optimizer, already built.
-        step: int64 `tf.Variable`, the number of completed train steps.
-        max_to_keep: int. Checkpoints kept on disk.
-        extra: dict of further trackables to save (counters, EMA, ...).
+        model_dir: str. Run directory. Required.
+        model: the Keras model being trained. Required.
+        optimizer: its optimizer, already built. Required.
+        step: int64 `tf.Variable`, the number of completed train steps. Required.
+        max_to_keep: int. Checkpoints kept on disk. Defaults to `3`.
+        extra: dict of further trackables to save (counters, EMA, ...). Defaults to `None`.
         worker_id: int or None. A non-chief worker's id: it saves to scratch
-            and never writes the checkpoint directory.
+            and never writes the checkpoint directory. Defaults to `None`.
     """
 
     def __init__(self, model_dir, *, model, optimizer, step, max_to_keep=3, extra=None,
@@ -226,7 +226,7 @@ def find_prefix(path: str, what: str = "checkpoint") -> str:
     checkpoint without a pointer file (Google's `bert_model.ckpt`).
 
     Args:
-        path: str. Local or `gs://` path.
+        path: str. Local or `gs://` path. Required.
         what: str. The flag or field `path` came from, for messages.
             Defaults to "checkpoint".
 
@@ -271,8 +271,8 @@ def restore_weights(prefix: str, model, parts=("encoder",), optional=(),
     layers than the model (the read alone would ignore them).
 
     Args:
-        prefix: str. Checkpoint prefix (see `find_prefix`).
-        model: `BertPretrainer` to restore into.
+        prefix: str. Checkpoint prefix (see `find_prefix`). Required.
+        model: `BertPretrainer` to restore into. Required.
         parts: sequence of str, names in `PARTS` that must restore. Defaults
             to ("encoder",).
         optional: sequence of str, names in `PARTS` restored when the

@@ -167,8 +167,9 @@ class TrainConfig(Config):
     # whose gradients are summed: same numbers, 1/k of the activation memory.
     gradient_accumulation_steps: int = 1
     # Weights to start from when the run has no checkpoint of its own: a
-    # checkpoint (file prefix or directory) written by this trainer. The
-    # encoder must match; heads are loaded when present.
+    # checkpoint (prefix or directory) written by this trainer or converter, or
+    # Google's bert_model.ckpt. The encoder must match; heads are loaded when
+    # present.
     init_checkpoint: str = ""
     # Peak FLOP/s of the hardware (all replicas), for the MFU in the log; 0: no MFU.
     peak_tflops: float = 0.0

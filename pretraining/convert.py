@@ -36,11 +36,11 @@ class ConversionResult:
     """What `convert` wrote.
 
     Args:
-        output: str. The checkpoint prefix / file written.
-        config: `BertConfig` of the written model.
-        head: bool. Whether the masked-LM head was written.
+        output: str. The checkpoint prefix / file written. Required.
+        config: `BertConfig` of the written model. Required.
+        head: bool. Whether the masked-LM head was written. Required.
         not_representable: list of str. Our variable paths left out because
-            the output format has no name for them.
+            the output format has no name for them. Required.
     """
 
     output: str
@@ -54,13 +54,15 @@ def load(path: str, input_format: str, config_path: str = "", heads: str = "all"
     """Reads a model in any format into a `Bundle`.
 
     Args:
-        path: input file, prefix or directory.
-        input_format: `google`, `hf` or `native`.
+        path: input file, prefix or directory. Required.
+        input_format: `google`, `hf` or `native`. Required.
         config_path: str. A Google `bert_config.json` or a Hugging Face
-            `config.json` to use instead of the one found beside the input.
-        heads: `all` (the masked-LM head when the input has one) or `encoder`.
+            `config.json` to use instead of the one found beside the input. Defaults to `''`.
+        heads: `all` (the masked-LM head when the input has one) or `encoder`. Defaults to `'all'`.
         ema: bool. Native checkpoints: the EMA averages instead of the raw weights.
+            Defaults to `False`.
         vocab_path: str. Vocabulary file instead of the one found beside the input.
+            Defaults to `''`.
     """
     require_choice("input_format", input_format, FORMATS)
     require_choice("heads", heads, HEADS)

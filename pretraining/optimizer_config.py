@@ -3,7 +3,8 @@
 import dataclasses
 import re
 
-from pretraining.config_base import Config, require_positive, require_probability
+from pretraining.config_base import (Config, require_choice, require_non_negative,
+                                     require_positive, require_probability)
 
 NAMES = ("adamw", "adam", "lamb", "sgd")
 SCHEDULES = ("linear", "polynomial", "cosine", "piecewise")
@@ -54,14 +55,12 @@ class OptimizerConfig(Config):
     lazy_embeddings: bool = False  # adam/adamw
 
     def __post_init__(self):
-        _choice(self, "name", NAMES)
-        _choice(self, "schedule", SCHEDULES)
+        require_choice("optimizer.name", self.name, NAMES)
+        require_choice("optimizer.schedule", self.schedule, SCHEDULES)
         require_positive(self, "learning_rate", "epsilon", "power", "layerwise_lr_decay")
-        for name in ("warmup_steps", "end_learning_rate", "weight_decay", "clip_norm",
-                     "weight_decay_min_rank", "lookahead_steps"):
-            if not getattr(self, name) >= 0 or getattr(self, name) == float("inf"):
-                raise ValueError(f"`optimizer.{name}` must be a finite number >= 0. "
-                                 f"Received: {name}={getattr(self, name)}")
+        require_non_negative(self, "warmup_steps", "end_learning_rate", "weight_decay",
+                             "clip_norm", "weight_decay_min_rank", "lookahead_steps",
+                             prefix="optimizer.")
         require_probability(self, "beta_1", "beta_2", "momentum", "ema_decay")
         if not 0 < self.lookahead_alpha <= 1:
             raise ValueError("`optimizer.lookahead_alpha` must be in (0, 1]. "
@@ -83,13 +82,6 @@ class OptimizerConfig(Config):
         if self.lazy_embeddings and self.name not in ("adam", "adamw"):
             raise ValueError("`optimizer.lazy_embeddings` needs name 'adam' or 'adamw'. "
                              f"Received: lazy_embeddings=True, name={self.name!r}")
-
-
-def _choice(config, name, choices):
-    value = getattr(config, name)
-    if value not in choices:
-        raise ValueError(f"`optimizer.{name}` must be one of {list(choices)}. "
-                         f"Received: {name}={value!r}")
 
 
 def _regex(field, pattern):

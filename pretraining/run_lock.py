@@ -25,7 +25,7 @@ class RunLock:
     """Takes `model_dir/.lock` for this process; `release()` (also at exit) frees it.
 
     Args:
-        model_dir: str. The run directory (created if missing).
+        model_dir: str. The run directory (created if missing). Required.
 
     Raises:
         ValueError: another live trainer holds the lock, or the directory

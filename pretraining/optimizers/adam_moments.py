@@ -21,7 +21,8 @@ class AdamMoments(keras.optimizers.Adam):
 
     Args:
         bias_correction: bool. Divide the moments by `1 - β^t`. Defaults to True.
-        **kwargs: `keras.optimizers.Adam` arguments (`amsgrad` is refused).
+        **kwargs: `keras.optimizers.Adam` arguments, Keras's defaults
+            (`amsgrad` is refused).
     """
 
     def __init__(self, *args, bias_correction=True, **kwargs):

@@ -96,7 +96,7 @@ class AdamW(Lookahead, PerVariableRules, AdamCore):
     and Lookahead.
 
     Args:
-        learning_rate: float or `LearningRateSchedule`.
+        learning_rate: float or `LearningRateSchedule`. Defaults to `0.001`.
         beta_1, beta_2, epsilon: floats. Defaults to Google BERT's 0.9,
             0.999, 1e-6.
         weight_decay: float. Defaults to 0.01.
@@ -106,9 +106,11 @@ class AdamW(Lookahead, PerVariableRules, AdamCore):
             tables updated lazily. Defaults to none (`LAZY_EMBEDDINGS` selects
             every Keras `Embedding` table).
         weight_decay_exclude, weight_decay_min_rank, lr_multipliers,
-            layerwise_lr_decay, num_layers: see `PerVariableRules`.
-        lookahead_steps, lookahead_alpha: see `Lookahead`.
-        **kwargs: other `keras.optimizers.Adam` arguments.
+            layerwise_lr_decay, num_layers: see `PerVariableRules`, with its
+            defaults.
+        lookahead_steps, lookahead_alpha: see `Lookahead`. Default to 0
+            (off) and 0.5.
+        **kwargs: other `keras.optimizers.Adam` arguments, Keras's defaults.
 
     Example:
     ```python

@@ -30,8 +30,8 @@ class ExponentialMovingAverage(tf.Module):
     """Moving averages of `variables`, swapped in with `swap()`.
 
     Args:
-        variables: list of Keras or TF variables (the model's trainable ones).
-        decay: float in [0, 1). Weight of the old average.
+        variables: list of Keras or TF variables (the model's trainable ones). Required.
+        decay: float in [0, 1). Weight of the old average. Required.
         name: str. Defaults to "ema".
 
     Example:

@@ -37,10 +37,10 @@ def create_optimizer(config, total_steps: int, variables=None):
     `optimizer.build(variables)` in the strategy's scope).
 
     Args:
-        config: `pretraining.config.OptimizerConfig`.
-        total_steps: int. Number of optimizer updates of the run (the schedule's end).
+        config: `pretraining.config.OptimizerConfig`. Required.
+        total_steps: int. Number of optimizer updates of the run (the schedule's end). Required.
         variables: the model's trainable variables (optional; the per-variable
-            rules are resolved and logged when the optimizer is built).
+            rules are resolved and logged when the optimizer is built). Defaults to `None`.
 
     Returns:
         `AdamW` (names `adamw`, and `adam` with no weight decay), `LAMB` or

@@ -79,7 +79,7 @@ class GradientPipeline:
 
     Args:
         transforms: list of `(grads, variables, step) -> grads` callables,
-            applied in order.
+            applied in order. Defaults to `()`.
 
     Call arguments:
         grads: list of dense gradient tensors (None entries pass through).

@@ -73,15 +73,17 @@ class LAMB(Lookahead, PerVariableRules, LambCore):
     per-variable learning rates and Lookahead.
 
     Args:
-        learning_rate: float or `LearningRateSchedule`.
+        learning_rate: float or `LearningRateSchedule`. Defaults to `0.001`.
         beta_1, beta_2, epsilon: floats. Defaults to 0.9, 0.999, 1e-6.
         weight_decay: float. Defaults to 0.01.
         bias_correction: bool. Defaults to True.
         layer_adaptation_exclude: list of regexes over `v.path`, on top of
             the weight-decay exclusions. Defaults to none.
         weight_decay_exclude, weight_decay_min_rank, lr_multipliers,
-            layerwise_lr_decay, num_layers: see `PerVariableRules`.
-        lookahead_steps, lookahead_alpha: see `Lookahead`.
+            layerwise_lr_decay, num_layers: see `PerVariableRules`, with its
+            defaults.
+        lookahead_steps, lookahead_alpha: see `Lookahead`. Default to 0
+            (off) and 0.5.
 
     Example:
     ```python

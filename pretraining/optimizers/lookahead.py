@@ -19,7 +19,7 @@ class Lookahead:
             Defaults to 0.
         lookahead_alpha: float. Step size of the slow weights, in (0, 1].
             Defaults to 0.5.
-        **kwargs: passed to the base optimizer.
+        **kwargs: passed to the base optimizer (its defaults).
 
     Example:
     ```python

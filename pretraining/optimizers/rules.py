@@ -85,11 +85,11 @@ class PerVariableRules:
             variables are not decayed. Defaults to none.
         weight_decay_min_rank: int. Variables of lower rank are not decayed
             (biases, LayerNorm). Defaults to 2.
-        lr_multipliers: dict `{regex: multiplier}`; the first match wins.
+        lr_multipliers: dict `{regex: multiplier}`; the first match wins. Defaults to `None`.
         layerwise_lr_decay: float. See the module docstring. Defaults to 1.
         num_layers: int. `L` of the layer-wise decay; inferred from the paths
-            if None.
-        **kwargs: passed to the base optimizer.
+            if None. Defaults to `None`.
+        **kwargs: passed to the base optimizer (its defaults).
 
     Example:
     ```python

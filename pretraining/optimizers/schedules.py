@@ -29,9 +29,9 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     clamped to `end` once `s >= total_steps`.
 
     Args:
-        peak_learning_rate: float. Rate reached at the end of warmup.
-        warmup_steps: int. Number of warmup updates.
-        total_steps: int. Update at which the rate reaches `end_learning_rate`.
+        peak_learning_rate: float. Rate reached at the end of warmup. Required.
+        warmup_steps: int. Number of warmup updates. Required.
+        total_steps: int. Update at which the rate reaches `end_learning_rate`. Required.
         end_learning_rate: float. Final rate. Defaults to 0.
 
     Example:
@@ -78,7 +78,7 @@ class WarmupPolynomialDecay(WarmupLinearDecay):
 
     Args:
         peak_learning_rate, warmup_steps, total_steps, end_learning_rate: as
-            in `WarmupLinearDecay`.
+            in `WarmupLinearDecay`, with its defaults.
         power: float. Exponent of the decay, > 0. Defaults to 1.
 
     Example:
@@ -106,7 +106,7 @@ class WarmupPolynomialDecay(WarmupLinearDecay):
 class WarmupCosineDecay(WarmupLinearDecay):
     """Linear warmup, then `end + (peak - end) · (1 + cos(π · progress)) / 2`.
 
-    Args: as in `WarmupLinearDecay`.
+    Args: as in `WarmupLinearDecay`, with its defaults.
 
     Example:
     ```python
@@ -125,9 +125,9 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
     between `{step: multiplier}` points and held constant outside them.
 
     Args:
-        learning_rate: float. Base rate the multipliers scale.
+        learning_rate: float. Base rate the multipliers scale. Required.
         points: dict. `{step: multiplier}`, steps ints >= 0 (or strings of
-            them, as JSON keys are), multipliers >= 0.
+            them, as JSON keys are), multipliers >= 0. Required.
 
     Example:
     ```python

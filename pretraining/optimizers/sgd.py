@@ -12,10 +12,11 @@ class SGD(Lookahead, PerVariableRules, keras.optimizers.SGD):
     path-selected weight decay, per-variable learning rates and Lookahead.
 
     Args:
-        learning_rate: float or `LearningRateSchedule`.
+        learning_rate: float or `LearningRateSchedule`. Defaults to `0.01`.
         momentum: float. Defaults to 0.9.
         weight_decay: float. Decoupled (`w -= w · wd · lr`). Defaults to 0.
-        **kwargs: see `PerVariableRules`, `Lookahead`, `keras.optimizers.SGD`.
+        **kwargs: see `PerVariableRules`, `Lookahead`, `keras.optimizers.SGD`
+            (their defaults).
 
     Example:
     ```python
