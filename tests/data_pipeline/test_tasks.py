@@ -15,6 +15,7 @@ from data_pipeline import input as input_lib
 from data_pipeline import nsp
 from data_pipeline import sources
 from data_pipeline import tasks
+from tests.data_pipeline import test_google_records
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
@@ -144,29 +145,12 @@ def test_interrupted_build_leaves_no_manifest(corpus_file, tokenizer_path,
 
 def test_read_google_layout_records(tmp_path):
     vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[unused0]", "[UNK]", "[CLS]",
-                                "[SEP]", "[MASK]", "a", "b", "c"]) + "\n")
+    vocab.write_text("\n".join(test_google_records.VOCAB) + "\n")
     records_dir = tmp_path / "google"
     records_dir.mkdir()
-
-    def int_feature(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
     # Written the way Google's create_pretraining_data.py writes them.
-    with tf.io.TFRecordWriter(str(records_dir / "wiki.tfrecord")) as writer:
-        for i in range(7):
-            feature = {
-                "input_ids": int_feature([3, 6, 5, 4, 7, 8, 4, 0]),
-                "input_mask": int_feature([1] * 7 + [0]),
-                "segment_ids": int_feature([0, 0, 0, 0, 1, 1, 1, 0]),
-                "masked_lm_positions": int_feature([2, 0]),
-                "masked_lm_ids": int_feature([7, 0]),
-                "masked_lm_weights": tf.train.Feature(
-                    float_list=tf.train.FloatList(value=[1.0, 0.0])),
-                "next_sentence_labels": int_feature([i % 2]),
-            }
-            writer.write(tf.train.Example(features=tf.train.Features(
-                feature=feature)).SerializeToString())
+    test_google_records._write_records(  # pylint: disable=protected-access
+        records_dir / "wiki.tfrecord", count=7)
     data_dir = str(tmp_path / "data")
     manifest = google_records.write_manifest(
         str(records_dir / "*.tfrecord"), data_dir, max_seq_length=8,
