@@ -82,6 +82,9 @@ class BertConfig(Config):
     condition_size: int = 0  # >0: Conditional LayerNorm on a condition vector of this size
     condition_hidden_size: int = 0  # >0: condition → Dense(condition_hidden_size) first
     condition_hidden_act: str = "linear"
+    # LayerNorm epsilon: Google's 1e-12; Hugging Face's `layer_norm_eps` when
+    # read from its config.json.
+    layer_norm_eps: float = 1e-12
 
     @classmethod
     def from_dict(cls, data: dict, where: str | None = None, tolerated=_GOOGLE_EXTRA_KEYS):
@@ -90,7 +93,8 @@ class BertConfig(Config):
     def __post_init__(self):
         require_positive(self, "vocab_size", "hidden_size", "num_hidden_layers",
                          "num_attention_heads", "intermediate_size",
-                          "max_position_embeddings", "type_vocab_size", "initializer_range")
+                          "max_position_embeddings", "type_vocab_size", "initializer_range",
+                          "layer_norm_eps")
         require_probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(

@@ -43,10 +43,10 @@ def initializer(stddev: float):
     return keras.initializers.TruncatedNormal(stddev=stddev)
 
 
-def layer_norm(name: str, condition_size: int = 0):
+def layer_norm(name: str, condition_size: int = 0, epsilon: float = LAYER_NORM_EPSILON):
     """LayerNorm in float32 whatever the dtype policy (as Keras and Google do),
     conditional when `condition_size` > 0."""
-    return LayerNorm(condition_size=condition_size, dtype="float32", name=name)
+    return LayerNorm(epsilon=epsilon, condition_size=condition_size, dtype="float32", name=name)
 
 
 class ConfigLayer(keras.layers.Layer):
@@ -127,6 +127,7 @@ class BertEmbeddings(ConfigLayer):
             Defaults to 0.02.
         condition_size: int. >0: Conditional LayerNorm on a vector of this size.
             Defaults to 0.
+        layer_norm_eps: float. LayerNorm epsilon. Defaults to 1e-12 (Google's).
 
     Call arguments:
         input_ids: int tensor `(batch, seq)`.
@@ -139,12 +140,14 @@ class BertEmbeddings(ConfigLayer):
     """
 
     def __init__(self, vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
-                 hidden_dropout_prob=0.1, initializer_range=0.02, condition_size=0, **kwargs):
+                 hidden_dropout_prob=0.1, initializer_range=0.02, condition_size=0,
+                 layer_norm_eps=LAYER_NORM_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self._keep_args(vocab_size=vocab_size, hidden_size=hidden_size,
                         max_position_embeddings=max_position_embeddings,
                         type_vocab_size=type_vocab_size, hidden_dropout_prob=hidden_dropout_prob,
-                        initializer_range=initializer_range, condition_size=condition_size)
+                        initializer_range=initializer_range, condition_size=condition_size,
+                        layer_norm_eps=layer_norm_eps)
         init = initializer(initializer_range)
         self.word_embeddings = keras.layers.Embedding(
             vocab_size, hidden_size, embeddings_initializer=init, dtype=self.dtype_policy,
@@ -155,7 +158,7 @@ class BertEmbeddings(ConfigLayer):
         self.position_embeddings = keras.layers.Embedding(
             max_position_embeddings, hidden_size, embeddings_initializer=init,
             dtype=self.dtype_policy, name="position_embeddings")
-        self.layer_norm = layer_norm("LayerNorm", condition_size)
+        self.layer_norm = layer_norm("LayerNorm", condition_size, layer_norm_eps)
         self.dropout = Dropout(hidden_dropout_prob, dtype=self.dtype_policy, name="dropout")
 
     def build(self, input_shape=None):
@@ -286,6 +289,7 @@ class TransformerLayer(ConfigLayer):
             Defaults to 0.02.
         condition_size: int. >0: Conditional LayerNorm on a vector of this size.
             Defaults to 0.
+        layer_norm_eps: float. LayerNorm epsilon. Defaults to 1e-12 (Google's).
 
     Call arguments:
         x: float tensor `(batch, T, hidden)`.
@@ -301,13 +305,15 @@ class TransformerLayer(ConfigLayer):
 
     def __init__(self, hidden_size, num_attention_heads, intermediate_size, hidden_act="gelu",
                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-                 initializer_range=0.02, condition_size=0, **kwargs):
+                 initializer_range=0.02, condition_size=0, layer_norm_eps=LAYER_NORM_EPSILON,
+                 **kwargs):
         super().__init__(**kwargs)
         self._keep_args(hidden_size=hidden_size, num_attention_heads=num_attention_heads,
                         intermediate_size=intermediate_size, hidden_act=hidden_act,
                         hidden_dropout_prob=hidden_dropout_prob,
                         attention_probs_dropout_prob=attention_probs_dropout_prob,
-                        initializer_range=initializer_range, condition_size=condition_size)
+                        initializer_range=initializer_range, condition_size=condition_size,
+                        layer_norm_eps=layer_norm_eps)
         init = initializer(initializer_range)
         self.attention = SelfAttention(hidden_size, num_attention_heads,
                                        attention_probs_dropout_prob, initializer_range,
@@ -316,7 +322,8 @@ class TransformerLayer(ConfigLayer):
             hidden_size, kernel_initializer=init, dtype=self.dtype_policy, name="attention_output")
         self.attention_dropout = Dropout(hidden_dropout_prob, dtype=self.dtype_policy,
                                          name="attention_dropout")
-        self.attention_layer_norm = layer_norm("attention_layer_norm", condition_size)
+        self.attention_layer_norm = layer_norm("attention_layer_norm", condition_size,
+                                               layer_norm_eps)
         self.intermediate = keras.layers.Dense(
             intermediate_size, activation=get_activation(hidden_act), kernel_initializer=init,
             dtype=self.dtype_policy, name="intermediate")
@@ -324,7 +331,7 @@ class TransformerLayer(ConfigLayer):
                                                dtype=self.dtype_policy, name="output")
         self.output_dropout = Dropout(hidden_dropout_prob, dtype=self.dtype_policy,
                                       name="output_dropout")
-        self.output_layer_norm = layer_norm("output_layer_norm", condition_size)
+        self.output_layer_norm = layer_norm("output_layer_norm", condition_size, layer_norm_eps)
 
     def build(self, input_shape):
         self.attention.build(input_shape)

@@ -22,6 +22,7 @@ class MaskedLMHead(keras.layers.Layer):
         hidden_act: str. Activation of the transform. Defaults to `"gelu"`.
         initializer_range: float. Stddev of the truncated-normal initialiser.
             Defaults to 0.02.
+        layer_norm_eps: float. LayerNorm epsilon. Defaults to 1e-12 (Google's).
         **kwargs: `name`, `dtype` and the other `keras.layers.Layer`
             arguments. The LayerNorm and the logits are float32 whatever
             `dtype`.
@@ -42,7 +43,8 @@ class MaskedLMHead(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, token_embedding, hidden_act="gelu", initializer_range=0.02, **kwargs):
+    def __init__(self, token_embedding, hidden_act="gelu", initializer_range=0.02,
+                 layer_norm_eps=1e-12, **kwargs):
         super().__init__(**kwargs)
         # Held in a function, not as a layer attribute: neither Keras nor
         # tf.train.Checkpoint tracks it, so the matrix keeps its one path.
@@ -51,11 +53,12 @@ class MaskedLMHead(keras.layers.Layer):
         self.hidden_size = token_embedding.output_dim
         self.hidden_act = hidden_act
         self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
         self.transform = keras.layers.Dense(
             self.hidden_size, activation=get_activation(hidden_act),
             kernel_initializer=initializer(initializer_range), dtype=self.dtype_policy,
             name="transform")
-        self.layer_norm = layer_norm("LayerNorm")
+        self.layer_norm = layer_norm("LayerNorm", epsilon=layer_norm_eps)
 
     @property
     def token_embedding(self):
@@ -80,7 +83,8 @@ class MaskedLMHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(token_embedding=keras.saving.serialize_keras_object(self.token_embedding),
-                      hidden_act=self.hidden_act, initializer_range=self.initializer_range)
+                      hidden_act=self.hidden_act, initializer_range=self.initializer_range,
+                      layer_norm_eps=self.layer_norm_eps)
         return config
 
     @classmethod

@@ -56,7 +56,7 @@ class BertEncoder(keras.Model):
             config.vocab_size, config.hidden_size, config.max_position_embeddings,
             config.type_vocab_size, hidden_dropout_prob=config.hidden_dropout_prob,
             initializer_range=config.initializer_range, condition_size=condition_size,
-            dtype=self.dtype_policy, name="embeddings")
+            layer_norm_eps=config.layer_norm_eps, dtype=self.dtype_policy, name="embeddings")
         # One attribute per block (not a list): `tf.train.Checkpoint` tracks
         # attributes of a Keras 3 model but not the items of a list attribute.
         for i in range(config.num_hidden_layers):
@@ -65,7 +65,8 @@ class BertEncoder(keras.Model):
                 hidden_act=config.hidden_act, hidden_dropout_prob=config.hidden_dropout_prob,
                 attention_probs_dropout_prob=config.attention_probs_dropout_prob,
                 initializer_range=config.initializer_range, condition_size=condition_size,
-                dtype=self.dtype_policy, name=f"layer_{i}"))
+                layer_norm_eps=config.layer_norm_eps, dtype=self.dtype_policy,
+                name=f"layer_{i}"))
         self.pooler = keras.layers.Dense(
             config.hidden_size, activation="tanh",
             kernel_initializer=initializer(config.initializer_range), dtype=self.dtype_policy,

@@ -62,7 +62,7 @@ class BertPretrainer(keras.Model):
         config = encoder.config
         self.masked_lm = MaskedLMHead(
             encoder.embeddings.word_embeddings, config.hidden_act, config.initializer_range,
-            dtype=self.dtype_policy, name="mlm")
+            layer_norm_eps=config.layer_norm_eps, dtype=self.dtype_policy, name="mlm")
         self.masked_lm.build(None)
         if next_sentence:
             self.nsp = keras.layers.Dense(

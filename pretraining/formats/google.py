@@ -84,6 +84,9 @@ def google_config(config: BertConfig) -> dict:
                         "≈ 5e-4).")
     if fields["hidden_act"] != "relu":
         fields["hidden_act"] = "gelu"
+    if config.layer_norm_eps != 1e-12:
+        logging.warning("layer_norm_eps=%g: Google's bert_config.json has no such field; "
+                        "Google's code will use 1e-12.", config.layer_norm_eps)
     return fields
 
 

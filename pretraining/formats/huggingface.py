@@ -67,9 +67,6 @@ def config_from_hf(data: dict, where: str, tensor_names=None) -> BertConfig:
     if data.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{where}: position_embedding_type must be 'absolute'. "
                          f"Received: {data['position_embedding_type']!r}")
-    eps = data.get("layer_norm_eps", 1e-12)
-    if eps != 1e-12:
-        logging.warning("%s: layer_norm_eps=%g; this model uses 1e-12 (Google BERT).", where, eps)
     act = data.get("hidden_act", "gelu")
     if act not in _FROM_HF_ACT:
         raise ValueError(f"{where}: hidden_act must be one of {list(_FROM_HF_ACT)}. "
@@ -79,6 +76,7 @@ def config_from_hf(data: dict, where: str, tensor_names=None) -> BertConfig:
         logging.info("%s: keys not used by this model, ignored: %s", where, ignored)
     fields = {name: data[name] for name in GOOGLE_FIELDS if name in data}
     fields["hidden_act"] = _FROM_HF_ACT[act]
+    fields["layer_norm_eps"] = data.get("layer_norm_eps", 1e-12)
     try:
         return BertConfig.from_dict(fields, where)
     except (TypeError, ValueError) as e:
@@ -87,14 +85,19 @@ def config_from_hf(data: dict, where: str, tensor_names=None) -> BertConfig:
 
 def read_config(path: str, input_format: str = "") -> BertConfig:
     """A `--config` file: a Google `bert_config.json` (or ours), or a Hugging
-    Face `config.json`. Hugging Face's is recognised by a key that neither
-    Google's fields nor ours have (`model_type`, `layer_norm_eps`, ...), or,
-    with only Google's keys, by the name `config.json` with `--input_format=hf`.
-    The two read `"gelu"` differently (tanh in Google's, exact in HF's)."""
+    Face `config.json`. Ours (a key only `BertConfig` has, such as
+    `attention_mask_type`) and Google's are read as `BertConfig`; Hugging
+    Face's is recognised by a key Google's lacks (`model_type`,
+    `layer_norm_eps`, `architectures`, ...), or, with only Google's keys, by
+    the name `config.json` with `--input_format=hf`. The two read `"gelu"`
+    differently (tanh in Google's, exact in HF's)."""
     data = read_json(path)
-    ours = {f.name for f in dataclasses.fields(BertConfig)}
     from pretraining.config import _GOOGLE_EXTRA_KEYS
-    foreign = set(data) - ours - _GOOGLE_EXTRA_KEYS
+    additions = {f.name for f in dataclasses.fields(BertConfig)} - set(GOOGLE_FIELDS) - {
+        "layer_norm_eps"}
+    if additions & set(data):
+        return BertConfig.from_json(path)
+    foreign = set(data) - set(GOOGLE_FIELDS) - _GOOGLE_EXTRA_KEYS
     if foreign or (input_format == "hf" and os.path.basename(path) == "config.json"):
         return config_from_hf(data, path)
     return BertConfig.from_json(path)
@@ -111,7 +114,7 @@ def hf_config(bundle: Bundle) -> dict:
     architecture = ("BertForPreTraining" if bundle.has_nsp else
                     "BertForMaskedLM" if bundle.has_head else "BertModel")
     return {"architectures": [architecture],
-            "model_type": "bert", **fields, "layer_norm_eps": 1e-12,
+            "model_type": "bert", **fields, "layer_norm_eps": config.layer_norm_eps,
             "position_embedding_type": "absolute", "pad_token_id": pad,
             "tie_word_embeddings": True}
 

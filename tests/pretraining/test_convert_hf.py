@@ -75,7 +75,7 @@ def _theirs(model, batch):
             None if nsp is None else nsp.numpy())
 
 
-def _hf_model(cls_name, tmp_path, hidden_act="gelu", seed=0, torch_bin=False):
+def _hf_model(cls_name, tmp_path, hidden_act="gelu", seed=0, torch_bin=False, **options):
     """A tiny `transformers` model with non-trivial weights, saved with
     `save_pretrained` (`torch_bin`: its weights as `pytorch_model.bin` only,
     written with `torch.save` as older transformers did); returns (model, directory)."""
@@ -84,7 +84,8 @@ def _hf_model(cls_name, tmp_path, hidden_act="gelu", seed=0, torch_bin=False):
     torch.manual_seed(seed)
     hf_config = transformers.BertConfig(
         vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, hidden_act=hidden_act, num_labels=3)
+        intermediate_size=64, max_position_embeddings=64, hidden_act=hidden_act, num_labels=3,
+        **options)
     model = getattr(transformers, cls_name)(hf_config).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -246,6 +247,25 @@ def test_old_config_without_model_type_and_pytorch_bin(tmp_path, caplog):
         "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
         "intermediate_size", "hidden_act", "max_position_embeddings", "type_vocab_size")}))
     assert convert.load(directory, "hf", config_path=str(google)).config.hidden_act == "gelu"
+
+
+def test_layer_norm_eps_is_honoured(tmp_path):
+    """A config.json with layer_norm_eps=1e-3: our model uses it (transformers'
+    logits to 1e-5; with Google's 1e-12 they would differ), and writes it back."""
+    import dataclasses
+    original, directory = _hf_model("BertForMaskedLM", tmp_path, layer_norm_eps=1e-3)
+    bundle = convert.load(directory, "hf")
+    assert bundle.config.layer_norm_eps == 1e-3
+    batch = _batch(128)
+    valid = batch["input_mask"].astype(bool)
+    expected = _theirs(original, batch)[1][valid]
+    np.testing.assert_allclose(_ours(bundle, batch)[1][valid], expected, **TOL)
+    google_eps = dataclasses.replace(bundle, config=dataclasses.replace(
+        bundle.config, layer_norm_eps=1e-12))
+    assert np.abs(_ours(google_eps, batch)[1][valid] - expected).max() > 1e-4
+    convert.save(bundle, str(tmp_path / "back"), "hf")
+    assert json.loads((tmp_path / "back" / "config.json").read_text())[
+        "layer_norm_eps"] == 1e-3
 
 
 def test_pickle_that_runs_code_is_refused_not_run(tmp_path):
