@@ -4,9 +4,9 @@ tokenizer that gives our ids), `tokenizer_config.json` and
 `pipeline("fill-mask", model=dir)` work on what `convert` writes.
 
 WordPiece (`data_pipeline/wordpiece.py`): Google's basic tokenization
-(`BertNormalizer` + `BertPreTokenizer`: control characters dropped, CJK
-characters split, lowercasing and accent stripping by `do_lower_case`,
-punctuation split), then greedy longest-match-first pieces with `##`
+(`BertNormalizer` + `BertPreTokenizer`: control and format characters
+dropped, private-use ones kept, CJK characters split, lowercasing and accent
+stripping by `do_lower_case`, punctuation split), then greedy longest-match-first pieces with `##`
 continuations; a word of more than 200 characters is `[UNK]`.
 
 SentencePiece (`data_pipeline/tokenization.py`), from the model's own spec:
@@ -26,7 +26,8 @@ Needs the `tokenizers` package (installed with `transformers`) at export
 time: without it a SentencePiece export is refused (transformers would read
 the directory as a 5-token BertTokenizer), and a WordPiece export writes
 `vocab.txt` + `tokenizer_config.json`, from which transformers builds the same
-tokenizer (words of 101-200 characters excepted), with a warning.
+tokenizer (words of 101-200 characters and private-use characters excepted),
+with a warning.
 """
 
 import json
@@ -108,16 +109,20 @@ def _wordpiece_ids(vocab: vocab_lib.Vocabulary) -> dict:
 
 def _wordpiece(vocab: vocab_lib.Vocabulary):
     # pylint: disable-next=import-outside-toplevel
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     ids = _wordpiece_ids(vocab)
     if "[UNK]" not in ids:
         raise ValueError(f"The WordPiece vocabulary {vocab.source} has no [UNK] token: add it "
                          "(one line) to export a Hugging Face tokenizer.")
     tokenizer = Tokenizer(models.WordPiece(ids, unk_token="[UNK]", continuing_subword_prefix="##",
                                            max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-    tokenizer.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None,
-        lowercase=bool(vocab.do_lower_case))
+    # Google's cleaning drops format/control characters (but tab, newline,
+    # carriage return) and U+FFFD; BertNormalizer's `clean_text` also drops
+    # private-use and unassigned ones, which ours keep.
+    tokenizer.normalizer = normalizers.Sequence([
+        normalizers.Replace(Regex(r"(?![\t\n\r])[\p{Cc}\p{Cf}\x{FFFD}]"), ""),
+        normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=True,
+                                   strip_accents=None, lowercase=bool(vocab.do_lower_case))])
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     return tokenizer, ids, ()
