@@ -320,3 +320,24 @@ def test_published_minilm_matches_transformers():
     valid = batch["input_mask"].astype(bool)
     # Measured: 1e-6 on hidden states of magnitude up to 5.6.
     np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_missing_bert_tensor_and_foreign_weights_are_errors(config, tmp_path):
+    """Only what BERT needs is required: a missing encoder tensor is named; a
+    config.json without model_type over weights that are not BERT's is refused."""
+    from safetensors.numpy import load_file, save_file
+    convert.save(_bundle(config), str(tmp_path / "hf"), "hf")
+    path = str(tmp_path / "hf" / "model.safetensors")
+    tensors = load_file(path)
+    save_file({n: v for n, v in tensors.items()
+               if n != "bert.encoder.layer.1.output.dense.bias"}, path)
+    with pytest.raises(ValueError, match=r"missing from the file \(1\): "
+                       r"\['bert.encoder.layer.1.output.dense.bias'\]"):
+        convert.load(str(tmp_path / "hf"), "hf")
+    save_file({n.replace("bert.", "roberta."): v for n, v in tensors.items()}, path)
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    del hf_config["model_type"]
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(hf_config))
+    with pytest.raises(ValueError, match=r"config.json: no model_type, and the weights are "
+                       r"not BERT's \(no bert.embeddings.word_embeddings.weight\)"):
+        convert.load(str(tmp_path / "hf"), "hf")
