@@ -216,6 +216,65 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
     return ds.with_options(options)
 
 
+def make_replica_dataset(data_dir: str, global_batch_size: int,
+                         input_context: tf.distribute.InputContext, *,
+                         training: bool = True, seed: int = 0,
+                         shuffle_buffer: int = 10_000, skip_batches: int = 0,
+                         shard_by: str = "batch") -> tf.data.Dataset:
+    """One input pipeline's share of every global batch, as one batch per
+    local replica: the dataset `strategy.distribute_datasets_from_function`
+    wants (the single owner of splitting batches across hosts and replicas).
+
+    Args:
+        data_dir: str. Directory with shards and `manifest.json`.
+        global_batch_size: int. Sequences per step, all replicas together.
+        input_context: tf.distribute.InputContext. The pipeline's id and
+            count, and the number of replicas.
+        training: bool. As in `make_dataset`. Defaults to True.
+        seed: int. As in `make_dataset`. Defaults to 0.
+        shuffle_buffer: int. As in `make_dataset`. Defaults to 10,000.
+        skip_batches: int. Global batches already consumed (resume).
+            Defaults to 0.
+        shard_by: str. "batch": every pipeline reads the global batches and
+            keeps its rows of each, so all replicas together see exactly the
+            batches one device would see, in the same order. "files":
+            disjoint files (or records) per pipeline, batched per replica.
+            Defaults to "batch".
+
+    Returns:
+        A `tf.data.Dataset` of per-replica batches (the global batch itself
+        with one replica).
+    """
+    context = input_context
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+    options = dict(training=training, seed=seed, shuffle_buffer=shuffle_buffer)
+    if shard_by == "files" and context.num_input_pipelines > 1:
+        # `skip_batches` counts global batches; this pipeline yields one
+        # batch per local replica and step.
+        dataset = make_dataset(data_dir, per_replica, input_context=context,
+                               skip_batches=skip_batches * replicas_per_pipeline, **options)
+        if not training and replicas_per_pipeline > 1:
+            # Batches go round-robin to the local replicas and a last
+            # incomplete round would be dropped: complete it with
+            # zero-weight batches (a trailing padding round is harmless).
+            padding = dataset.take(1).map(lambda b: tf.nest.map_structure(tf.zeros_like, b))
+            dataset = dataset.concatenate(padding.repeat(replicas_per_pipeline - 1))
+        return dataset
+    dataset = make_dataset(data_dir, global_batch_size, skip_batches=skip_batches, **options)
+    if context.num_replicas_in_sync == 1:
+        return dataset
+    rows = replicas_per_pipeline * per_replica
+    start = context.input_pipeline_id * rows
+
+    def local_rows(batch):  # (global, ...) -> (local replicas, per replica, ...)
+        return {name: tf.reshape(value[start:start + rows],
+                                 [replicas_per_pipeline, per_replica] + value.shape[1:])
+                for name, value in batch.items()}
+
+    return dataset.map(local_rows).unbatch()
+
+
 def iterate_numpy(data_dir: str, batch_size: int = 1024, *, mask: bool = False,
                   seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Yields every example of a split once, in file order, as numpy dicts.

@@ -44,3 +44,18 @@ class SigtermFlag:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
         return False
+
+
+def stop(checkpoint, step: int):
+    """After a SIGTERM: a checkpoint at `step` (unless the newest is one),
+    then `Preempted` (exit 75).
+
+    Args:
+        checkpoint: `checkpoints.RunCheckpoint`. The run's checkpoints.
+        step: int. The step the run stands at.
+    """
+    latest = checkpoint.latest
+    if not latest or not latest.endswith(f"ckpt-{step}"):
+        checkpoint.save(step)
+    raise Preempted(f"SIGTERM received: checkpoint saved at step {step} in "
+                    f"{checkpoint.directory}; run the same command to resume.")

@@ -4,6 +4,8 @@ import collections
 import math
 import time
 
+from absl import logging
+
 
 def _format_seconds(seconds: float) -> str:
     seconds = int(seconds)
@@ -63,3 +65,19 @@ class Eta:
     def format(self, step: int) -> str:
         done = max(step - self.start_step, 1)
         return _format_seconds((self.total_steps - step) * (time.time() - self.start) / done)
+
+
+def format_metrics(record: dict) -> str:
+    """`loss 2.1000  masked_lm_accuracy 0.4000 …`: the figures a record has."""
+    names = ("loss", "masked_lm_accuracy", "accuracy", "perplexity", "nsp_accuracy")
+    return "  ".join(f"{name} {record[name]:.4f}" for name in names if name in record)
+
+
+def log_train(record: dict, total_steps: int, eta: Eta) -> None:
+    """The train log line of a `Window.record`."""
+    logging.info("step %d/%d  %s  lr %.3g  grad_norm %.3f  %.1f examples/s  %.0f tokens/s  "
+                 "%.3f TFLOP/s%s  ETA %s", record["step"], total_steps, format_metrics(record),
+                 record["learning_rate"], record["grad_norm"], record["examples_per_second"],
+                 record["tokens_per_second"], record["tflops_per_second"],
+                 f"  MFU {record['mfu']:.1%}" if "mfu" in record else "",
+                 eta.format(record["step"]))

@@ -1,12 +1,16 @@
-"""One function that turns a flag into a `tf.distribute.Strategy`.
+"""The distribution strategy: made from a flag, and what the trainer asks of it.
 
-Call it from `main()`, before any other TensorFlow op: splitting the CPU into
-logical devices and connecting to a TPU must happen first.
+`create_strategy` turns `--strategy` into a `tf.distribute.Strategy`; call it
+from `main()`, before any other TensorFlow op: splitting the CPU into logical
+devices and connecting to a TPU must happen first. Then: which process is the
+chief (`chief_and_worker`), how many hosts (`num_hosts`, for the batch
+arithmetic the trainer logs) and whether any worker wants to stop (`StopVote`).
 """
 
 import json
 import os
 
+import keras
 import tensorflow as tf
 from absl import logging
 
@@ -81,3 +85,76 @@ def is_default_strategy(strategy: tf.distribute.Strategy) -> bool:
                    tf.distribute.TPUStrategy, tf.distribute.OneDeviceStrategy,
                    tf.distribute.experimental.ParameterServerStrategy)
     return strategy.num_replicas_in_sync == 1 and not isinstance(strategy, distributed)
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """True under MultiWorkerMirroredStrategy (collectives across processes)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def chief_and_worker(strategy: tf.distribute.Strategy) -> tuple[bool, int | None]:
+    """(is this process the chief, this worker's id if it is not). The chief
+    is the `chief` task, or worker 0 of a cluster without one; every process
+    of a single-process strategy is its own chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type or not is_multi_worker(strategy):
+        return True, None
+    jobs = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief" or (
+            "chief" not in jobs and resolver.task_type == "worker" and resolver.task_id == 0):
+        return True, None
+    return False, resolver.task_id
+
+
+def num_hosts(strategy: tf.distribute.Strategy) -> int:
+    """Processes (hosts) the replicas are spread over: the chief and workers
+    of a multi-worker cluster, a TPU slice's hosts, else 1."""
+    if is_multi_worker(strategy) and getattr(strategy, "cluster_resolver", None) is not None:
+        jobs = strategy.cluster_resolver.cluster_spec().as_dict()
+        return max(1, sum(len(jobs.get(job, ())) for job in ("chief", "worker")))
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return strategy.extended.num_hosts
+    return 1
+
+
+class StopVote:
+    """Whether any worker wants to stop (one was preempted, say): under
+    MultiWorkerMirroredStrategy all workers must checkpoint at the same step
+    and stop together, or the others would wait in a collective forever.
+    Elsewhere the local flag is the answer.
+
+    Args:
+        strategy: tf.distribute.Strategy. The strategy the workers train under.
+
+    Call arguments:
+        flag: bool. This worker's wish to stop.
+
+    Returns:
+        bool: True on every worker when `flag` is set on any of them.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        self._vote = None
+        if is_multi_worker(strategy):
+            @tf.function
+            def vote(value):
+                per_replica = strategy.run(lambda: tf.identity(value))
+                return strategy.reduce("SUM", per_replica, axis=None)
+
+            self._vote = vote
+
+    def __call__(self, flag: bool) -> bool:
+        if self._vote is None:
+            return flag
+        return bool(self._vote(tf.constant(float(flag))).numpy() > 0)
+
+
+def log_batch_arithmetic(strategy: tf.distribute.Strategy, global_batch_size: int,
+                         accumulation_steps: int) -> None:
+    """Logs `global = hosts × replicas per host × micro-batch × accumulation`."""
+    hosts, replicas = num_hosts(strategy), strategy.num_replicas_in_sync
+    logging.info("TensorFlow %s, Keras %s, %s. Global batch %d = %d host(s) × %d replica(s) "
+                 "per host × %d sequences per micro-batch × %d accumulation step(s)",
+                 tf.__version__, keras.__version__, type(strategy).__name__, global_batch_size,
+                 hosts, replicas // hosts, global_batch_size // (replicas * accumulation_steps),
+                 accumulation_steps)

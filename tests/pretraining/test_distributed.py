@@ -82,6 +82,8 @@ def test_ema_weights_are_used_for_eval_and_saved(mlm_data, tmp_path):
         ema_eval = trainer.evaluate()
     assert any(not np.array_equal(raw[p], averaged[p]) for p in raw)
     assert summary["eval_loss"] == ema_eval["eval_loss"] != raw_eval["eval_loss"]
+    # Three evaluations (the final one and two here), one trace of the eval step.
+    assert trainer._eval_step.experimental_get_tracing_count() == 1
     for v in trainer.state.model.weights:  # raw weights back, bit for bit
         np.testing.assert_array_equal(v.numpy(), raw[v.path])
     reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))

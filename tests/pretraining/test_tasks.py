@@ -22,6 +22,10 @@ def test_task_trains_and_loss_decreases(task_data, tmp_path, task, mask):
     summary = trainer.train()
     records = trainer.log.records()
     assert records[-1]["loss"] < records[0]["loss"] - 0.5, records
+    # Without NSP nothing reads the pooler: it is the one variable not trained.
+    untrained = ({v.path for v in trainer.state.model.trainable_variables}
+                 - {v.path for v in trainer.state.variables})
+    assert untrained == {"bert/pooler/kernel", "bert/pooler/bias"}
     assert 0.0 < summary["eval_accuracy"] < 1.0
     assert summary["eval_perplexity"] == pytest.approx(np.exp(summary["eval_loss"]))
 
@@ -76,6 +80,9 @@ def test_mlm_with_next_sentence_prediction(mlm_data, tmp_path):
     assert trainer.state.model.next_sentence
     paths = {v.path for v in trainer.state.model.weights}
     assert {"nsp/kernel", "nsp/bias"} <= paths
+    # With NSP the pooler is trained (it feeds the NSP head).
+    trained = {v.path for v in trainer.state.variables}
+    assert {"bert/pooler/kernel", "nsp/kernel"} <= trained
     records = trainer.log.records()
     assert all("nsp_accuracy" in r for r in records)
     assert 0.0 <= summary["eval_nsp_accuracy"] <= 1.0
