@@ -159,3 +159,17 @@ def test_many_unknown_tokens_warn_once(tmp_path, caplog):
     cased = wordpiece.WordPieceTokenizer(str(path))
     cased.encode_with_starts(["The cat sat.", "Paris"] * 10)  # no [UNK]
     assert "[UNK]" not in caplog.text
+
+
+def test_build_with_cased_vocabulary_records_the_choice(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(CASED) + "\n", encoding="utf-8")
+    (tmp_path / "c.txt").write_text("The Cats sat.\nThe cat sat in Paris.\n\nCats sat.\n" * 5)
+    manifest = builder.build(
+        str(tmp_path / "c.txt"), str(path), str(tmp_path / "out"),
+        task=tasks.TaskConfig(masking="dynamic", max_seq_length=16,
+                              max_predictions_per_seq=3))["train"]
+    assert manifest.tokenizer_options["do_lower_case"] is False
+    ids = next(iter(input_lib.make_dataset(str(tmp_path / "out" / "train"), 2,
+                                           seed=0)))["input_ids"].numpy()
+    assert CASED.index("Paris") in ids or CASED.index("Cat") in ids
