@@ -332,11 +332,12 @@ CLIS = ("data_pipeline.build", "data_pipeline.inspect", "data_pipeline.train_tok
         "data_pipeline.google_records", "data_pipeline.native", "pretraining.train",
         "pretraining.demo", "pretraining.convert", "pretraining.generate")
 
-# Runs a tool as `python -m` would, then reports its exit status and whether
+# Runs a tool as `python -m` would (sys.argv[0] is "-m" while the package is
+# imported, then the module's path), then reports its exit status and whether
 # TensorFlow or Keras was imported, on the last line of stderr.
 _PROBE = """import json, runpy, sys
 module, args = sys.argv[1], sys.argv[2:]
-sys.argv = [module, *args]
+sys.argv = ["-m", *args]
 try:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
     code = 0
