@@ -1,4 +1,6 @@
-"""Static masked-LM masking (Google BERT semantics, whole-word groups).
+"""Static masked-LM masking (Google BERT semantics, whole-word groups by
+default; with `whole_word=False` every eligible token is its own group, as
+Google's default `--do_whole_word_mask=false`).
 
 For each row of a padded batch: of the eligible tokens (every id the
 `VocabLayout` does not call special, so never [PAD]/[UNK]/[CLS]/[SEP]/[MASK]/
@@ -50,7 +52,8 @@ class MaskedBatch:
 def mask_batch(tokens: np.ndarray, lengths: np.ndarray,
                word_starts: np.ndarray, rng: np.random.Generator, *,
                max_predictions_per_seq: int, masked_lm_prob: float = 0.15,
-               layout: vocab_layout.VocabLayout) -> MaskedBatch:
+               layout: vocab_layout.VocabLayout,
+               whole_word: bool = True) -> MaskedBatch:
     """Masks every row of a padded batch, whole words as groups.
 
     Row i reads the draws after those of rows 0 .. i - 1 (module docstring).
@@ -64,6 +67,9 @@ def mask_batch(tokens: np.ndarray, lengths: np.ndarray,
         masked_lm_prob: float. Fraction of eligible tokens to mask.
             Defaults to 0.15.
         layout: VocabLayout. Special ids and random replacements.
+        whole_word: bool. Whole words are groups; False: each eligible
+            token is its own group (word pieces masked independently).
+            Defaults to True.
 
     Returns:
         A `MaskedBatch`.
@@ -78,7 +84,8 @@ def mask_batch(tokens: np.ndarray, lengths: np.ndarray,
         1, np.rint(num_eligible * masked_lm_prob).astype(np.int64)))
     previous = np.zeros_like(eligible)
     previous[:, 1:] = eligible[:, :-1]
-    group_start = eligible & (np.asarray(word_starts, bool) | ~previous)
+    starts = np.asarray(word_starts, bool) if whole_word else True
+    group_start = eligible & (starts | ~previous)
     # Groups are runs of positions; number them over the flattened batch.
     flat_eligible = eligible.ravel()
     group_of = np.cumsum(group_start.ravel()) - 1

@@ -47,6 +47,8 @@ class TaskConfig:
             to False.
         dupe_factor: int. Times each training document is packed (and
             masked). Defaults to 1.
+        whole_word_masking: bool. mlm masks whole words as units; False:
+            every word piece on its own (Google's default). Defaults to True.
     """
 
     task: str = "mlm"
@@ -58,6 +60,7 @@ class TaskConfig:
     next_sentence: bool = False
     pairs: bool = False
     dupe_factor: int = 1
+    whole_word_masking: bool = True
 
     @property
     def record_masking(self) -> str:
@@ -145,7 +148,8 @@ def _columns(cfg: TaskConfig, batch: instances.PackedBatch,
         masked = masking.mask_batch(
             batch.tokens, batch.lengths, batch.word_starts, rng,
             max_predictions_per_seq=cfg.max_predictions_per_seq,
-            masked_lm_prob=cfg.masked_lm_prob, layout=layout)
+            masked_lm_prob=cfg.masked_lm_prob, layout=layout,
+            whole_word=cfg.whole_word_masking)
         columns.update(input_ids=masked.input_ids,
                        masked_lm_positions=masked.masked_lm_positions,
                        masked_lm_ids=masked.masked_lm_ids,

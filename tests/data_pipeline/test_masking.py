@@ -90,6 +90,42 @@ def test_statistics(masked):
     assert abs(n_same / chosen - 0.1) < 0.02
 
 
+def partly_masked_words(tokens, word_starts, positions, layout=LAYOUT):
+    """(words of >= 2 pieces with some but not all pieces chosen, words of
+    >= 2 pieces) over rows; `positions[r]` are row r's chosen positions."""
+    partly = multi = 0
+    for row, chosen in enumerate(positions):
+        chosen = set(np.asarray(chosen).tolist())
+        for word in masking_reference.groups(tokens[row], word_starts[row],
+                                             layout.is_special):
+            if len(word) > 1:
+                multi += 1
+                hits = sum(p in chosen for p in word)
+                partly += 0 < hits < len(word)
+    return partly, multi
+
+
+@pytest.mark.parametrize("whole_word", [True, False])
+def test_word_pieces_masked_independently_without_whole_words(whole_word):
+    """whole_word=False (Google's default): a word's pieces are chosen on
+    their own, so some multi-piece words are partly masked, at about the
+    rate of independent choices; whole_word=True never masks part of one."""
+    seqs = _sequences(1000, seed=11)
+    tokens, ws = np.stack([t for t, _ in seqs]), np.stack([w for _, w in seqs])
+    m = masking.mask_batch(tokens, np.full(len(seqs), L), ws,
+                           np.random.default_rng(4), max_predictions_per_seq=P,
+                           layout=LAYOUT, whole_word=whole_word)
+    positions = [m.masked_lm_positions[r, :m.num_predictions[r]]
+                 for r in range(len(seqs))]
+    partly, multi = partly_masked_words(tokens, ws, positions)
+    if whole_word:
+        assert partly == 0
+    else:
+        # Two pieces each chosen with p ~= 0.15 on their own: one of them
+        # alone ~= 2 * 0.15 * 0.85 = 0.26 of the two-piece words.
+        assert 0.15 < partly / multi < 0.4, (partly, multi)
+
+
 def test_num_to_predict_token_level():
     """One-token words always fit: the budget is reached exactly."""
     seqs = [(t, np.ones(L, bool)) for t, _ in _sequences(200, seed=3)]
@@ -128,7 +164,8 @@ def test_speed():
     assert rate > 10_000, rate
 
 
-def test_mask_batch_equals_reference_row_by_row():
+@pytest.mark.parametrize("whole_word", [True, False])
+def test_mask_batch_equals_reference_row_by_row(whole_word):
     layout = vocab_layout.VocabLayout(VOCAB, dict(features.SPECIAL_IDS),
                                       ((10, 20),))
     rng = np.random.default_rng(1)
@@ -141,11 +178,12 @@ def test_mask_batch_equals_reference_row_by_row():
         batch_rng, row_rng = np.random.default_rng(7), np.random.default_rng(7)
         m = masking.mask_batch(tokens, lengths, ws, batch_rng,
                                max_predictions_per_seq=P, masked_lm_prob=prob,
-                               layout=layout)
+                               layout=layout, whole_word=whole_word)
         for i, n in enumerate(lengths):
             one = masking_reference.mask_tokens(
                 tokens[i, :n], ws[i, :n], row_rng, vocab_size=VOCAB,
-                layout=layout, max_predictions_per_seq=P, masked_lm_prob=prob)
+                layout=layout, max_predictions_per_seq=P, masked_lm_prob=prob,
+                whole_word=whole_word)
             np.testing.assert_array_equal(m.input_ids[i, :n], one.input_ids)
             np.testing.assert_array_equal(m.input_ids[i, n:], tokens[i, n:])
             np.testing.assert_array_equal(m.masked_lm_positions[i],
