@@ -43,10 +43,12 @@ def initializer(stddev: float):
     return keras.initializers.TruncatedNormal(stddev=stddev)
 
 
-def layer_norm(name: str, condition_size: int = 0, epsilon: float = LAYER_NORM_EPSILON):
+def layer_norm(name: str, condition_size: int = 0,
+               layer_norm_eps: float = LAYER_NORM_EPSILON):
     """LayerNorm in float32 whatever the dtype policy (as Keras and Google do),
     conditional when `condition_size` > 0."""
-    return LayerNorm(epsilon=epsilon, condition_size=condition_size, dtype="float32", name=name)
+    return LayerNorm(layer_norm_eps=layer_norm_eps, condition_size=condition_size,
+                     dtype="float32", name=name)
 
 
 class ConfigLayer(keras.layers.Layer):
@@ -74,7 +76,7 @@ class LayerNorm(ConfigLayer):
     them. Without a condition it is Google's LayerNorm.
 
     Args:
-        epsilon: float. Added to the variance. Defaults to 1e-12 (Google BERT).
+        layer_norm_eps: float. Added to the variance. Defaults to 1e-12 (Google BERT).
         condition_size: int. Size of `c`; 0 for a plain LayerNorm. Defaults to 0.
 
     Call arguments:
@@ -82,9 +84,9 @@ class LayerNorm(ConfigLayer):
         condition: float tensor `(batch, condition_size)`, when conditional.
     """
 
-    def __init__(self, epsilon=LAYER_NORM_EPSILON, condition_size=0, **kwargs):
+    def __init__(self, layer_norm_eps=LAYER_NORM_EPSILON, condition_size=0, **kwargs):
         super().__init__(**kwargs)
-        self._keep_args(epsilon=epsilon, condition_size=condition_size)
+        self._keep_args(layer_norm_eps=layer_norm_eps, condition_size=condition_size)
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -101,7 +103,7 @@ class LayerNorm(ConfigLayer):
     def call(self, x, condition=None):
         x = ops.cast(x, "float32")
         mean, variance = ops.moments(x, axes=[-1], keepdims=True)
-        normalized = (x - mean) * ops.rsqrt(variance + self.epsilon)
+        normalized = (x - mean) * ops.rsqrt(variance + self.layer_norm_eps)
         gamma, beta = self.gamma, self.beta
         if self.condition_size:
             if condition is None:

@@ -58,7 +58,7 @@ class MaskedLMHead(keras.layers.Layer):
             self.hidden_size, activation=get_activation(hidden_act),
             kernel_initializer=initializer(initializer_range), dtype=self.dtype_policy,
             name="transform")
-        self.layer_norm = layer_norm("LayerNorm", epsilon=layer_norm_eps)
+        self.layer_norm = layer_norm("LayerNorm", layer_norm_eps=layer_norm_eps)
 
     @property
     def token_embedding(self):
