@@ -2,9 +2,10 @@
 
 Same semantics and output features as static masking (`masking`): eligible
 tokens are the non-special ones; `num_to_predict = min(P, max(1, round(n *
-rate)))` (the product in float32, rounded half to even: static masking's
-float64 product rounds the other way for a few n, e.g. 190 * 0.15);
-whole-word groups are taken in a random order, a group that would overshoot
+rate)))` (the product in float64, rounded half to even, as static masking:
+in float32 190 * 0.15 would round to 29 instead of 28); whole-word groups
+(each eligible token its own group with `whole_word=False`, Google's
+default) are taken in a random order, a group that would overshoot
 is skipped; chosen tokens become [MASK] (80%), a random non-special id (10%)
 or stay (10%); positions sorted, zero padded to P.
 
@@ -42,7 +43,9 @@ class DynamicMasker:
         layout: VocabLayout. Special ids and replacement candidates.
         max_predictions_per_seq: int. P.
         masked_lm_prob: float. Fraction of eligible tokens. Defaults to 0.15.
-        whole_word: bool. Mask whole words as units. Defaults to True.
+        whole_word: bool. Mask whole words as units; False: every eligible
+            token on its own (the records' `word_starts` are then unused).
+            Defaults to True.
         implementation: str. "native" (the compiled kernel; ValueError when
             it is not built), "ops" (TensorFlow ops) or "auto" (native when
             built, else ops). Same masks either way. Defaults to "auto".
@@ -112,8 +115,9 @@ class DynamicMasker:
             tf.reshape(group_of + rows, [-1]), shape[0] * length),
             shape)  # (batch, G): tokens in each group.
         num_eligible = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
-        target = tf.cast(tf.round(tf.cast(num_eligible, tf.float32)
-                                  * self.masked_lm_prob), tf.int32)
+        target = tf.cast(tf.round(  # float64, half to even: as static masking
+            tf.cast(num_eligible, tf.float64)
+            * tf.constant(self.masked_lm_prob, tf.float64)), tf.int32)
         target = tf.minimum(preds, tf.maximum(1, target))
         target = tf.where(num_eligible > 0, target, 0)
         # Random order of the existing groups (missing groups last): 24-bit
@@ -195,8 +199,8 @@ class DynamicMasker:
              self._kernel.dynamic_mask(
                  tf.cast(ids, tf.int32), tf.cast(starts, tf.int32),
                  tf.cast(seed, tf.int64), self._is_special, self._candidates,
+                 tf.constant(self.masked_lm_prob, tf.float64),
                  max_predictions=self.max_predictions_per_seq,
-                 masked_lm_prob=self.masked_lm_prob,
                  whole_word=self.whole_word, mask_id=self.mask_id))
         return batch
 

@@ -12,6 +12,7 @@ The library is named after the TensorFlow version it was compiled against
 the TensorFlow it was built for.
 """
 
+import inspect
 import os
 import shlex
 import subprocess
@@ -91,13 +92,24 @@ def _load(path):
             "`%s` (needs g++).", path, BUILD_COMMAND)
         return None
     try:
-        return tf.load_op_library(path)
+        library = tf.load_op_library(path)
     except (tf.errors.NotFoundError, OSError) as e:
         logging.warning(
             "Could not load the dynamic-masking kernel %s (%s); masking with "
             "TensorFlow ops instead. Rebuild it with `%s`.", path, e,
             BUILD_COMMAND)
         return None
+    # The op's inputs come before its attrs: masked_lm_prob is the sixth
+    # input since it became float64 (an attr before).
+    op = getattr(library, "dynamic_mask", None)
+    parameters = list(inspect.signature(op).parameters) if op else []
+    if parameters[5:6] != ["masked_lm_prob"]:  # built from an older source
+        logging.warning(
+            "The dynamic-masking kernel %s was built from an older source; "
+            "masking with TensorFlow ops instead. Rebuild it with `%s`.",
+            path, BUILD_COMMAND)
+        return None
+    return library
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,9 @@
 // Per row: eligible tokens are the non-special ones; whole-word groups are
 // maximal runs of eligible tokens split at word starts (every eligible token
 // its own group without whole-word masking); the budget is
-// min(P, max(1, round(n_eligible * prob))) (0 without eligible tokens). Groups
+// min(P, max(1, round(n_eligible * prob))) (0 without eligible tokens; the
+// product in double precision, rounded half to even, as static masking does:
+// `masked_lm_prob` is a float64 input, not a float attr, for that). Groups
 // are tried in increasing order of (key, group index), key = 24 random bits
 // per group; a group larger than the budget left is skipped. The selected
 // tokens, in position order, fill prediction slots 0, 1, ...; slot k's token
@@ -70,7 +72,6 @@ class DynamicMaskOp : public OpKernel {
  public:
   explicit DynamicMaskOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("max_predictions", &max_predictions_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("masked_lm_prob", &masked_lm_prob_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("whole_word", &whole_word_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("mask_id", &mask_id_));
     OP_REQUIRES(ctx, max_predictions_ >= 1,
@@ -84,6 +85,11 @@ class DynamicMaskOp : public OpKernel {
     const Tensor& seed_t = ctx->input(2);
     const Tensor& special_t = ctx->input(3);
     const Tensor& candidates_t = ctx->input(4);
+    const Tensor& prob_t = ctx->input(5);
+    OP_REQUIRES(ctx, prob_t.NumElements() == 1,
+                InvalidArgument("masked_lm_prob must be a scalar, got shape ",
+                                prob_t.shape().DebugString()));
+    const double masked_lm_prob = prob_t.flat<double>()(0);
     OP_REQUIRES(ctx, ids_t.dims() == 2,
                 InvalidArgument("input_ids must be [batch, length], got shape ",
                                 ids_t.shape().DebugString()));
@@ -176,7 +182,7 @@ class DynamicMaskOp : public OpKernel {
       if (num_eligible == 0) continue;
       eligible_before[num_groups] = static_cast<int32_t>(num_eligible);
       int64_t budget = static_cast<int64_t>(std::nearbyint(
-          static_cast<float>(num_eligible) * masked_lm_prob_));
+          static_cast<double>(num_eligible) * masked_lm_prob));
       budget = std::min<int64_t>(preds, std::max<int64_t>(1, budget));
 
       // Groups in increasing (key, index) order until the budget is spent.
@@ -240,7 +246,6 @@ class DynamicMaskOp : public OpKernel {
 
  private:
   int max_predictions_;
-  float masked_lm_prob_;
   bool whole_word_;
   int mask_id_;
 };
@@ -253,12 +258,12 @@ REGISTER_OP("DynamicMask")
     .Input("seed: int64")
     .Input("is_special: bool")
     .Input("candidates: int32")
+    .Input("masked_lm_prob: double")
     .Output("masked_input_ids: int32")
     .Output("masked_lm_positions: int32")
     .Output("masked_lm_ids: int32")
     .Output("masked_lm_weights: float")
     .Attr("max_predictions: int")
-    .Attr("masked_lm_prob: float")
     .Attr("whole_word: bool")
     .Attr("mask_id: int")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {

@@ -73,21 +73,18 @@ def groups(tokens, word_starts, is_special, whole_word=True) -> list:
 
 def mask_row(tokens, word_starts, draws: Draws, *,
              layout: vocab_layout.VocabLayout, max_predictions_per_seq: int,
-             masked_lm_prob: float = 0.15, whole_word: bool = True,
-             rate_dtype=np.float64) -> Masked:
-    """Masks one row by the rule (module docstring) with `draws`.
-
-    `rate_dtype` is the precision of `n_eligible * rate`: float64 in static
-    masking, float32 in dynamic masking (they round differently when the
-    product is near a half, e.g. 190 * 0.15).
-    """
+             masked_lm_prob: float = 0.15,
+             whole_word: bool = True) -> Masked:
+    """Masks one row by the rule (module docstring) with `draws`; the
+    budget's product `n_eligible * rate` in float64 (static and dynamic
+    masking alike; float32 would round 190 * 0.15 up to 29)."""
     tokens = np.asarray(tokens, np.int32)
     preds = max_predictions_per_seq
     row_groups = groups(tokens, word_starts, layout.is_special, whole_word)
     num_eligible = sum(len(g) for g in row_groups)
     budget = 0
     if num_eligible:
-        product = rate_dtype(num_eligible) * rate_dtype(masked_lm_prob)
+        product = np.float64(num_eligible) * np.float64(masked_lm_prob)
         budget = min(preds, max(1, int(np.rint(product))))
     chosen = []
     for g in sorted(range(len(row_groups)), key=lambda g: (draws.keys[g], g)):

@@ -8,6 +8,7 @@ from data_pipeline import build
 from data_pipeline import corpus
 from data_pipeline import dynamic_masking
 from data_pipeline import input as input_lib
+from data_pipeline import masking
 from data_pipeline import native
 from data_pipeline import vocab_layout
 from tests.data_pipeline import masking_reference
@@ -98,7 +99,7 @@ def _reference(batch, key, preds, whole_word=True):
     draws = masking_reference.hashed_draws(key.numpy(), *ids.shape, preds)
     rows = [masking_reference.mask_row(
         ids[r], starts[r], draws[r], layout=LAYOUT, whole_word=whole_word,
-        max_predictions_per_seq=preds, rate_dtype=np.float32)
+        max_predictions_per_seq=preds)
         for r in range(len(ids))]
     return {name: np.stack([getattr(row, name) for row in rows]) for name in
             ("input_ids", "masked_lm_positions", "masked_lm_ids",
@@ -162,6 +163,36 @@ def test_equals_reference(seed, preds, whole_word, implementation):
     assert not weights[::16].any()  # no eligible tokens: nothing masked
     if preds == 4:  # P caps the target of the long rows
         assert (weights.sum(1) == preds).mean() > 0.5
+
+
+@pytest.mark.parametrize("implementation", ["ops", "native"])
+def test_budget_equals_static_masking_up_to_512(implementation):
+    """Row n has n eligible one-token words (n = 1 .. 512): every budget is
+    spent, so the count is min(P, max(1, round(n * rate))) with the product
+    in float64, as static masking's, also where float32 rounds the other way
+    (190 * 0.15: 28, not 29)."""
+    length, preds = 514, 512
+    n = np.arange(1, 513)
+    ids = np.where(np.arange(length)[None, :] <= n[:, None], 500, 0)
+    ids[:, 0], ids[np.arange(512), n + 1] = 101, 102
+    starts = np.ones_like(ids)
+    batch = {"input_ids": tf.constant(ids, tf.int32),
+             "word_starts": tf.constant(starts, tf.int32)}
+    for prob in (0.15, 0.1, 0.2, 0.3):
+        masker = dynamic_masking.DynamicMasker(
+            LAYOUT, preds, prob, whole_word=False,
+            implementation=_implementation(implementation))
+        got = masker(dict(batch), dynamic_masking.batch_seed(0, 0, 0))
+        counts = got["masked_lm_weights"].numpy().sum(axis=1)
+        static = masking.mask_batch(
+            ids, np.full(512, length), starts.astype(bool),
+            np.random.default_rng(0), max_predictions_per_seq=preds,
+            masked_lm_prob=prob, layout=LAYOUT).num_predictions
+        want = np.maximum(1, np.rint(n * prob))  # NumPy float64
+        np.testing.assert_array_equal(counts, want, err_msg=str(prob))
+        np.testing.assert_array_equal(static, want, err_msg=str(prob))
+    assert np.rint(190 * 0.15) == 28 != np.rint(np.float32(190)
+                                                * np.float32(0.15))
 
 
 def test_rows_undecided_by_the_first_groups_equal_reference():
