@@ -17,20 +17,33 @@ class AdamMoments(keras.optimizers.Adam):
 
     `variable_rule(variable)` (a subclass's one per-variable switch: AdamW's
     lazy rows, LAMB's layer adaptation) is evaluated once in `build()`;
-    `rule(variable)` reads it back.
+    `rule(variable)` reads it back. `pattern_fields` names the subclass's
+    extra arguments, lists of regexes over `v.path` (kept as lists, in
+    `get_config`).
 
     Args:
+        learning_rate: float or `LearningRateSchedule`. Defaults to 1e-3.
+        beta_1, beta_2, epsilon: floats. Defaults to Google BERT's 0.9,
+            0.999, 1e-6.
         bias_correction: bool. Divide the moments by `1 - β^t`. Defaults to True.
-        **kwargs: `keras.optimizers.Adam` arguments, Keras's defaults
-            (`amsgrad` is refused).
+        **kwargs: the subclass's `pattern_fields` (lists of str, default
+            none) and other `keras.optimizers.Adam` arguments, Keras's
+            defaults (`amsgrad` is refused).
     """
 
-    def __init__(self, *args, bias_correction=True, **kwargs):
-        super().__init__(*args, **kwargs)
+    pattern_fields = ()
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-6, *,
+                 bias_correction=True, **kwargs):
+        patterns = {name: list(kwargs.pop(name, ())) for name in self.pattern_fields}
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, **kwargs)
         if self.amsgrad:
             raise ValueError(f"`amsgrad` is not supported by {type(self).__name__}. "
                              "Received: amsgrad=True")
         self.bias_correction = bool(bias_correction)
+        for name, value in patterns.items():
+            setattr(self, name, value)
 
     def build(self, variables):
         if self.built:
@@ -59,4 +72,5 @@ class AdamMoments(keras.optimizers.Adam):
     def get_config(self):
         config = super().get_config()
         config["bias_correction"] = self.bias_correction
+        config.update({name: getattr(self, name) for name in self.pattern_fields})
         return config

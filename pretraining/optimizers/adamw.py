@@ -28,9 +28,7 @@ class AdamCore(AdamMoments):
     """Adam's moments plus `lazy_patterns` (the per-variable rule: lazy
     rows); the rules and Lookahead mixins of `AdamW` sit on top of it."""
 
-    def __init__(self, *args, lazy_patterns=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lazy_patterns = list(lazy_patterns)
+    pattern_fields = ("lazy_patterns",)
 
     def variable_rule(self, variable) -> bool:
         """Lazy rows: a table (rank >= 2) whose path matches `lazy_patterns`."""
@@ -83,11 +81,6 @@ class AdamCore(AdamMoments):
         self.assign(v_var, tf.IndexedSlices(v, rows, shape))
         self.assign(variable, tf.IndexedSlices(w, rows, shape))
 
-    def get_config(self):
-        config = super().get_config()
-        config["lazy_patterns"] = self.lazy_patterns
-        return config
-
 
 @keras.saving.register_keras_serializable(package="pretraining")
 class AdamW(Lookahead, PerVariableRules, AdamCore):
@@ -96,9 +89,8 @@ class AdamW(Lookahead, PerVariableRules, AdamCore):
     and Lookahead.
 
     Args:
-        learning_rate: float or `LearningRateSchedule`. Defaults to `0.001`.
-        beta_1, beta_2, epsilon: floats. Defaults to Google BERT's 0.9,
-            0.999, 1e-6.
+        learning_rate, beta_1, beta_2, epsilon: as in `AdamMoments`: Google
+            BERT's defaults 1e-3, 0.9, 0.999, 1e-6.
         weight_decay: float. Defaults to 0.01.
         bias_correction: bool. False gives Google's `AdamWeightDecayOptimizer`.
             Defaults to True.
@@ -120,7 +112,5 @@ class AdamW(Lookahead, PerVariableRules, AdamCore):
     ```
     """
 
-    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
-                 weight_decay=0.01, name="adamw", **kwargs):
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, weight_decay=weight_decay, name=name, **kwargs)
+    def __init__(self, *args, weight_decay=0.01, name="adamw", **kwargs):
+        super().__init__(*args, weight_decay=weight_decay, name=name, **kwargs)

@@ -24,9 +24,7 @@ from pretraining.optimizers.rules import PerVariableRules, matches, variable_pat
 class LambCore(AdamMoments):
     """The LAMB update on Adam's moments; the per-variable rule is layer adaptation."""
 
-    def __init__(self, *args, layer_adaptation_exclude=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.layer_adaptation_exclude = list(layer_adaptation_exclude)
+    pattern_fields = ("layer_adaptation_exclude",)
 
     def variable_rule(self, variable) -> bool:
         """Layer adaptation: rank >= `weight_decay_min_rank`, and a path
@@ -61,11 +59,6 @@ class LambCore(AdamMoments):
             lr = lr * ratio
         self.assign_sub(variable, lr * update)
 
-    def get_config(self):
-        config = super().get_config()
-        config["layer_adaptation_exclude"] = self.layer_adaptation_exclude
-        return config
-
 
 @keras.saving.register_keras_serializable(package="pretraining")
 class LAMB(Lookahead, PerVariableRules, LambCore):
@@ -73,17 +66,12 @@ class LAMB(Lookahead, PerVariableRules, LambCore):
     per-variable learning rates and Lookahead.
 
     Args:
-        learning_rate: float or `LearningRateSchedule`. Defaults to `0.001`.
-        beta_1, beta_2, epsilon: floats. Defaults to 0.9, 0.999, 1e-6.
-        weight_decay: float. Defaults to 0.01.
-        bias_correction: bool. Defaults to True.
         layer_adaptation_exclude: list of regexes over `v.path`, on top of
             the weight-decay exclusions. Defaults to none.
-        weight_decay_exclude, weight_decay_min_rank, lr_multipliers,
-            layerwise_lr_decay, num_layers: see `PerVariableRules`, with its
-            defaults.
-        lookahead_steps, lookahead_alpha: see `Lookahead`. Default to 0
-            (off) and 0.5.
+        learning_rate, beta_1, beta_2, epsilon, weight_decay,
+            bias_correction and the `PerVariableRules` and `Lookahead`
+            arguments: as in `AdamW`, with the same defaults (1e-3, 0.9,
+            0.999, 1e-6, 0.01, True, ...).
 
     Example:
     ```python
@@ -92,7 +80,5 @@ class LAMB(Lookahead, PerVariableRules, LambCore):
     ```
     """
 
-    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
-                 weight_decay=0.01, name="lamb", **kwargs):
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, weight_decay=weight_decay, name=name, **kwargs)
+    def __init__(self, *args, weight_decay=0.01, name="lamb", **kwargs):
+        super().__init__(*args, weight_decay=weight_decay, name=name, **kwargs)
