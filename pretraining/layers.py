@@ -125,11 +125,11 @@ class BertEmbeddings(ConfigLayer):
         max_position_embeddings: int. Longest sequence the position table covers.
         type_vocab_size: int. Number of segment ids.
         hidden_dropout_prob: float. Dropout after the LayerNorm. Defaults to 0.1.
-        initializer_range: float. Stddev of the truncated-normal initialiser.
-            Defaults to 0.02.
-        condition_size: int. >0: Conditional LayerNorm on a vector of this size.
-            Defaults to 0.
-        layer_norm_eps: float. LayerNorm epsilon. Defaults to 1e-12 (Google's).
+        initializer_range: float. Stddev of the truncated-normal initialiser of
+            the three tables. Defaults to 0.02.
+        condition_size: int. >0: the LayerNorm is conditional on a vector of
+            this size. Defaults to 0.
+        layer_norm_eps: float. Epsilon of the LayerNorm. Defaults to 1e-12 (Google's).
 
     Call arguments:
         input_ids: int tensor `(batch, seq)`.
@@ -287,11 +287,12 @@ class TransformerLayer(ConfigLayer):
             outputs. Defaults to 0.1.
         attention_probs_dropout_prob: float. Dropout on the attention
             probabilities. Defaults to 0.1.
-        initializer_range: float. Stddev of the truncated-normal initialiser.
-            Defaults to 0.02.
-        condition_size: int. >0: Conditional LayerNorm on a vector of this size.
+        initializer_range: float. Stddev of the truncated-normal initialiser of
+            every kernel. Defaults to 0.02.
+        condition_size: int. >0: both LayerNorms (after attention, after the
+            feed-forward layer) are conditional on a vector of this size.
             Defaults to 0.
-        layer_norm_eps: float. LayerNorm epsilon. Defaults to 1e-12 (Google's).
+        layer_norm_eps: float. Epsilon of both LayerNorms. Defaults to 1e-12 (Google's).
 
     Call arguments:
         x: float tensor `(batch, T, hidden)`.
