@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -290,6 +291,34 @@ def test_dataset_masks_reproducible_and_fresh_per_epoch(dynamic_dir):
     assert any(not np.array_equal(x["masked_lm_positions"],
                                   y["masked_lm_positions"])
                for x, y in zip(a, other))
+
+
+def test_manifest_whole_word_setting_reaches_the_masker(
+        small_corpus, tokenizer_path, tmp_path, monkeypatch):
+    """build --nowhole_word_masking records the setting; the input pipeline
+    masks with it; a manifest from before the field reads as True."""
+    made = []
+
+    class Spy(dynamic_masking.DynamicMasker):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.whole_word)
+
+    monkeypatch.setattr(dynamic_masking, "DynamicMasker", Spy)
+    manifests = build.build_mlm(
+        small_corpus, tokenizer_path, str(tmp_path), masking="dynamic",
+        max_seq_length=32, max_predictions_per_seq=5, whole_word_masking=False)
+    train = str(tmp_path / "train")
+    assert manifests["train"].whole_word_masking is False
+    assert input_lib.read_manifest(train).whole_word_masking is False
+    next(iter(input_lib.make_dataset(train, 4, seed=1)))
+    manifest_path = tmp_path / "train" / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    del data["whole_word_masking"]  # as written before the option existed
+    manifest_path.write_text(json.dumps(data))
+    assert input_lib.read_manifest(train).whole_word_masking is True
+    next(iter(input_lib.make_dataset(train, 4, seed=1)))
+    assert made == [False, True]
 
 
 @pytest.mark.parametrize("pipelines", [2, 3])
