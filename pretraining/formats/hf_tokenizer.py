@@ -6,8 +6,9 @@ tokenizer that gives our ids), `tokenizer_config.json` and
 WordPiece (`data_pipeline/wordpiece.py`): Google's basic tokenization
 (`BertNormalizer` + `BertPreTokenizer`: control and format characters
 dropped, private-use ones kept, CJK characters split, lowercasing and accent
-stripping by `do_lower_case`, punctuation split), then greedy longest-match-first pieces with `##`
-continuations; a word of more than 200 characters is `[UNK]`.
+stripping by `do_lower_case`, punctuation split), then greedy
+longest-match-first pieces with `##` continuations; a word of more than 200
+characters is `[UNK]`.
 
 SentencePiece (`data_pipeline/tokenization.py`), from the model's own spec:
 its precompiled normalisation (NFKC for ours), leading, trailing and repeated
@@ -22,14 +23,12 @@ Two differences, on purpose: `[MASK]` takes the space before it, so
 `mask`, `]`); and `[CLS]`, `[SEP]`, `[PAD]`, `[UNK]` written in the text are
 one special token in `transformers`, as in every BERT tokenizer there.
 
-Needs the `tokenizers` package (installed with `transformers`) at export
-time: without it a SentencePiece export is refused (transformers would read
-the directory as a 5-token BertTokenizer), and a WordPiece export writes
-`vocab.txt` + `tokenizer_config.json`, from which transformers builds the same
-tokenizer (words of 101-200 characters and private-use characters excepted),
-with a warning.
+The file is written as JSON in the layout of the `tokenizers` package (0.20
+and later; `transformers` installs it), without needing that package here:
+a test checks that `tokenizers` reads it and writes back the same JSON.
 """
 
+import base64
 import json
 import os
 import re
@@ -39,29 +38,11 @@ from absl import logging
 from pretraining.formats import vocab as vocab_lib
 
 TOKENIZER_FILE = "tokenizer.json"
-INSTALL = "pip install tokenizers"
 # Google's WordPiece (and ours) turns a longer word into [UNK].
 MAX_INPUT_CHARS_PER_WORD = 200
 _SPECIAL_NAMES = ("unk", "sep", "pad", "cls", "mask")
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED = 1, 2, 3, 4  # SentencePiece piece types
-
-
-def available() -> bool:
-    """Whether the `tokenizers` package can be imported."""
-    try:
-        import tokenizers  # noqa: F401 pylint: disable=import-outside-toplevel,unused-import
-    except ImportError:
-        return False
-    return True
-
-
-def check(vocab: vocab_lib.Vocabulary | None) -> None:
-    """Refuses a SentencePiece export without `tokenizers`, before anything
-    is written."""
-    if vocab is not None and vocab.kind == vocab_lib.SENTENCEPIECE and not available():
-        raise ValueError(f"A Hugging Face export of the SentencePiece model {vocab.source} "
-                         f"needs the `tokenizers` package to write {TOKENIZER_FILE}: "
-                         f"`{INSTALL}` (or `pip install transformers`), then export again.")
+_UNIGRAM, _BPE = 1, 2  # SentencePiece model types
 
 
 def special_tokens(vocab: vocab_lib.Vocabulary) -> dict:
@@ -82,14 +63,25 @@ def special_tokens(vocab: vocab_lib.Vocabulary) -> dict:
     return {name: token for name, token in tokens.items() if token in present}
 
 
-def _post_processor(specials: dict, ids: dict):
-    from tokenizers import processors  # pylint: disable=import-outside-toplevel
+def _regex(pattern: str) -> dict:
+    return {"Regex": pattern}
+
+
+def _replace(pattern: dict, content: str) -> dict:
+    return {"type": "Replace", "pattern": pattern, "content": content}
+
+
+def _post_processor(specials: dict, ids: dict) -> dict | None:
+    """`[CLS] A [SEP]`, and `[CLS] A [SEP] B [SEP]` with type id 1 for B."""
     cls, sep = specials.get("cls_token"), specials.get("sep_token")
     if cls is None or sep is None:
         return None
-    return processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, ids[cls]), (sep, ids[sep])])
+    piece = lambda kind, name, type_id: {kind: {"id": name, "type_id": type_id}}
+    single = [piece("SpecialToken", cls, 0), piece("Sequence", "A", 0),
+              piece("SpecialToken", sep, 0)]
+    return {"type": "TemplateProcessing", "single": single,
+            "pair": single + [piece("Sequence", "B", 1), piece("SpecialToken", sep, 1)],
+            "special_tokens": {t: {"id": t, "ids": [ids[t]], "tokens": [t]} for t in (cls, sep)}}
 
 
 def _wordpiece_ids(vocab: vocab_lib.Vocabulary) -> dict:
@@ -107,25 +99,25 @@ def _wordpiece_ids(vocab: vocab_lib.Vocabulary) -> dict:
     return ids
 
 
-def _wordpiece(vocab: vocab_lib.Vocabulary):
-    # pylint: disable-next=import-outside-toplevel
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+def _wordpiece(vocab: vocab_lib.Vocabulary) -> tuple[dict, dict, list]:
     ids = _wordpiece_ids(vocab)
     if "[UNK]" not in ids:
         raise ValueError(f"The WordPiece vocabulary {vocab.source} has no [UNK] token: add it "
                          "(one line) to export a Hugging Face tokenizer.")
-    tokenizer = Tokenizer(models.WordPiece(ids, unk_token="[UNK]", continuing_subword_prefix="##",
-                                           max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-    # Google's cleaning drops format/control characters (but tab, newline,
-    # carriage return) and U+FFFD; BertNormalizer's `clean_text` also drops
-    # private-use and unassigned ones, which ours keep.
-    tokenizer.normalizer = normalizers.Sequence([
-        normalizers.Replace(Regex(r"(?![\t\n\r])[\p{Cc}\p{Cf}\x{FFFD}]"), ""),
-        normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=True,
-                                   strip_accents=None, lowercase=bool(vocab.do_lower_case))])
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
-    return tokenizer, ids, ()
+    parts = {
+        # Google's cleaning drops format/control characters (but tab, newline,
+        # carriage return) and U+FFFD; BertNormalizer's `clean_text` would also
+        # drop private-use and unassigned ones, which ours keep.
+        "normalizer": {"type": "Sequence", "normalizers": [
+            _replace(_regex(r"(?![\t\n\r])[\p{Cc}\p{Cf}\x{FFFD}]"), ""),
+            {"type": "BertNormalizer", "clean_text": False, "handle_chinese_chars": True,
+             "strip_accents": None, "lowercase": bool(vocab.do_lower_case)}]},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": MAX_INPUT_CHARS_PER_WORD, "vocab": ids},
+    }
+    return parts, ids, []
 
 
 def _bpe_merges(proto) -> list:
@@ -140,12 +132,10 @@ def _bpe_merges(proto) -> list:
             left, right = piece[:cut], piece[cut:]
             if left in normal and right in normal:
                 ranked.append((-score, i, left, right))
-    return [(left, right) for _, _, left, right in sorted(ranked)]
+    return [[left, right] for _, _, left, right in sorted(ranked)]
 
 
-def _sentencepiece(vocab: vocab_lib.Vocabulary):
-    # pylint: disable-next=import-outside-toplevel
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+def _sentencepiece(vocab: vocab_lib.Vocabulary) -> tuple[dict, dict, list]:
     proto = vocab_lib.sentencepiece_proto(vocab)
     spec, norm = proto.trainer_spec, proto.normalizer_spec
     pieces = [p.piece for p in proto.pieces]
@@ -153,93 +143,95 @@ def _sentencepiece(vocab: vocab_lib.Vocabulary):
     unknown = [i for i, p in enumerate(proto.pieces) if p.type == _UNKNOWN]
     mask = special_tokens(vocab).get("mask_token")
     user_defined = [p.piece for p in proto.pieces if p.type == _USER_DEFINED and p.piece != mask]
-    if spec.model_type == 1:  # UNIGRAM
-        model = models.Unigram([(p.piece, p.score) for p in proto.pieces], unknown[0],
-                               byte_fallback=spec.byte_fallback)
-    elif spec.model_type == 2:  # BPE
-        model = models.BPE(ids, _bpe_merges(proto), unk_token=pieces[unknown[0]],
-                           fuse_unk=True, byte_fallback=spec.byte_fallback,
-                           ignore_merges=bool(user_defined))
+    if spec.model_type == _UNIGRAM:
+        model = {"type": "Unigram", "unk_id": unknown[0],
+                 "vocab": [[p.piece, p.score] for p in proto.pieces],
+                 "byte_fallback": spec.byte_fallback}
+    elif spec.model_type == _BPE:
+        model = {"type": "BPE", "dropout": None, "unk_token": pieces[unknown[0]],
+                 "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                 "fuse_unk": True, "byte_fallback": spec.byte_fallback,
+                 "ignore_merges": bool(user_defined), "vocab": ids,
+                 "merges": _bpe_merges(proto)}
     else:
         raise ValueError(f"{vocab.source}: SentencePiece model_type {spec.model_type} "
                          "(word or char) has no Hugging Face export; train a unigram or bpe "
                          "model.")
-    tokenizer = Tokenizer(model)
     # Special tokens are cut out of the text first, so each step works on the
     # text between them: spaces are stripped at the end of the text only (the
     # mask token strips those before it), the dummy prefix goes before the
     # first piece of text only (a leading space becomes it).
-    steps = [normalizers.Precompiled(norm.precompiled_charsmap)] if norm.precompiled_charsmap \
-        else []
+    normalizers = []
+    if norm.precompiled_charsmap:
+        normalizers.append({"type": "Precompiled", "precompiled_charsmap": base64.b64encode(
+            norm.precompiled_charsmap).decode("ascii")})
     if norm.remove_extra_whitespaces:
-        steps += [normalizers.Replace(Regex(r" +\z"), ""),
-                  normalizers.Replace(Regex(" {2,}"), " ")]
+        normalizers += [_replace(_regex(r" +\z"), ""), _replace(_regex(" {2,}"), " ")]
     if norm.escape_whitespaces:
-        steps.append(normalizers.Replace(" ", "\u2581"))
-    tokenizer.normalizer = normalizers.Sequence(steps)
-    steps = [pre_tokenizers.Metaspace(replacement="\u2581", split=False,
-                                      prepend_scheme="first" if norm.add_dummy_prefix else "never")]
+        normalizers.append(_replace({"String": " "}, "\u2581"))
+    pre_tokenizers = [{"type": "Metaspace", "replacement": "\u2581", "split": False,
+                       "prepend_scheme": "first" if norm.add_dummy_prefix else "never"}]
     if user_defined:
         # SentencePiece matches user-defined pieces whole, wherever they are.
         pattern = "|".join(re.escape(p) for p in sorted(user_defined, key=len, reverse=True))
-        steps.append(pre_tokenizers.Split(Regex(pattern), behavior="isolated"))
-    if spec.model_type == 2:
+        pre_tokenizers.append({"type": "Split", "pattern": _regex(pattern),
+                               "behavior": "Isolated", "invert": False})
+    if spec.model_type == _BPE:
         # No piece has a `▁` inside: BPE runs word by word (its cache works).
-        steps.append(pre_tokenizers.Split("\u2581", behavior="merged_with_next"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
-    steps = [decoders.Replace("\u2581", " ")]
+        pre_tokenizers.append({"type": "Split", "pattern": {"String": "\u2581"},
+                               "behavior": "MergedWithNext", "invert": False})
+    decoders = [_replace({"String": "\u2581"}, " ")]
     if spec.byte_fallback:
-        steps.append(decoders.ByteFallback())
-    steps.append(decoders.Fuse())
+        decoders.append({"type": "ByteFallback"})
+    decoders.append({"type": "Fuse"})
     if norm.add_dummy_prefix:
-        steps.append(decoders.Strip(content=" ", left=1, right=0))
-    tokenizer.decoder = decoders.Sequence(steps)
+        decoders.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+    parts = {"normalizer": {"type": "Sequence", "normalizers": normalizers},
+             "pre_tokenizer": {"type": "Sequence", "pretokenizers": pre_tokenizers},
+             "decoder": {"type": "Sequence", "decoders": decoders},
+             "model": model}
     control = [p.piece for p in proto.pieces if p.type in (_UNKNOWN, _CONTROL)]
-    return tokenizer, ids, control
+    return parts, ids, control
 
 
-def build(vocab: vocab_lib.Vocabulary):
-    """A `tokenizers.Tokenizer` that encodes like our tokenizer of `vocab`,
-    adding `[CLS] ... [SEP]` (and `[SEP]` after a second text, type id 1).
+def build(vocab: vocab_lib.Vocabulary) -> dict:
+    """The `tokenizer.json` content of a fast tokenizer that encodes like our
+    tokenizer of `vocab`, adding `[CLS] ... [SEP]` (and `[SEP]` after a second
+    text, type id 1). `tokenizers.Tokenizer.from_str(json.dumps(...))` runs it.
 
     Raises:
-        ValueError: no `tokenizers` package, a WordPiece vocabulary without
-            `[UNK]`, a SentencePiece model of type word or char.
+        ValueError: a WordPiece vocabulary without `[UNK]`, a SentencePiece
+            model of type word or char.
     """
-    if not available():
-        raise ValueError(f"Writing {TOKENIZER_FILE} needs the `tokenizers` package: "
-                         f"`{INSTALL}`.")
-    from tokenizers import AddedToken  # pylint: disable=import-outside-toplevel
     if vocab.kind == vocab_lib.SENTENCEPIECE:
-        tokenizer, ids, control = _sentencepiece(vocab)
+        parts, ids, control = _sentencepiece(vocab)
     else:
-        tokenizer, ids, control = _wordpiece(vocab)
+        parts, ids, control = _wordpiece(vocab)
     specials = special_tokens(vocab)
     mask = specials.get("mask_token")
     # "the [MASK] is" -> ▁the [MASK] ▁is: the ids of a masked training input
     # (SentencePiece itself would put a `▁` piece before [MASK]).
     lstrip = vocab.kind == vocab_lib.SENTENCEPIECE
-    tokens = list(dict.fromkeys([*specials.values(), *control]))
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False,
-                                             lstrip=lstrip and t == mask) for t in tokens])
-    processor = _post_processor(specials, ids)
-    if processor is not None:
-        tokenizer.post_processor = processor
-    return tokenizer
+    added = sorted({ids[t] for t in [*specials.values(), *control]})
+    names = {i: t for t, i in ids.items()}
+    return {"version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [{"id": i, "content": names[i], "single_word": False,
+                              "lstrip": lstrip and names[i] == mask, "rstrip": False,
+                              "normalized": False, "special": True} for i in added],
+            "normalizer": parts["normalizer"], "pre_tokenizer": parts["pre_tokenizer"],
+            "post_processor": _post_processor(specials, ids), "decoder": parts["decoder"],
+            "model": parts["model"]}
 
 
-def tokenizer_config(vocab: vocab_lib.Vocabulary, model_max_length: int,
-                     fast: bool = True) -> dict:
-    """`tokenizer_config.json`. With `tokenizer.json` (`fast`) the class is
-    `PreTrainedTokenizerFast`, which runs that file as written (transformers
-    5's `BertTokenizer` rebuilds WordPiece from the vocabulary with its own
-    100-character word limit); without it, `BertTokenizer` from `vocab.txt`."""
-    config = {"tokenizer_class": "PreTrainedTokenizerFast" if fast else "BertTokenizer",
-              "model_max_length": model_max_length, **special_tokens(vocab),
+def tokenizer_config(vocab: vocab_lib.Vocabulary, model_max_length: int) -> dict:
+    """`tokenizer_config.json`: `PreTrainedTokenizerFast` runs `tokenizer.json`
+    as written (transformers 5's `BertTokenizer` would rebuild WordPiece from
+    the vocabulary, with its own 100-character word limit)."""
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
+              **special_tokens(vocab),
               "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]}
     if vocab.kind == vocab_lib.WORDPIECE:
-        config.update(do_lower_case=bool(vocab.do_lower_case), tokenize_chinese_chars=True,
-                      strip_accents=None)
+        config.update(do_lower_case=bool(vocab.do_lower_case))
     return config
 
 
@@ -251,8 +243,8 @@ def _write_json(path: str, data: dict) -> str:
 
 
 def write(vocab: vocab_lib.Vocabulary, directory: str, model_max_length: int = 512) -> list:
-    """Writes `tokenizer.json` (when `tokenizers` is installed),
-    `tokenizer_config.json` and `special_tokens_map.json` into `directory`.
+    """Writes `tokenizer.json`, `tokenizer_config.json` and
+    `special_tokens_map.json` into `directory`.
 
     Args:
         vocab: `Vocabulary`. What the model was trained with (after surgery).
@@ -263,19 +255,8 @@ def write(vocab: vocab_lib.Vocabulary, directory: str, model_max_length: int = 5
     Returns:
         The paths written.
     """
-    check(vocab)
-    written = []
-    if available():
-        path = os.path.join(directory, TOKENIZER_FILE)
-        build(vocab).save(path)
-        written.append(path)
-    else:
-        logging.warning("%s not written (no `tokenizers` package: `%s`); transformers builds "
-                        "the WordPiece tokenizer from vocab.txt and tokenizer_config.json.",
-                        TOKENIZER_FILE, INSTALL)
-    written.append(_write_json(os.path.join(directory, "tokenizer_config.json"),
-                               tokenizer_config(vocab, model_max_length, fast=bool(written))))
-    written.append(_write_json(os.path.join(directory, "special_tokens_map.json"),
-                               special_tokens(vocab)))
-    return written
-
+    return [_write_json(os.path.join(directory, TOKENIZER_FILE), build(vocab)),
+            _write_json(os.path.join(directory, "tokenizer_config.json"),
+                        tokenizer_config(vocab, model_max_length)),
+            _write_json(os.path.join(directory, "special_tokens_map.json"),
+                        special_tokens(vocab))]

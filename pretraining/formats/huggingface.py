@@ -237,7 +237,6 @@ def write(directory: str, bundle: Bundle) -> str:
     Untabled and freshly initialised variables are skipped (the caller
     reports the untabled ones)."""
     from safetensors.numpy import save_file
-    hf_tokenizer.check(bundle.vocab)
     os.makedirs(directory, exist_ok=True)
     head = bundle.has_head
     tensors = {}

@@ -163,26 +163,40 @@ def test_surgery_exports_give_our_ids(spm_models, counts, lines, tmp_path):
     _check_ids(tmp_path / "wp_out", ours, texts)
 
 
-def test_without_tokenizers(spm_models, counts, tmp_path, monkeypatch, caplog):
-    """SentencePiece: refused before anything is written, naming the package.
-    WordPiece: written without tokenizer.json, saying so; transformers then
-    builds the same tokenizer from vocab.txt."""
+def _rounded(value):
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def test_tokenizer_json_is_written_without_tokenizers_as_tokenizers_writes_it(
+        spm_models, counts, tmp_path, monkeypatch):
+    """The export does not need the `tokenizers` package, and `tokenizers`
+    reads each file and serialises it back to the same JSON (unigram, BPE with
+    an added user-defined piece, WordPiece; piece scores to 1e-12)."""
     monkeypatch.setitem(sys.modules, "tokenizers", None)
-    with pytest.raises(ValueError, match=r"needs the `tokenizers` package.*pip install "
-                                         r"tokenizers"):
-        convert.save(_bundle(vocab_lib.read(spm_models["unigram"])), str(tmp_path / "spm"), "hf")
-    assert not (tmp_path / "spm").exists()
+    (tmp_path / "add.txt").write_text("<py>\n")
+    convert.save(_bundle(vocab_lib.read(spm_models["unigram"])), str(tmp_path / "unigram"), "hf")
+    convert.save(_bundle(vocab_lib.read(spm_models["bpe"])), str(tmp_path / "bpe_in"), "hf")
+    convert.convert(str(tmp_path / "bpe_in"), "hf", str(tmp_path / "bpe"), "hf",
+                    add_tokens=str(tmp_path / "add.txt"))
     path = _wordpiece_vocab(counts, tmp_path / "vocab.txt", True)
-    convert.save(_bundle(vocab_lib.read(path)), str(tmp_path / "wp"), "hf")
-    assert "tokenizer.json not written" in caplog.text and "pip install tokenizers" in caplog.text
-    assert not (tmp_path / "wp" / "tokenizer.json").exists()
-    config = json.loads((tmp_path / "wp" / "tokenizer_config.json").read_text())
-    assert config["tokenizer_class"] == "BertTokenizer" and config["do_lower_case"] is True
+    convert.save(_bundle(vocab_lib.read(path)), str(tmp_path / "wordpiece"), "hf")
     monkeypatch.undo()  # tokenizers importable again
-    # BertTokenizer's limits: 100 characters a word, private-use characters dropped.
-    _check_ids(tmp_path / "wp", wordpiece.WordPieceTokenizer(path), [
-        line for line in EDGE_LINES if len(line) <= 100 and "\ue000" not in line] + [
-            "first line", "second one"])
+    tokenizers = pytest.importorskip("tokenizers")
+    for name in ("unigram", "bpe", "wordpiece"):
+        written = json.loads((tmp_path / name / "tokenizer.json").read_text(encoding="utf-8"))
+        again = json.loads(tokenizers.Tokenizer.from_file(
+            str(tmp_path / name / "tokenizer.json")).to_str())
+        # serde_json parses a float to within one ulp: scores compared to 1e-12.
+        assert _rounded(again) == _rounded(written), name
+    assert written["model"]["type"] == "WordPiece"
+    assert json.loads((tmp_path / "bpe" / "tokenizer.json").read_text())["model"][
+        "ignore_merges"] is True
 
 
 def _masked_texts(ours, lines, count=20):
