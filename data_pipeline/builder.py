@@ -23,7 +23,6 @@ from absl import logging
 
 import data_pipeline
 from data_pipeline import atomic
-from data_pipeline import corpus
 from data_pipeline import features
 from data_pipeline import parallel
 from data_pipeline import records
@@ -63,21 +62,13 @@ def _validate(cfg: tasks.TaskConfig, num_shards, eval_fraction, compression,
             raise ValueError(f"{rule}. Received: {received}")
 
 
-def _input_bytes(inputs, source: sources.SourceConfig):
-    """Total size of uncompressed input files (for the ETA), else None."""
-    if source.input_format == "tfds":
-        return None
-    files = corpus.list_files(inputs)
-    if any(f.endswith(".gz") for f in files):
-        return None
-    return sum(os.path.getsize(f) for f in files)
-
-
 class _Progress:
-    """Logs documents, instances, MB/s and ETA every few seconds."""
+    """Logs documents, instances, MB/s and ETA every few seconds; the ETA
+    from the fraction of the input read (`sources.ReadProgress`: bytes on
+    disk, compressed for .gz, or TFDS examples)."""
 
-    def __init__(self, total_bytes):
-        self.total_bytes = total_bytes
+    def __init__(self, read: sources.ReadProgress):
+        self.read = read
         self.start = self.last = time.perf_counter()
         self.docs = self.instances = self.bytes = 0
 
@@ -92,8 +83,9 @@ class _Progress:
         elapsed = max(now - self.start, 1e-9)
         rate = self.bytes / elapsed
         eta = "?"
-        if self.total_bytes and rate > 0:
-            eta = f"{max(self.total_bytes - self.bytes, 0) / rate:.0f} s"
+        fraction = self.read.fraction
+        if fraction:
+            eta = f"{elapsed * (1.0 - fraction) / fraction:.0f} s"
         logging.info("%d documents, %d instances, %.2f MB/s, %.0f instances/s,"
                      " ETA %s", self.docs, self.instances, rate / 1e6,
                      self.instances / elapsed, eta)
@@ -135,9 +127,14 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
         Manifests by split name.
     """
     _validate(task, num_shards, eval_fraction, compression, docs_per_unit)
+    if source.split_sentences and not task.next_sentence and not (
+            task.task == "seq2seq" and not task.pairs):
+        logging.warning(
+            "--split_sentences does nothing with --task=%s without "
+            "--next_sentence: documents are packed whole (sentences matter to "
+            "NSP pairs and seq2seq spans only).", task.task)
     tokenizer = tokenization.load_tokenizer(tokenizer_path,
                                             **(tokenizer_options or {}))
-    total_bytes = _input_bytes(inputs, source)
     split_names = ["train"] + (["eval"] if eval_fraction > 0 else [])
     shards = {"train": num_shards,
               "eval": max(1, int(round(num_shards * eval_fraction)))}
@@ -162,11 +159,13 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
             writers[name] = records.SplitWriter(
                 os.path.join(tmp_root, name), shards[name], compression,
                 shuffle_buffer=shuffle_buffer, seed=[seed, i, 2])
-        documents = sources.read_documents(inputs, source)
+        read = sources.ReadProgress()
+        documents = sources.read_documents(inputs, source, read)
         units = ((docs, unit * docs_per_unit, unit) for unit, docs in
                  enumerate(iter(lambda: list(itertools.islice(
                      documents, docs_per_unit)), [])))
         unit_sizes = []
+        one_sentence = 0
 
         def run(docs, first, unit):
             out = tasks.process_unit(docs, first, unit, tokenizer, task,
@@ -174,17 +173,25 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
             out["documents"] = len(docs)
             return out
 
-        progress = _Progress(total_bytes)
+        progress = _Progress(read)
         for out in parallel.ordered_map(run, units, num_workers):
             made = 0
             for name in split_names:
                 writers[name].write_batch(out[name])
                 made += len(out[name])
             unit_sizes.append(out["documents"])
+            one_sentence += out["one_sentence_documents"]
             progress.update(out["documents"], made, out["text_bytes"])
         progress.update(0, 0, 0, force=True)
         counts = {name: w.count for name, w in writers.items()}
         num_docs = sum(unit_sizes)
+        if task.next_sentence and one_sentence:
+            logging.warning(
+                "--next_sentence: %d of %d documents have one sentence; their "
+                "pairs always take B from another document (label 1, or none "
+                "when too short). Give documents several sentences (one per "
+                "line in --input_format=text, or --split_sentences).",
+                one_sentence, num_docs)
         if counts["train"] == 0:
             raise ValueError(
                 f"--input={inputs!r} produced zero training instances "

@@ -16,7 +16,9 @@ with its sentence).
 
 import dataclasses
 import gzip
+import io
 import json
+import os
 import re
 import zlib
 from typing import Iterator
@@ -77,18 +79,40 @@ def text_to_sentences(text: str, split: bool) -> list[str]:
     return out
 
 
-def _open(path: str):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+class ReadProgress:
+    """How far `read_documents` has read, for the build's ETA.
+
+    `done` counts input bytes read from disk (compressed bytes for `.gz`
+    files) or TFDS examples; `total` is the input files' size on disk or the
+    split's number of examples, None when unknown.
+    """
+
+    def __init__(self):
+        self.total = None
+        self.done = 0
+
+    @property
+    def fraction(self) -> float | None:
+        """Fraction read so far, or None without a total."""
+        if not self.total:
+            return None
+        return min(self.done / self.total, 1.0)
 
 
-def _lines(path: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a text or .gz file, errors naming the file."""
+def _lines(path: str, progress: ReadProgress | None = None
+           ) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text or .gz file, errors naming the file;
+    `progress.done` advances by the bytes read from disk (compressed for
+    .gz)."""
+    base = progress.done if progress else 0
     try:
-        with _open(path) as f:
-            for number, line in enumerate(f, 1):
-                yield number, line
+        with open(path, "rb") as raw:
+            stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+            with io.TextIOWrapper(stream, encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    if progress:
+                        progress.done = base + raw.tell()
+                    yield number, line
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise ValueError(f"Input file {path!r} is not a readable gzip file "
                          f"({e}). Re-compress it or drop the .gz suffix.") from e
@@ -109,11 +133,14 @@ def _field(record, name: str, path: str, number: int) -> str:
     return record[name]
 
 
-def _file_documents(path: str, config: SourceConfig) -> Iterator[list[str]]:
+def _file_documents(path: str, config: SourceConfig,
+                    progress: ReadProgress | None = None
+                    ) -> Iterator[list[str]]:
     if config.input_format == "text":
-        yield from corpus.documents_from_lines(line for _, line in _lines(path))
+        yield from corpus.documents_from_lines(
+            line for _, line in _lines(path, progress))
         return
-    for number, line in _lines(path):
+    for number, line in _lines(path, progress):
         if not line.strip():
             continue
         if config.input_format == "jsonl":
@@ -136,20 +163,24 @@ def _file_documents(path: str, config: SourceConfig) -> Iterator[list[str]]:
             yield sentences
 
 
-def tfds_documents(name: str, config: SourceConfig) -> Iterator[list[str]]:
+def tfds_documents(name: str, config: SourceConfig,
+                   progress: ReadProgress | None = None
+                   ) -> Iterator[list[str]]:
     """Documents of a prepared TFDS dataset (no download, no GCS).
 
     Args:
         name: str. Dataset name (`name` or `name/config`); `text_folder`
             (see `tfds_builder`) is registered here.
         config: SourceConfig. `tfds_data_dir`, `tfds_split`, `text_field`.
+        progress: ReadProgress | None. Gets the split's number of examples
+            and the examples read. Defaults to None.
     """
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     from data_pipeline import tfds_builder  # noqa: F401  (registers)
     try:
-        ds = tfds.load(name, split=config.tfds_split,
-                       data_dir=config.tfds_data_dir, download=False,
-                       try_gcs=False)
+        ds, info = tfds.load(name, split=config.tfds_split,
+                             data_dir=config.tfds_data_dir, download=False,
+                             try_gcs=False, with_info=True)
     except Exception as e:  # TFDS raises many kinds; name them all here.
         raise ValueError(
             f"TFDS dataset {name!r} (split {config.tfds_split!r}) cannot be "
@@ -160,7 +191,14 @@ def tfds_documents(name: str, config: SourceConfig) -> Iterator[list[str]]:
         raise ValueError(f"TFDS dataset {name!r} has no feature --text_field="
                          f"{config.text_field!r} (features: "
                          f"{sorted(ds.element_spec)}).")
+    if progress:
+        try:
+            progress.total = int(info.splits[config.tfds_split].num_examples)
+        except Exception:  # pylint: disable=broad-except  (no ETA then)
+            progress.total = None
     for example in tfds.as_numpy(ds):
+        if progress:
+            progress.done += 1
         text = example[config.text_field]
         if isinstance(text, bytes):
             text = text.decode("utf-8")
@@ -169,19 +207,27 @@ def tfds_documents(name: str, config: SourceConfig) -> Iterator[list[str]]:
             yield sentences
 
 
-def read_documents(inputs, config: SourceConfig) -> Iterator[list[str]]:
+def read_documents(inputs, config: SourceConfig,
+                   progress: ReadProgress | None = None
+                   ) -> Iterator[list[str]]:
     """Streams documents from files (sorted, globs) or a TFDS dataset name.
 
     Args:
         inputs: str | list[str]. Globs (comma-separated), or a TFDS name.
         config: SourceConfig. Format and options.
+        progress: ReadProgress | None. Updated as the input is read (its
+            total: the files' size on disk, or the TFDS split's examples).
+            Defaults to None.
     """
     if config.input_format == "tfds":
         name = inputs if isinstance(inputs, str) else ",".join(inputs)
-        yield from tfds_documents(name.strip(), config)
+        yield from tfds_documents(name.strip(), config, progress)
         return
-    for path in corpus.list_files(inputs):
-        yield from _file_documents(path, config)
+    paths = corpus.list_files(inputs)
+    if progress:
+        progress.total = sum(os.path.getsize(p) for p in paths)
+    for path in paths:
+        yield from _file_documents(path, config, progress)
 
 
 def describe(inputs, config: SourceConfig) -> str:

@@ -185,7 +185,8 @@ def process_unit(documents: list, first_index: int, unit: int, tokenizer,
         eval_fraction: float. Held-out fraction of documents.
 
     Returns:
-        {"train": RecordBatch, "eval": RecordBatch, "text_bytes": int}.
+        {"train": RecordBatch, "eval": RecordBatch, "text_bytes": int,
+        "one_sentence_documents": int}.
     """
     flat = [s for doc in documents for s in doc]
     ids, starts, sizes = _encode(tokenizer, flat)
@@ -198,7 +199,8 @@ def process_unit(documents: list, first_index: int, unit: int, tokenizer,
                                             eval_fraction) else "train")
         by_split[split].append(sentences[first:first + len(doc)])
         first += len(doc)
-    out = {"text_bytes": len("".join(flat).encode("utf-8"))}
+    out = {"text_bytes": len("".join(flat).encode("utf-8")),
+           "one_sentence_documents": sum(len(doc) == 1 for doc in documents)}
     for split_index, split in enumerate(SPLITS):
         pack_rng = np.random.default_rng([seed, unit, split_index, 0])
         mask_rng = np.random.default_rng([seed, unit, split_index, 1])

@@ -159,3 +159,30 @@ def test_cli_errors_are_one_line(numbered_corpus, tokenizer_path, tmp_path):
     errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
     assert len(errors) == 1 and "/nonexistent/*.txt" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag,needle", [
+    ("--split_sentences", "--split_sentences does nothing with --task=mlm "
+     "without --next_sentence"),
+    ("--next_sentence", "--next_sentence: 2 of 6 documents have one sentence")])
+def test_cli_flags_without_effect_warn(tokenizer_path, tmp_path, flag, needle):
+    """A flag that does nothing, or NSP over one-sentence documents (whose
+    pairs always take B from another document), is one warning line, with
+    the count of such documents; the build still succeeds."""
+    docs = [["Alpha one is here.", "Alpha two is there."], ["Beta only."],
+            ["Gamma one went.", "Gamma two came.", "Gamma three."],
+            ["Delta alone here."], ["Eps one.", "Eps two."],
+            ["Zeta a.", "Zeta b."]]
+    path = str(tmp_path / "docs.txt")
+    corpus.write_documents(docs, path)
+    result = _cli("data_pipeline.build", f"--input={path}", flag,
+                  f"--tokenizer={tokenizer_path}", "--max_seq_length=16",
+                  "--max_predictions_per_seq=2",
+                  f"--output_dir={tmp_path / 'o'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [l for l in result.stderr.splitlines() if needle in l]
+    assert len(lines) == 1, result.stderr[-2000:]
+    other = ("have one sentence" if flag == "--split_sentences"
+             else "does nothing")
+    assert other not in result.stderr
+    assert re.search(r"in \d+\.\d s", result.stdout)

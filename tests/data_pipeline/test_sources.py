@@ -2,6 +2,7 @@ import gzip
 import json
 import os
 
+import numpy as np
 import pytest
 
 from data_pipeline import builder
@@ -69,6 +70,44 @@ def test_bad_sources_name_the_culprit(tmp_path, tokenizer_path):
     assert not out.exists()
 
 
+def test_read_progress_counts_bytes_on_disk(tmp_path):
+    """The ETA's progress: bytes read from disk, compressed ones for .gz,
+    against the files' total size; it advances while a file is read."""
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefghij"), 6)) for _ in range(500)]
+    lines = [" ".join(rng.choice(words, 12)) + "\n" for _ in range(20000)]
+    with gzip.open(tmp_path / "a.txt.gz", "wt", encoding="utf-8") as f:
+        f.writelines(lines)
+    (tmp_path / "b.txt").write_text("".join(lines[:3000]))
+    sizes = [os.path.getsize(tmp_path / n) for n in ("a.txt.gz", "b.txt")]
+    assert sizes[0] < len("".join(lines)) / 2  # well compressed
+    progress = sources.ReadProgress()
+    seen = []
+    config = sources.SourceConfig(input_format="lines")
+    for _ in sources.read_documents(str(tmp_path / "*.txt*"), config,
+                                    progress):
+        seen.append(progress.done)
+    assert progress.total == sum(sizes) and seen[-1] == sum(sizes)
+    assert seen == sorted(seen) and len(seen) == 23000
+    # Halfway through the .gz file, about half of its compressed bytes.
+    assert 0.3 < seen[10000] / sizes[0] < 0.7, (seen[10000], sizes[0])
+    assert progress.fraction == 1.0
+
+
+def test_progress_eta_from_fraction_read(caplog):
+    progress = sources.ReadProgress()
+    logged = builder._Progress(progress)  # pylint: disable=protected-access
+    logged.start -= 10.0  # 10 s in
+    progress.total, progress.done = 400, 100  # a quarter read: 30 s left
+    with caplog.at_level("INFO"):
+        logged.update(5, 7, 1000, force=True)
+    assert "ETA 30 s" in caplog.text, caplog.text
+    progress.total = None  # unknown total
+    with caplog.at_level("INFO"):
+        logged.update(0, 0, 0, force=True)
+    assert "ETA ?" in caplog.text, caplog.text
+
+
 def test_tfds_text_folder_offline(tmp_path, tokenizer_path):
     from data_pipeline import tfds_builder  # pylint: disable=import-outside-toplevel
     folder = tmp_path / "texts"
@@ -80,8 +119,11 @@ def test_tfds_text_folder_offline(tmp_path, tokenizer_path):
     name = tfds_builder.prepare_text_folder(str(folder), data_dir)
     config = dict(input_format="tfds", tfds_data_dir=data_dir,
                   split_sentences=True)
-    assert _docs(name, **config) == [
+    progress = sources.ReadProgress()
+    assert list(sources.read_documents(
+        name, sources.SourceConfig(**config), progress)) == [
         ["Alpha one.", "Alpha two.", "Alpha three."], ["Beta only."]]
+    assert (progress.done, progress.total) == (2, 2)  # the split's examples
     with pytest.raises(ValueError, match="no feature --text_field='body'"):
         _docs(name, **dict(config, text_field="body"))
     with pytest.raises(ValueError, match="'not_there'.*without downloading"):

@@ -128,8 +128,8 @@ def test_interrupted_build_leaves_no_manifest(corpus_file, tokenizer_path,
                                               tmp_path, monkeypatch):
     real = sources.read_documents
 
-    def interrupted(inputs, config):
-        for i, doc in enumerate(real(inputs, config)):
+    def interrupted(inputs, config, progress=None):
+        for i, doc in enumerate(real(inputs, config, progress)):
             if i == 120:
                 raise KeyboardInterrupt
             yield doc
