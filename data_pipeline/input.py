@@ -226,10 +226,11 @@ def make_replica_dataset(data_dir: str, global_batch_size: int,
     wants (the single owner of splitting batches across hosts and replicas).
 
     Args:
-        data_dir: str. Directory with shards and `manifest.json`.
+        data_dir: str. Directory with shards and `manifest.json`. Required.
         global_batch_size: int. Sequences per step, all replicas together.
+            Required.
         input_context: tf.distribute.InputContext. The pipeline's id and
-            count, and the number of replicas.
+            count, and the number of replicas. Required.
         training: bool. As in `make_dataset`. Defaults to True.
         seed: int. As in `make_dataset`. Defaults to 0.
         shuffle_buffer: int. As in `make_dataset`. Defaults to 10,000.

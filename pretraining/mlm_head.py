@@ -18,7 +18,7 @@ class MaskedLMHead(keras.layers.Layer):
     Args:
         token_embedding: `keras.layers.Embedding`. The encoder's word
             embeddings; its `input_dim` is the vocabulary, its `output_dim`
-            the encoder width.
+            the encoder width. Required.
         hidden_act: str. Activation of the transform. Defaults to `"gelu"`.
         initializer_range: float. Stddev of the truncated-normal initialiser.
             Defaults to 0.02.

@@ -52,7 +52,8 @@ def stop(checkpoint, step: int):
 
     Args:
         checkpoint: `checkpoints.RunCheckpoint`. The run's checkpoints.
-        step: int. The step the run stands at.
+            Required.
+        step: int. The step the run stands at. Required.
     """
     latest = checkpoint.latest
     if not latest or not latest.endswith(f"ckpt-{step}"):

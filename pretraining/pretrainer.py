@@ -25,6 +25,7 @@ class BertPretrainer(keras.Model):
 
     Args:
         encoder: `BertEncoder`. Built with the same `dtype` as this model.
+            Required.
         task: str. One of `TASKS`. Defaults to `"mlm"`.
         next_sentence: bool. Adds Google's NSP head (`nsp`, 2 classes; the
             only head that reads the pooler). Defaults to False.

@@ -37,11 +37,13 @@ def create_strategy(name: str = "default", num_logical_cpus: int = 0,
     """Creates the strategy named by `--strategy`.
 
     Args:
-        name: 'default' (one CPU or GPU), 'mirrored' (all local GPUs, or
+        name: str. 'default' (one CPU or GPU), 'mirrored' (all local GPUs, or
             `num_logical_cpus` CPU devices), 'multi_worker' (from `TF_CONFIG`),
-            'tpu' (`tpu` = a TPU name, or 'local' on a TPU VM).
-        num_logical_cpus: int. With 'mirrored' and no GPU, replicas on a split CPU.
-        tpu: str. TPU name or address for 'tpu'.
+            'tpu' (`tpu` = a TPU name, or 'local' on a TPU VM). Defaults to
+            'default'.
+        num_logical_cpus: int. With 'mirrored' and no GPU, replicas on a split
+            CPU; 0 keeps the CPU whole. Defaults to 0.
+        tpu: str. TPU name or address for 'tpu'. Defaults to "".
     """
     if name not in STRATEGIES:
         raise ValueError(f"--strategy must be one of {list(STRATEGIES)}. Received: {name!r}")
@@ -124,7 +126,8 @@ class StopVote:
     Elsewhere the local flag is the answer.
 
     Args:
-        strategy: tf.distribute.Strategy. The strategy the workers train under.
+        strategy: tf.distribute.Strategy. The strategy the workers train
+            under. Required.
 
     Call arguments:
         flag: bool. This worker's wish to stop.
