@@ -79,7 +79,10 @@ def keep(vocab: Vocabulary | None, ids: list, old_size: int) -> Vocabulary | Non
     if len(vocab.tokens) != old_size:
         raise ValueError(f"The vocabulary {vocab.source} has {len(vocab.tokens)} tokens but the "
                          f"model's vocab_size is {old_size}.")
-    return dataclasses.replace(vocab, tokens=[vocab.tokens[i] for i in ids], resized=True)
+    kept = dataclasses.replace(vocab, tokens=[vocab.tokens[i] for i in ids], resized=True)
+    if kept.kind == SENTENCEPIECE:
+        sentencepiece_proto(kept)  # refuses a model without its unknown piece, before writing
+    return kept
 
 
 def add(vocab: Vocabulary, tokens: list) -> Vocabulary:
@@ -114,9 +117,10 @@ def sentencepiece_proto(vocab: Vocabulary):
     old = {p.piece: p for p in proto.pieces}
     unknown = [p.piece for p in proto.pieces if p.type == p.UNKNOWN]
     if unknown and unknown[0] not in vocab.tokens:
-        raise ValueError(f"--keep_tokens dropped the unknown piece {unknown[0]!r} (id "
-                         f"{[p.piece for p in proto.pieces].index(unknown[0])}) of "
-                         f"{vocab.source}: a SentencePiece model needs it; keep its id.")
+        index = [p.piece for p in proto.pieces].index(unknown[0])
+        raise ValueError(f"--keep_tokens must keep the unknown piece {unknown[0]!r} (id {index}) "
+                         f"of {vocab.source}: a SentencePiece model needs one. Add {index} to "
+                         "the file.")
     pieces = []
     for token in vocab.tokens:
         piece = sentencepiece_model_pb2.ModelProto.SentencePiece()

@@ -148,6 +148,11 @@ def test_surgery_exports_give_our_ids(spm_models, counts, lines, tmp_path):
                     keep_tokens=str(tmp_path / "keep.txt"), add_tokens=str(tmp_path / "add.txt"))
     ours = tokenization.SentencePieceTokenizer(str(tmp_path / "out" / "spiece.model"))
     assert ours.vocab_size == len(keep) + 2
+    (tmp_path / "no_unk.txt").write_text("0\n2\n3\n4\n5\n")
+    with pytest.raises(ValueError, match=r"must keep the unknown piece '\[UNK\]' \(id 1\)"):
+        convert.convert(str(tmp_path / "in"), "hf", str(tmp_path / "no_unk"), "hf",
+                        keep_tokens=str(tmp_path / "no_unk.txt"))
+    assert not (tmp_path / "no_unk").exists()
     pieces = [ours.id_to_piece(i) for i in ours.encode("a <py> b")]
     assert pieces.count("<py>") == 1 and ours.encode("<py>")[-1] == len(keep), pieces
     _check_ids(tmp_path / "out", ours, texts)
