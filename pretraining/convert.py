@@ -6,7 +6,9 @@
 
 - `google`: a directory or prefix of `bert_model.ckpt` with `bert_config.json`
   (+ `vocab.txt`) beside it.
-- `hf`: a directory with `config.json` + `model.safetensors` (+ `vocab.txt`).
+- `hf`: a directory with `config.json` + `model.safetensors` (+ `vocab.txt` or
+  `spiece.model`); written with `tokenizer.json`, `tokenizer_config.json` and
+  `special_tokens_map.json`, so `transformers` loads the tokenizer too.
 - `native`: a run directory / `checkpoints/` directory / checkpoint prefix
   written by our trainer (config from the run's `config.json`), or a `.keras`
   file; written as a `.keras` file or a checkpoint directory + `bert_config.json`.
