@@ -101,6 +101,40 @@ def _sharding(manifest, num_files, input_context):
     return "records", n, i
 
 
+def _stateless_order(n, seed: int, stream):
+    """A permutation of `range(n)` that depends on `seed` and `stream` (an
+    int64 tensor) only: not on TensorFlow's global seed, unlike
+    `Dataset.shuffle`, whose order also depends on `tf.random.set_seed`."""
+    key = tf.stack([tf.constant(seed, tf.int64), stream])
+    return tf.argsort(tf.random.stateless_uniform([n], seed=key))
+
+
+def _shuffled_epochs(paths: list, counts: list, seed: int) -> tf.data.Dataset:
+    """(path, count) of the files repeated forever, each epoch in its own
+    order, keyed on (`seed`, 2 * epoch)."""
+    paths, counts = tf.constant(paths), tf.constant(counts, tf.int64)
+
+    def epoch(index):
+        order = _stateless_order(tf.size(paths), seed, 2 * index)
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.gather(paths, order), tf.gather(counts, order)))
+
+    return tf.data.Dataset.counter().flat_map(epoch)
+
+
+def _shuffled_windows(chunks: tf.data.Dataset, window: int, seed: int) -> tf.data.Dataset:
+    """The (endless) stream of record chunks shuffled within consecutive
+    windows of `window` chunks, each window in its own order keyed on
+    (`seed`, 2 * window index + 1)."""
+    if window == 1:
+        return chunks
+
+    def permute(index, block):
+        return tf.gather(block, _stateless_order(tf.shape(block)[0], seed, 2 * index + 1))
+
+    return chunks.batch(window).enumerate().map(permute).unbatch()
+
+
 def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
                  seed: int = 0,
                  input_context: tf.distribute.InputContext | None = None,
@@ -112,8 +146,10 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
         data_dir: str. Directory with shards and `manifest.json`.
         batch_size: int. Batch this pipeline yields (per replica under a
             strategy).
-        training: bool. True: file order and record chunks shuffled with `seed`,
-            repeated forever, partial batches dropped. False: one pass in file
+        training: bool. True: file order (every epoch anew) and record
+            chunks shuffled with `seed`, repeated forever, partial batches
+            dropped; the order depends on `seed` only, not on TensorFlow's
+            global seed, so it is the trainer's order for `train.seed`. False: one pass in file
             order, the last batch padded with all-zero examples (zero
             `masked_lm_weights`). Defaults to True.
         seed: int. Seed of the file and record shuffles and of dynamic masks
@@ -124,8 +160,9 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
             records. Defaults to None.
         skip_batches: int. Batches skipped (before parsing) to resume.
             Defaults to 0.
-        shuffle_buffer: int. Records in the shuffle buffer, shuffled in
-            chunks of 16 (see `_BLOCK_LENGTH`). Defaults to 10,000.
+        shuffle_buffer: int. Records shuffled together: the chunks of 16
+            records (see `_BLOCK_LENGTH`) are put in random order within each
+            window of `shuffle_buffer` records. Defaults to 10,000.
 
     Returns:
         A `tf.data.Dataset` of feature dicts with static shapes.
@@ -165,8 +202,8 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
 
     if training:
         num_local_files = len(local_counts)
-        files = files.shuffle(num_local_files, seed=seed,
-                              reshuffle_each_iteration=True).repeat()
+        local_paths = paths[pipeline_id::num_pipelines] if mode == "files" else paths
+        files = _shuffled_epochs(local_paths, local_counts, seed)
         ds = files.interleave(
             lambda f, n: _read_file(f, n, compression),
             cycle_length=min(num_local_files, _MAX_CYCLE_LENGTH),
@@ -175,8 +212,7 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
         if mode == "records":
             ds = ds.shard(num_pipelines, pipeline_id)
         ds = ds.batch(_BLOCK_LENGTH)
-        ds = ds.shuffle(-(-shuffle_buffer // _BLOCK_LENGTH), seed=seed,
-                        reshuffle_each_iteration=True)
+        ds = _shuffled_windows(ds, -(-shuffle_buffer // _BLOCK_LENGTH), seed)
         ds = ds.rebatch(batch_size, drop_remainder=True)
     else:
         ds = files.flat_map(lambda f, n: _read_file(f, n, compression))

@@ -98,11 +98,6 @@ def test_static_shapes_and_dtypes(split4):
 
 def test_training_deterministic_and_skip(split4):
     directory, _ = split4
-    # The shuffles also draw on TensorFlow's global seed, which earlier tests
-    # set: fix it so the epoch-coverage figure below does not depend on the
-    # order tests run in (with seed 42 only 71 of the 96 ids are distinct).
-    tf.random.set_seed(0)
-
     def take(seed, n, skip=0):
         ds = input_lib.make_dataset(directory, 8, seed=seed, skip_batches=skip,
                                     shuffle_buffer=50)
@@ -115,9 +110,16 @@ def test_training_deterministic_and_skip(split4):
     skipped = take(1, 30 - 17, skip=17)
     for x, y in zip(a[17:], skipped):
         np.testing.assert_array_equal(x, y)
-    # Repeats forever: 30 batches of 8 > 103 examples, each epoch complete.
+    # The order depends on the seed given only, not on TensorFlow's global seed.
+    for global_seed in (0, 42):
+        tf.random.set_seed(global_seed)
+        for x, y in zip(a, take(1, 30)):
+            np.testing.assert_array_equal(x, y)
+    # Repeats forever: 30 batches of 8 > 103 examples. The interleave opens the
+    # next epoch's files while the last ones end, so some ids of the first 96
+    # repeat (80 distinct with seed 1; the buffer shuffle gave 71-85 by global seed).
     first_epoch = np.concatenate(a)[:, 1][:96]
-    assert len(set(first_epoch.tolist())) > 80, len(set(first_epoch.tolist()))
+    assert len(set(first_epoch.tolist())) >= 80, len(set(first_epoch.tolist()))
 
 
 def test_eval_padding(split4):
