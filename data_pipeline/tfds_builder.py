@@ -1,13 +1,25 @@
-"""A local TFDS builder: a folder of `.txt` files, one document per file.
+"""A local TFDS builder: `.txt` files, one document per file.
 
     prepare_text_folder("my_texts/", "tfds_data/")
     python -m data_pipeline.build --input_format=tfds --input=text_folder \
         --tfds_data_dir=tfds_data/ ...
 
-Building and loading are offline (`manual_dir`, `download=False`).
+or, from globs and under a name of one's own (`python -m
+data_pipeline.prepare_tfds`, `prepare_text_files`):
+
+    python -m data_pipeline.prepare_tfds --input='corpus/**/*.txt' \
+        --name=my_corpus --data_dir=tfds_data/
+    python -m data_pipeline.build --input_format=tfds --input=my_corpus \
+        --tfds_data_dir=tfds_data/ ...
+
+Building and loading are offline (`manual_dir`, `download=False`); a named
+dataset is read back from its prepared files, without this module.
 """
 
+import glob
 import os
+import re
+import types
 
 import tensorflow_datasets as tfds
 
@@ -30,14 +42,22 @@ class TextFolder(tfds.core.GeneratorBasedBuilder):
                 "text": tfds.features.Text(), "file": tfds.features.Text()}),
             supervised_keys=None)
 
+    def __init__(self, *, files=None, **kwargs):
+        """`files`: the paths to read (under `manual_dir`) instead of every
+        `*.txt` file there. Defaults to None."""
+        self._files = files
+        super().__init__(**kwargs)
+
     def _split_generators(self, dl_manager):
         return {"train": self._generate_examples(str(dl_manager.manual_dir))}
 
     def _generate_examples(self, folder):
-        paths = []
-        for root, _, files in os.walk(folder):
-            paths.extend(os.path.join(root, f) for f in files
-                         if f.endswith(".txt"))
+        paths = self._files
+        if paths is None:
+            paths = []
+            for root, _, files in os.walk(folder):
+                paths.extend(os.path.join(root, f) for f in files
+                             if f.endswith(".txt"))
         for path in sorted(paths):
             rel = os.path.relpath(path, folder)
             with open(path, encoding="utf-8") as f:
@@ -65,3 +85,63 @@ def prepare_text_folder(folder: str, data_dir: str) -> str:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=folder))
     return TextFolder.name
+
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_named = {}
+
+
+def _builder_class(name: str):
+    """`TextFolder` under the dataset name `name` (made once, unregistered:
+    TFDS reads it back from its files)."""
+    if name == TextFolder.name:
+        return TextFolder
+    if name not in _named:
+        _named[name] = types.new_class(
+            "".join(part.title() for part in name.split("_")), (TextFolder,),
+            {"skip_registration": True},
+            lambda body: body.update(name=name, __module__=__name__))
+    return _named[name]
+
+
+def prepare_text_files(patterns, data_dir: str | None,
+                       name: str = "text_folder") -> tuple[str, int]:
+    """Builds a TFDS dataset `name` of the files matching `patterns`, one
+    example (`text`, `file`) per file.
+
+    Args:
+        patterns: str | list[str]. Globs, comma-separated (`**` recurses).
+        data_dir: str | None. TFDS data directory; None: TFDS's default
+            (~/tensorflow_datasets).
+        name: str. Dataset name, snake_case. Defaults to "text_folder".
+
+    Returns:
+        (the dataset name, the number of files).
+
+    Raises:
+        ValueError: a bad name, or a pattern that matches no file.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"--name must be a snake_case dataset name (a-z, 0-9, "
+                         f"_; a letter first). Received: name={name!r}")
+    if isinstance(patterns, str):
+        patterns = patterns.split(",")
+    patterns = [p.strip() for p in patterns if p.strip()]
+    if not patterns:
+        raise ValueError("--input is empty: pass globs of text files, e.g. "
+                         "--input='corpus/**/*.txt'.")
+    files = set()
+    for pattern in patterns:
+        matched = [os.path.abspath(f) for f in glob.glob(
+            os.path.expanduser(pattern), recursive=True) if os.path.isfile(f)]
+        if not matched:
+            raise ValueError(f"--input pattern {pattern!r} matches no file. "
+                             "Check the path (globs, ** recursing, are "
+                             "allowed).")
+        files.update(matched)
+    files = sorted(files)
+    root = os.path.commonpath([os.path.dirname(f) for f in files])
+    builder = _builder_class(name)(data_dir=data_dir, files=files)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=root))
+    return name, len(files)
