@@ -2,7 +2,9 @@
 
 - `config.json`: the resolved experiment, `data_manifest.json`: the train
   records' manifest, `versions.json`: library versions.
-- `metrics.jsonl`: one JSON line per logged train window (survives resumes).
+- `metrics.jsonl`: one JSON line per logged train window, and one per
+  evaluation (its keys prefixed `eval_`, as in `summary.json`), each with its
+  `step` (survives resumes).
 - `train/` and `eval/`: TensorBoard event files.
 - `summary.json`: the final figures, written atomically.
 """
@@ -78,12 +80,23 @@ class MetricsLog:
     def train_record(self, record: dict) -> None:
         if not self.enabled:
             return
+        self._append(record)
+        self.scalars("train", record["step"], {k: v for k, v in record.items() if k != "step"})
+
+    def eval_record(self, step: int, result: dict) -> None:
+        """One evaluation: `metrics.jsonl` gets `{"step", "eval_<name>": ...}`,
+        TensorBoard's `eval/` run the unprefixed scalars at `step`."""
+        if not self.enabled:
+            return
+        self._append({"step": step, **{f"eval_{k}": v for k, v in result.items()}})
+        self.scalars("eval", step, result)
+
+    def _append(self, record: dict) -> None:
         try:
             with tf.io.gfile.GFile(self.metrics_path, "a") as f:
                 f.write(json.dumps(record, sort_keys=True) + "\n")
         except (OSError, tf.errors.OpError) as e:
             raise write_failed(self.metrics_path, e) from None
-        self.scalars("train", record["step"], {k: v for k, v in record.items() if k != "step"})
 
     def _read(self) -> tuple[list[dict], str | None]:
         """(the records, the cut final line or None). A kill or a full disk can
@@ -107,6 +120,14 @@ class MetricsLog:
         return records, None
 
     def records(self) -> list[dict]:
+        """The train windows' records (`eval_records` has the evaluations)."""
+        return [r for r in self._all_records() if not _is_eval(r)]
+
+    def eval_records(self) -> list[dict]:
+        """The evaluations' records: `step` and `eval_`-prefixed figures."""
+        return [r for r in self._all_records() if _is_eval(r)]
+
+    def _all_records(self) -> list[dict]:
         records, cut = self._read()
         if cut is not None and not getattr(self, "_warned", False):
             self._warned = True
@@ -147,3 +168,7 @@ class MetricsLog:
         if not self.enabled:
             return
         write_json_atomic(os.path.join(self.model_dir, "summary.json"), summary)
+
+
+def _is_eval(record: dict) -> bool:
+    return any(k.startswith("eval_") for k in record)

@@ -393,7 +393,7 @@ class Trainer:
         result = {k[5:]: v for k, v in result.items()}
         logging.info("Eval at step %d: %s (%d predictions)", step,
                      progress.format_metrics(result), result["predictions"])
-        self.log.scalars("eval", step, result)
+        self.log.eval_record(step, result)
 
 
 def _next_multiple(step: int, every: int) -> int:
