@@ -5,7 +5,11 @@
 - `metrics.jsonl`: one JSON line per logged train window, and one per
   evaluation (its keys prefixed `eval_`, as in `summary.json`), each with its
   `step` (survives resumes).
-- `train/` and `eval/`: TensorBoard event files.
+- `train/` and `eval/`: TensorBoard event files. Scalars are tagged
+  `train/<name>` and `eval/<name>` (two charts, not one overlaid `loss`) and
+  written as plain scalar values, so `EventAccumulator(...).Scalars(tag)`
+  reads them and `python -m pretraining.plot RUN` draws them. `train/` also
+  holds the resolved experiment (text `experiment` and TensorBoard's HParams).
 - `summary.json`: the final figures, written atomically.
 """
 
@@ -59,17 +63,45 @@ class MetricsLog:
         write_json_atomic(os.path.join(self.model_dir, "versions.json"), {
             "python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__})
+        self.experiment_summary(experiment)
 
-    def scalars(self, split: str, step: int, values: dict) -> None:
-        if not self.enabled:
-            return
+    def _writer(self, split: str):
         if split not in self._writers:
             self._writers[split] = tf.summary.create_file_writer(
                 os.path.join(self.model_dir, split))
-        with self._writers[split].as_default(step=step):
-            for name, value in values.items():
-                tf.summary.scalar(name, float(value))
+        return self._writers[split]
+
+    def scalars(self, split: str, step: int, values: dict) -> None:
+        """`values` at `step` under the tags `<split>/<name>`, as simple
+        (float) values: `EventAccumulator.Scalars` reads them, as TensorBoard."""
+        if not self.enabled:
+            return
+        summary = tf.compat.v1.Summary(value=[
+            tf.compat.v1.Summary.Value(tag=f"{split}/{name}", simple_value=float(value))
+            for name, value in values.items()])
+        with self._writer(split).as_default(step=step):
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
         self._writers[split].flush()
+
+    def experiment_summary(self, experiment, step: int = 0) -> None:
+        """The resolved experiment in TensorBoard (`train/`) at `step`: its JSON
+        as the text `experiment` and its fields (`section.field`) as HParams."""
+        if not self.enabled:
+            return
+        config = experiment.to_dict()
+        flat = {f"{section}.{key}": value for section, fields in config.items()
+                if isinstance(fields, dict) for key, value in fields.items()}
+        flat.update({k: v for k, v in config.items() if not isinstance(v, dict)})
+        hparams = {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+                   for k, v in flat.items() if v is not None}
+        with self._writer("train").as_default(step=step):
+            tf.summary.text("experiment", "```\n" + json.dumps(config, indent=2) + "\n```")
+            try:
+                from tensorboard.plugins.hparams import api as hparams_api
+                hparams_api.hparams(hparams)
+            except ImportError:  # (tensorboard comes with TensorFlow's wheels)
+                pass
+        self._writers["train"].flush()
 
     def close(self) -> None:
         """Closes the TensorBoard writers (reopened if more is logged)."""
@@ -86,8 +118,8 @@ class MetricsLog:
     def eval_record(self, step: int, result: dict) -> None:
         """One evaluation: `metrics.jsonl` gets `{"step", "eval_<name>": ...}`,
         TensorBoard's `eval/` run the unprefixed scalars at `step`."""
-        if not self.enabled:
-            return
+        if not self.enabled or step in {r["step"] for r in self.eval_records()}:
+            return  # (a finished run re-run: its last evaluation is written already)
         self._append({"step": step, **{f"eval_{k}": v for k, v in result.items()}})
         self.scalars("eval", step, result)
 
@@ -159,10 +191,11 @@ class MetricsLog:
         if not records:
             return {}
         last = records[-1]
-        rates = [r["examples_per_second"] for r in records]
+        # (a window of the compiling first step only has no speed)
+        rates = [r["examples_per_second"] for r in records if "examples_per_second" in r]
         keys = ("loss", "masked_lm_accuracy", "accuracy", "perplexity", "nsp_accuracy")
         return {**{k: last[k] for k in keys if k in last},
-                "examples_per_second": sum(rates) / len(rates)}
+                **({"examples_per_second": sum(rates) / len(rates)} if rates else {})}
 
     def write_summary(self, summary: dict) -> None:
         if not self.enabled:

@@ -114,7 +114,7 @@ class Trainer:
         self.log.write_config(experiment, self.manifest)
         self.gradient_transform = build_gradient_transform(experiment.optimizer)
         self.stop_vote = strategies.StopVote(self.strategy)
-        self._eval_step = self._make_eval_step()  # (tf.functions: traced at the first call)
+        self._eval_step = progress.log_first_call(self._make_eval_step(), "eval step")
         # train.jit_compile: on one device (the default strategy) XLA compiles the
         # whole step (forward, backward, clipping, update) into one program, called
         # without `strategy.run`. Under a distribution strategy XLA cannot place the
@@ -124,7 +124,7 @@ class Trainer:
         self._compiled_forward_backward = (
             tf.function(self._forward_backward, jit_compile=True)
             if train.jit_compile and not self.whole_step_xla else self._forward_backward)
-        self._train_loop = self._make_train_loop()
+        self._train_loop = progress.log_first_call(self._make_train_loop(), "train step")
 
     def close(self):
         """Closes the event files and releases the run directory's lock (also
@@ -170,13 +170,12 @@ class Trainer:
         log_every = train.log_every or train.steps_per_loop
         window = progress.Window()
         eta = progress.Eta(step, train.steps)
+        if step == 0 and train.eval_every:  # the curve's starting point
+            self._log_eval(0, self.evaluate())
+        start = step
         while step < end:
-            boundaries = [end, _next_multiple(step, train.steps_per_loop),
-                          _next_multiple(step, train.checkpoint_every),
-                          _next_multiple(step, log_every)]
-            if train.eval_every:
-                boundaries.append(_next_multiple(step, train.eval_every))
-            n = min(boundaries) - step
+            # A process's first call runs one step (it compiles; step 1 is logged).
+            n = progress.chunk(step, end, train, first=step == start)
             try:
                 totals = {k: float(v) for k, v in
                           self._train_loop(iterator, tf.constant(n, tf.int32)).items()}
@@ -187,8 +186,8 @@ class Trainer:
                 window = progress.Window()
                 continue
             step += n
-            window.add(totals, n)
-            if step % log_every == 0 or step == end:
+            window.add(totals, n, timed=step - n != start)
+            if step % log_every == 0 or step == end or step == 1:
                 record = window.record(
                     step, float(state.optimizer.learning_rate), task=self.experiment.task,
                     global_batch_size=train.global_batch_size,
@@ -321,6 +320,8 @@ class Trainer:
         with self.state.ema.swap() if self.state.ema is not None else contextlib.nullcontext():
             batches = iter(self._dataset(self.eval_dir, training=False))
             i = 0
+            tracker = progress.EvalProgress(progress.eval_batches(
+                self.eval_dir, self.experiment.train.global_batch_size, limit))
             while not (limit and i >= limit):
                 if sigterm is not None and sigterm.received:
                     break
@@ -332,6 +333,7 @@ class Trainer:
                     raise_data_error(self.eval_dir, e)
                 totals += self._eval_step(batch).numpy()
                 i += 1
+                tracker.update(i)
         if sigterm is not None and sigterm.received:
             preemption.stop(self.state.checkpoint, int(self.state.step.numpy()))
         result = progress.metrics(dict(zip(self.sum_keys, totals)), self.experiment.task)
@@ -394,7 +396,3 @@ class Trainer:
         logging.info("Eval at step %d: %s (%d predictions)", step,
                      progress.format_metrics(result), result["predictions"])
         self.log.eval_record(step, result)
-
-
-def _next_multiple(step: int, every: int) -> int:
-    return (step // every + 1) * every

@@ -79,7 +79,7 @@ def test_multi_worker_equals_default(request, tmp_path, task):
     assert "2 replica(s)" in result.stdout
     one = [json.loads(l) for l in open(os.path.join(default_dir, "metrics.jsonl"))]
     two = [json.loads(l) for l in open(os.path.join(multi_dir, "metrics.jsonl"))]
-    assert [r["step"] for r in one] == [r["step"] for r in two] == [5, 10]
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 5, 10]
     for a, b in zip(one, two):
         np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-6)
     s_one = json.load(open(os.path.join(default_dir, "summary.json")))

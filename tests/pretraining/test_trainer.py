@@ -19,8 +19,8 @@ def test_loss_decreases(mlm_data, tmp_path):
     trainer = Trainer(experiment, str(tmp_path))
     summary = trainer.train()
     records = trainer.log.records()
-    assert [r["step"] for r in records] == [10, 20, 30, 40, 50, 60]
-    assert records[-1]["loss"] < records[0]["loss"] - 0.5, records
+    assert [r["step"] for r in records] == [1, 10, 20, 30, 40, 50, 60]  # step 1: the first
+    assert records[-1]["loss"] < records[1]["loss"] - 0.5, records
     assert summary["step"] == 60
     assert 0.0 <= summary["eval_masked_lm_accuracy"] <= 1.0
     assert np.isfinite(summary["eval_loss"])
@@ -49,7 +49,7 @@ def test_resume_continues_at_saved_step_and_matches(mlm_data, tmp_path):
     for path in expected:
         np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
     steps = [r["step"] for r in second.log.records()]
-    assert steps == [5, 10, 15, 20, 25, 30]
+    assert steps == [1, 5, 10, 15, 20, 25, 30]
 
 
 def test_data_that_does_not_fit_is_refused(mlm_data, tmp_path):
@@ -81,7 +81,7 @@ def test_cli_resumes_existing_run(experiment_file, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Starting from scratch" in first.stderr
     second = _train_cli([f"--experiment={experiment_file}", f"--model_dir={model_dir}",
-                         "--override=train.steps=15"], tmp_path)
+                         "--override=train.steps=15", "--allow_changes=train.steps"], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "at step 10." in second.stderr and "Resumed from" in second.stderr
     summary = json.load(open(os.path.join(model_dir, "summary.json")))
