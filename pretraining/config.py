@@ -175,6 +175,10 @@ class TrainConfig(Config):
     # Google's bert_model.ckpt. The encoder must match; heads are loaded when
     # present.
     init_checkpoint: str = ""
+    # Save `ckpt-0` (the initial weights, before the first update) when the run
+    # starts without a checkpoint of its own: resume or compare from step 0.
+    # Rotated away like the others once `keep_checkpoints` newer ones exist.
+    save_initial_checkpoint: bool = False
     # Peak FLOP/s of the hardware (all replicas), for the MFU in the log; 0: no MFU.
     peak_tflops: float = 0.0
     # "float32", "mixed_bfloat16" (TPU, recent GPUs) or "mixed_float16"

@@ -1,4 +1,8 @@
-"""The BERT encoder: embeddings, `num_hidden_layers` transformer blocks, pooler."""
+"""The BERT encoder: embeddings, `num_hidden_layers` transformer blocks, pooler;
+`initialize_weights` draws its (and its heads') initial weights from their
+own seed stream."""
+
+import hashlib
 
 import keras
 from keras import ops
@@ -170,3 +174,54 @@ class BertEncoder(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def initialize_weights(model: keras.Layer, seed: int) -> int:
+    """Draws every truncated-normal weight of `model` again, each from a seed
+    that depends on `seed` and the variable's path only.
+
+    Keras seeds an unseeded initialiser from Python's global `random` when the
+    layer is constructed, and so does every dropout layer with a rate > 0: the
+    initial weights then change with the dropout rates (a rate of 0 makes no
+    seed generator), the heads present or the order of construction. Drawn
+    again here (at construction they are drawn twice), the initial weights of
+    a run depend on `train.seed`, the model config and the variable paths
+    only: not on dropout, `mixed_precision` (the weights are float32 under
+    both mixed policies) or `jit_compile`.
+
+    Args:
+        model: `keras.Layer`. A built model (the encoder, or a pretrainer
+            with its heads). Required.
+        seed: int. The run's seed (`train.seed`). Required.
+
+    Returns:
+        The number of weights drawn again.
+    """
+    drawn = 0
+    for layer in _sublayers(model):
+        for variable, init in ((getattr(layer, "kernel", None),
+                                getattr(layer, "kernel_initializer", None)),
+                               (getattr(layer, "embeddings", None),
+                                getattr(layer, "embeddings_initializer", None))):
+            if variable is None or not isinstance(init, keras.initializers.TruncatedNormal):
+                continue
+            key = hashlib.sha256(f"{seed}/{variable.path}".encode()).digest()
+            redraw = keras.initializers.TruncatedNormal(
+                init.mean, init.stddev, seed=int.from_bytes(key[:4], "little") >> 1)
+            variable.assign(redraw(variable.shape, variable.dtype))
+            drawn += 1
+    return drawn
+
+
+def _sublayers(layer: keras.Layer) -> list:
+    """`layer` and every layer held in its attributes, recursively, once each."""
+    found, stack = {}, [layer]
+    while stack:
+        current = stack.pop()
+        if id(current) in found:
+            continue
+        found[id(current)] = current
+        for value in vars(current).values():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            stack.extend(v for v in values if isinstance(v, keras.Layer))
+    return list(found.values())

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from pretraining import checkpoints
 from pretraining.config import ExperimentConfig
-from pretraining.model import BertEncoder
+from pretraining.model import BertEncoder, initialize_weights
 from pretraining.optimizers import ExponentialMovingAverage, create_ema, create_optimizer
 from pretraining.pretrainer import BertPretrainer
 
@@ -35,6 +35,8 @@ def build_state(experiment: ExperimentConfig, strategy, model_dir: str,
     with strategy.scope():
         encoder = BertEncoder(experiment.model, dtype=policy)
         model = BertPretrainer(encoder, experiment.task, next_sentence, dtype=policy)
+        # Initial weights from their own stream: (train.seed, variable path).
+        initialize_weights(model, experiment.train.seed)
         optimizer = create_optimizer(experiment.optimizer, experiment.train.steps,
                                      model.trainable_variables)
         if policy == "mixed_float16":

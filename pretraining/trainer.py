@@ -112,6 +112,8 @@ class Trainer:
         # Every check has passed: only now is the run directory written.
         self.log.drop_partial_line()  # (a damaged earlier line: refused, nothing written)
         self.log.write_config(experiment, self.manifest)
+        if self.resumed_from is None and train.save_initial_checkpoint:
+            self.state.checkpoint.save(0)  # ckpt-0: the weights before the first update
         self.gradient_transform = build_gradient_transform(experiment.optimizer)
         self.stop_vote = strategies.StopVote(self.strategy)
         self._eval_step = progress.log_first_call(self._make_eval_step(), "eval step")
