@@ -38,5 +38,6 @@ setup(
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
         "tpu": [f"tensorflow-tpu{TF_RANGE}"],
         "test": ["pytest"],
+        "plot": ["matplotlib"],  # python -m pretraining.plot RUN
     },
 )
