@@ -7,7 +7,7 @@ from pretraining.config_base import (Config, require_choice, require_non_negativ
                                      require_positive, require_probability)
 
 NAMES = ("adamw", "adam", "lamb", "sgd")
-SCHEDULES = ("linear", "polynomial", "cosine", "piecewise")
+SCHEDULES = ("linear", "polynomial", "google_polynomial", "cosine", "piecewise")
 # Gradient transform type → (required keys, optional keys); `type` and
 # `pattern` (a regex over the variable path) are allowed for every type.
 TRANSFORMS = {
@@ -22,9 +22,12 @@ TRANSFORMS = {
 class OptimizerConfig(Config):
     """Optimizer, schedule, per-variable rules, gradient transforms, EMA.
 
-    Defaults are Google BERT's: AdamW (β 0.9/0.999, ε 1e-6, decay 0.01 on
-    rank >= 2 variables), linear warmup then linear decay, global-norm
-    clipping at 1.0.
+    Google BERT's values (AdamW: β 0.9/0.999, ε 1e-6, decay 0.01 on rank >= 2
+    variables; global-norm clipping at 1.0), with two conventions of Keras /
+    Hugging Face by default (docs/optimizers.md, "Conventions"):
+    `bias_correction=True` (Google's AdamWeightDecay has none: `false`) and
+    `schedule="linear"`, which decays from the end of warmup (Google's decays
+    from step 0, warmup replacing the first rates: `google_polynomial`).
     """
 
     _section = "optimizer"
@@ -39,8 +42,10 @@ class OptimizerConfig(Config):
     epsilon: float = 1e-6
     clip_norm: float = 1.0  # global-norm clipping after the all-reduce; 0 = off
     momentum: float = 0.9  # sgd only
-    bias_correction: bool = True  # False: Google's AdamWeightDecayOptimizer
-    schedule: str = "linear"  # linear | polynomial | cosine | piecewise
+    bias_correction: bool = True  # Keras's Adam; False: Google's AdamWeightDecayOptimizer
+    # linear | polynomial (decay from the end of warmup, as Hugging Face's) |
+    # google_polynomial (Google BERT's: decay from step 0) | cosine | piecewise
+    schedule: str = "linear"
     power: float = 1.0  # polynomial
     piecewise: dict = dataclasses.field(default_factory=dict)  # {step: multiplier}
     weight_decay_exclude: list = dataclasses.field(default_factory=list)  # regexes over v.path

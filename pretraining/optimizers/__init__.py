@@ -1,6 +1,7 @@
 """Optimizers for pretraining, built from small pieces over Keras's public hooks.
 
-- `schedules`: warmup + linear / polynomial / cosine decay, piecewise linear.
+- `schedules`: warmup + linear / polynomial / cosine decay, Google BERT's
+  polynomial decay from step 0, piecewise linear.
 - `rules.PerVariableRules`: path-selected weight decay, learning-rate
   multipliers, layer-wise learning-rate decay, applied inside `update_step`.
 - `adam_moments.AdamMoments`: Adam's moments and bias-correction switch,
@@ -25,12 +26,14 @@ from pretraining.optimizers.lamb import LAMB
 from pretraining.optimizers.lookahead import Lookahead
 from pretraining.optimizers.rules import (DecaySplit, PerVariableRules, lr_multipliers,
                                           split_weight_decay)
-from pretraining.optimizers.schedules import (PiecewiseLinear, WarmupCosineDecay,
-                                              WarmupLinearDecay, WarmupPolynomialDecay)
+from pretraining.optimizers.schedules import (GooglePolynomialDecay, PiecewiseLinear,
+                                              WarmupCosineDecay, WarmupLinearDecay,
+                                              WarmupPolynomialDecay)
 from pretraining.optimizers.sgd import SGD
 
 __all__ = [
-    "AdamW", "DecaySplit", "ExponentialMovingAverage", "GradientPipeline", "LAMB",
+    "AdamW", "DecaySplit", "ExponentialMovingAverage", "GooglePolynomialDecay",
+    "GradientPipeline", "LAMB",
     "LAZY_EMBEDDINGS", "Lookahead", "PerVariableRules", "PiecewiseLinear", "SGD",
     "WarmupCosineDecay", "WarmupLinearDecay", "WarmupPolynomialDecay", "add_noise",
     "build_gradient_transform", "clip_by_global_norm", "clip_by_norm", "clip_by_value",

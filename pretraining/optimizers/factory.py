@@ -10,8 +10,9 @@ from absl import logging
 from pretraining.optimizers.adamw import LAZY_EMBEDDINGS, AdamW
 from pretraining.optimizers.ema import ExponentialMovingAverage
 from pretraining.optimizers.lamb import LAMB
-from pretraining.optimizers.schedules import (PiecewiseLinear, WarmupCosineDecay,
-                                              WarmupLinearDecay, WarmupPolynomialDecay)
+from pretraining.optimizers.schedules import (GooglePolynomialDecay, PiecewiseLinear,
+                                              WarmupCosineDecay, WarmupLinearDecay,
+                                              WarmupPolynomialDecay)
 from pretraining.optimizers.sgd import SGD
 
 
@@ -24,12 +25,15 @@ def create_schedule(config, total_steps: int):
         return WarmupLinearDecay(*args)
     if config.schedule == "polynomial":
         return WarmupPolynomialDecay(*args, power=config.power)
+    if config.schedule == "google_polynomial":
+        return GooglePolynomialDecay(*args, power=config.power)
     if config.schedule == "cosine":
         return WarmupCosineDecay(*args)
     if config.schedule == "piecewise":
         return PiecewiseLinear(config.learning_rate, config.piecewise)
-    raise ValueError(f"`optimizer.schedule` must be one of linear, polynomial, cosine, "
-                     f"piecewise. Received: schedule={config.schedule!r}")
+    raise ValueError(f"`optimizer.schedule` must be one of linear, polynomial, "
+                     f"google_polynomial, cosine, piecewise. Received: "
+                     f"schedule={config.schedule!r}")
 
 
 def create_optimizer(config, total_steps: int, variables=None):
@@ -72,9 +76,39 @@ def create_optimizer(config, total_steps: int, variables=None):
     else:
         raise ValueError("`optimizer.name` must be one of adamw, adam, lamb, sgd. "
                          f"Received: name={config.name!r}")
-    logging.info("Optimizer %s, %s schedule over %d updates, peak learning rate %g",
-                 config.name, config.schedule, total_steps, config.learning_rate)
+    logging.info("Optimizer %s, %s schedule over %d updates, peak learning rate %g. "
+                 "Conventions: %s", config.name, config.schedule, total_steps,
+                 config.learning_rate, conventions(config))
     return optimizer
+
+
+_SCHEDULE_CONVENTIONS = {
+    "linear": "linear decay from the end of warmup (Hugging Face's "
+              "get_linear_schedule_with_warmup; Google's is schedule=google_polynomial)",
+    "polynomial": "polynomial decay from the end of warmup (Google's decays from step 0: "
+                  "schedule=google_polynomial)",
+    "google_polynomial": "Google BERT's: polynomial decay from step 0, warmup replacing "
+                         "the first steps' rate",
+    "cosine": "cosine decay from the end of warmup",
+    "piecewise": "piecewise-linear multipliers of learning_rate",
+}
+
+
+def conventions(config) -> str:
+    """Which convention the optimizer and schedule of an `OptimizerConfig`
+    follow where frameworks differ (logged at start; docs/optimizers.md)."""
+    parts = [_SCHEDULE_CONVENTIONS[config.schedule]]
+    if config.name in ("adamw", "adam", "lamb"):
+        where = ("to the square root of the uncorrected second moment (Keras's and Google's "
+                 "way; PyTorch's AdamW adds it to the corrected one)"
+                 if config.name != "lamb" else "to the square root of the (corrected) second "
+                 "moment, as Google's LAMB")
+        parts.insert(0, (
+            "bias_correction=true (Keras's Adam; Google's AdamWeightDecay has none: "
+            "bias_correction=false)" if config.bias_correction else
+            "bias_correction=false (Google's AdamWeightDecay)")
+            + f"; epsilon {config.epsilon:g} added {where}")
+    return "; ".join(parts) + "."
 
 
 def create_ema(config, variables):

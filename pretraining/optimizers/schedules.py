@@ -3,6 +3,16 @@
 Warmup then linear / polynomial / cosine decay, and a piecewise-linear curve
 given as `{step: multiplier}` points. Every class is a Keras
 `LearningRateSchedule`, serialisable and usable in plain Keras code.
+
+Two conventions for warmup + decay:
+- `WarmupLinearDecay` and its subclasses decay from the *end of warmup* to
+  `total_steps`, as Hugging Face's `get_linear_schedule_with_warmup`.
+- `GooglePolynomialDecay` is Google BERT's `optimization.py`: the decay runs
+  from step 0 to `total_steps` and warmup *replaces* the first steps' rate,
+  so the rate just after warmup is already below the peak (by
+  `warmup / total` for the linear decay).
+Step `s` is the number of updates done before this one (Keras's
+`optimizer.iterations`, Google's `global_step`): the first update uses s = 0.
 """
 
 import math
@@ -100,6 +110,37 @@ class WarmupPolynomialDecay(WarmupLinearDecay):
 
     def get_config(self):
         return {**super().get_config(), "power": self.power}
+
+
+@keras.saving.register_keras_serializable(package="pretraining")
+class GooglePolynomialDecay(WarmupPolynomialDecay):
+    """Google BERT's schedule: `end + (peak - end) · (1 - s / total)^power`
+    from step 0 (`tf.train.polynomial_decay`), with `peak · s / warmup_steps`
+    instead while `s < warmup_steps`.
+
+    Unlike `WarmupPolynomialDecay`, the decay does not wait for the end of
+    warmup: at `s = warmup_steps` the rate is `peak · (1 - warmup / total)`
+    (power 1, end 0), the curve Google's `run_pretraining.py` follows.
+
+    Args:
+        peak_learning_rate, warmup_steps, total_steps, end_learning_rate,
+            power: as in `WarmupPolynomialDecay`, with its defaults.
+
+    Example:
+    ```python
+    schedule = GooglePolynomialDecay(1.0, warmup_steps=10, total_steps=100)
+    float(schedule(5)), float(schedule(10)), float(schedule(50))  # 0.5, 0.9, 0.5
+    ```
+    """
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        peak = ops.cast(self.peak_learning_rate, "float32")
+        end = ops.cast(self.end_learning_rate, "float32")
+        warm = peak * step / ops.cast(max(self.warmup_steps, 1), "float32")
+        progress = ops.minimum(step, float(self.total_steps)) / float(self.total_steps)
+        decayed = end + (peak - end) * self._decay(progress)
+        return ops.where(step < self.warmup_steps, warm, decayed)
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
