@@ -3,9 +3,20 @@
 
 `--help` exits 0 without importing TensorFlow; a bad flag, value, config or
 data is one `error: …` line on stderr and exit status 2.
+
+TensorFlow's own chatter is hidden by default: `TF_CPP_MIN_LOG_LEVEL=3` (its
+C++ INFO, WARNING and ERROR lines, e.g. oneDNN's `DT_INT64` ERROR line) unless
+the user set the variable, and the INFO lines TensorFlow's Python modules
+log through absl or `tensorflow` (e.g. 'Sharding callback duration',
+collective-op set-up under multi-worker). `--verbosity=1` (`-v 1`) shows them.
+TensorFlow's 'oneDNN custom operations are on' line (port.cc) is written
+before its log settings are read and shows either way.
 """
 
+import functools
 import json
+import logging
+import os
 
 from absl import flags
 
@@ -14,11 +25,44 @@ from data_pipeline.cli import USAGE_ERROR, fail, run_or_exit  # noqa: F401  (the
 from pretraining import cpu_env
 
 
+TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
+
+
 def run(main, define_flags=None) -> None:
     """Runs a `pretraining` tool: `cpu_env.apply_defaults()` (before
-    TensorFlow loads), then `data_pipeline.cli.run(main, define_flags)`."""
+    TensorFlow loads), then `data_pipeline.cli.run(main, define_flags)`, with
+    TensorFlow's noise hidden below `--verbosity=1` (`quiet_tensorflow`)."""
     cpu_env.apply_defaults()
-    _cli.run(main, define_flags)
+
+    @functools.wraps(main)
+    def quiet_main(argv):
+        quiet_tensorflow(flags.FLAGS.verbosity)
+        return main(argv)
+
+    _cli.run(quiet_main, define_flags)
+
+
+class _TensorFlowInfoFilter(logging.Filter):
+    """Drops records under WARNING logged from TensorFlow's own modules."""
+
+    def filter(self, record):
+        return (record.levelno >= logging.WARNING
+                or f"{os.sep}tensorflow{os.sep}" not in record.pathname)
+
+
+def quiet_tensorflow(verbosity: int = 0, environ=None) -> bool:
+    """Hides TensorFlow's C++ log lines (`TF_CPP_MIN_LOG_LEVEL=3` where unset,
+    read when TensorFlow loads) and its Python modules' INFO lines, unless
+    `verbosity` >= 1. Returns whether it hid them."""
+    if verbosity >= 1:
+        return False
+    env = os.environ if environ is None else environ
+    env.setdefault(TF_LOG_ENV, "3")
+    for name in ("absl", "tensorflow"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _TensorFlowInfoFilter) for f in logger.filters):
+            logger.addFilter(_TensorFlowInfoFilter())
+    return True
 
 
 def define_experiment_flags(default: str | None) -> None:

@@ -36,7 +36,7 @@ def run(experiment_path, model_dir, overrides=(), strategy_name="default",
     strategy = create_strategy(strategy_name, num_logical_cpus, tpu)
     from pretraining.trainer import Trainer
     experiment = ExperimentConfig.from_json(experiment_path, overrides=list(overrides))
-    logging.info("Experiment %s:\n%s", experiment_path, experiment.to_json())
+    logging.info("Experiment %s: %s", experiment_path, cli.to_json(experiment.to_dict()))
     trainer = Trainer(experiment, model_dir, strategy)
     try:
         return trainer.train()
