@@ -141,3 +141,13 @@ def test_eval_at_step_zero_and_first_step_change_no_number(mlm_data, tmp_path):
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
     assert math.isfinite(float(weights[0][0].sum()))
+
+
+@pytest.mark.parametrize("name", ["demo", "smoke_cpu", "sample_lm", "sample_seq2seq"])
+def test_sample_configs_evaluate_several_times(name):
+    from pretraining.config import ExperimentConfig
+
+    experiment = ExperimentConfig.from_json(name)
+    train = experiment.train
+    assert experiment.data.eval_dir and train.eval_every > 0
+    assert train.steps // train.eval_every >= 2, (train.steps, train.eval_every)
