@@ -67,12 +67,24 @@ def hashed_bits(count: int, seed):
     return _mix32(ops.bitwise_xor(h, key[1]))
 
 
+def _threshold(rate: float) -> int:
+    """Dropped 8-bit fields are those below this (of 256)."""
+    return min(255, max(1, round(rate * 256)))
+
+
+def effective_rate(rate: float) -> float:
+    """The rate `Dropout` applies for `rate`: a multiple of 1/256 (0.1 runs
+    as 26/256 = 0.1015625), 0 for 0. Keras's dropout (the fallback) applies
+    `rate` itself."""
+    return _threshold(rate) / 256 if rate > 0 else 0.0
+
+
 def hashed_dropout(inputs, rate: float, seed):
     """Dropout of `inputs` (static shape, element count a multiple of 4) with
     the mask drawn from `hashed_bits` keyed on `seed` (2 int32 words): the same
     mask on every backend for the same seed. See `Dropout`."""
     shape = tuple(inputs.shape)
-    threshold = min(255, max(1, round(rate * 256)))
+    threshold = _threshold(rate)
     bits = hashed_bits(math.prod(shape) // 4, seed)[None, :]
     shifts = ops.convert_to_tensor([[0], [8], [16], [24]], dtype="uint32")
     # (4, count/4) by broadcasting: no concatenate of the four fields.

@@ -9,6 +9,7 @@ from keras import ops
 
 from pretraining import attention_masks
 from pretraining.config import BertConfig
+from pretraining.dropout import effective_rate
 from pretraining.layers import BertEmbeddings, TransformerLayer, initializer
 
 
@@ -174,6 +175,16 @@ class BertEncoder(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def dropout_rates(config: BertConfig) -> str:
+    """The dropout rates of `config` as the 8-bit hashed dropout applies
+    them (multiples of 1/256, `dropout.effective_rate`), for the start-up log."""
+    return ", ".join(
+        f"{name} {rate:g} runs as {effective_rate(rate):.6g}"
+        for name, rate in (("hidden_dropout_prob", config.hidden_dropout_prob),
+                           ("attention_probs_dropout_prob",
+                            config.attention_probs_dropout_prob)))
 
 
 def initialize_weights(model: keras.Layer, seed: int) -> int:

@@ -5,10 +5,11 @@ import dataclasses
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from pretraining import checkpoints
 from pretraining.config import ExperimentConfig
-from pretraining.model import BertEncoder, initialize_weights
+from pretraining.model import BertEncoder, dropout_rates, initialize_weights
 from pretraining.optimizers import ExponentialMovingAverage, create_ema, create_optimizer
 from pretraining.pretrainer import BertPretrainer
 
@@ -37,6 +38,8 @@ def build_state(experiment: ExperimentConfig, strategy, model_dir: str,
         model = BertPretrainer(encoder, experiment.task, next_sentence, dtype=policy)
         # Initial weights from their own stream: (train.seed, variable path).
         initialize_weights(model, experiment.train.seed)
+        logging.info("Dropout (8-bit hashed masks, rates in 1/256): %s.",
+                     dropout_rates(experiment.model))
         optimizer = create_optimizer(experiment.optimizer, experiment.train.steps,
                                      model.trainable_variables)
         if policy == "mixed_float16":
