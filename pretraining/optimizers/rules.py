@@ -169,9 +169,32 @@ class PerVariableRules:
         return config
 
 
+def compact_paths(paths) -> str:
+    """The paths joined by ", ", one entry per path repeated over layers:
+    `bert/layer_{0-11}/output/kernel` (BERT-base's decay report is one short
+    line, not 200 names)."""
+    groups = {}  # path with "layer_*/" -> layer indices, in first-seen order
+    for path in paths:
+        match = re.search(r"layer_(\d+)/", path)
+        key = f"{path[:match.start()]}layer_*/{path[match.end():]}" if match else path
+        groups.setdefault(key, []).append(int(match.group(1)) if match else None)
+    parts = []
+    for key, layers in groups.items():
+        if layers[0] is None:
+            parts.append(key)
+            continue
+        layers = sorted(set(layers))
+        span = (f"{{{layers[0]}-{layers[-1]}}}" if len(layers) > 1
+                and layers == list(range(layers[0], layers[-1] + 1))
+                else "{" + ",".join(map(str, layers)) + "}" if len(layers) > 1
+                else str(layers[0]))
+        parts.append(key.replace("layer_*/", f"layer_{span}/", 1))
+    return ", ".join(parts)
+
+
 def _log_rules(optimizer, variables, split):
     def names(vs):
-        return ", ".join(variable_path(v) for v in vs) or "none"
+        return compact_paths(variable_path(v) for v in vs) or "none"
 
     logging.info("%s: weight decay %.4g on %d variables: %s", optimizer.name,
                  optimizer.decoupled_weight_decay, len(split.decayed), names(split.decayed))
