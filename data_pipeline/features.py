@@ -146,8 +146,9 @@ class Manifest:
             (records keep `word_starts`; tf.data masks) or "none". Defaults
             to "static".
         masked_lm_prob: float. Fraction of tokens masked. Defaults to 0.15.
-        whole_word_masking: bool. Whole words masked as units. Defaults to
-            True.
+        whole_word_masking: bool. Whole words masked as units; False: every
+            word piece on its own (dynamic masking follows it). Defaults to
+            True (also for manifests written before the field).
         next_sentence: bool. Records carry `next_sentence_labels`. Defaults
             to False.
         tokenizer_kind: str. "sentencepiece", "wordpiece" or "unknown".

@@ -186,7 +186,8 @@ def tfds_documents(name: str, config: SourceConfig,
             f"TFDS dataset {name!r} (split {config.tfds_split!r}) cannot be "
             f"loaded from --tfds_data_dir={config.tfds_data_dir!r} without "
             f"downloading: {type(e).__name__}: {e}. Prepare it first "
-            "(e.g. `tfds build`, or tfds_builder.prepare_text_folder).") from e
+            "(e.g. `tfds build`, or for text files `python -m "
+            "data_pipeline.prepare_tfds --input=GLOB --name=NAME`).") from e
     if config.text_field not in ds.element_spec:
         raise ValueError(f"TFDS dataset {name!r} has no feature --text_field="
                          f"{config.text_field!r} (features: "
