@@ -1,7 +1,8 @@
 """What a run writes beside its checkpoints: resolved config, metrics, summary.
 
-- `config.json`: the resolved experiment, `data_manifest.json`: the train
-  records' manifest, `versions.json`: library versions.
+- `config.json`: the resolved experiment (earlier ones in `config_history/`),
+  `data_manifest.json`: the train records' manifest, `versions.json`: library
+  versions.
 - `metrics.jsonl`: one JSON line per logged train window, and one per
   evaluation (its keys prefixed `eval_`, as in `summary.json`), each with its
   `step` (survives resumes).
@@ -20,6 +21,8 @@ import platform
 import keras
 import tensorflow as tf
 from absl import logging
+
+from pretraining import run_config
 
 
 def write_failed(path: str, error: Exception) -> ValueError:
@@ -54,9 +57,12 @@ class MetricsLog:
         self.metrics_path = os.path.join(model_dir, "metrics.jsonl")
         self._writers = {}
 
-    def write_config(self, experiment, manifest) -> None:
+    def write_config(self, experiment, manifest, step: int = 0) -> None:
+        """Writes the run's files; a `config.json` that differs is kept first
+        as `config_history/config-step-<step>.json` (`run_config.keep_history`)."""
         if not self.enabled:
             return
+        run_config.keep_history(self.model_dir, experiment.to_dict(), step)
         write_json_atomic(os.path.join(self.model_dir, "config.json"), experiment.to_dict())
         write_json_atomic(os.path.join(self.model_dir, "data_manifest.json"),
                           json.loads(manifest.to_json()))

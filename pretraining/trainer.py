@@ -11,7 +11,6 @@ on one replica), forward/backward, `evaluate`; then the helpers.
 """
 
 import contextlib
-import os
 
 import keras
 import numpy as np
@@ -19,8 +18,8 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import input as data_input
-from pretraining import checkpoints, losses, metrics_log, preemption, progress, run_lock
-from pretraining import strategy as strategies
+from pretraining import checkpoints, data_checks, losses, metrics_log, preemption, progress
+from pretraining import run_config, run_lock, strategy as strategies
 from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.data_checks import DATA_ERRORS, check_data, probe_eval, raise_data_error
 from pretraining.flops import mlm_train_flops
@@ -37,34 +36,32 @@ class Trainer:
             `config.json`, `metrics.jsonl`, `summary.json`.
         strategy: `tf.distribute.Strategy`. Defaults to None: the default
             strategy.
+        allow_changes: sequence of str. Fields a resume may change
+            (`run_config.GUARDED`). Defaults to ().
+        overwrite: bool. Delete the run directory's old run once every check
+            has passed, and start again. Defaults to False.
     """
 
     # ================================================================ setup
-    def __init__(self, experiment: ExperimentConfig, model_dir: str, strategy=None):
+    def __init__(self, experiment: ExperimentConfig, model_dir: str, strategy=None, *,
+                 allow_changes=(), overwrite: bool = False):
         self.experiment = experiment
         self.model_dir = model_dir
         self.strategy = strategy or tf.distribute.get_strategy()
-        if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
-            raise ValueError(f"model_dir={model_dir!r} is an existing file, not a directory: "
-                             "pass a directory (new or a run's).")
         train = experiment.train
-        replicas = self.strategy.num_replicas_in_sync
-        if train.global_batch_size % (replicas * train.gradient_accumulation_steps):
-            raise ValueError(
-                f"train.global_batch_size={train.global_batch_size} must be divisible by the "
-                f"number of replicas ({replicas}) times train.gradient_accumulation_steps "
-                f"({train.gradient_accumulation_steps}).")
+        run_config.check_model_dir(model_dir)
+        data_checks.check_batch(experiment, self.strategy.num_replicas_in_sync)
         self.train_dir = resolve_path(experiment.data.train_dir)
         self.eval_dir = resolve_path(experiment.data.eval_dir) if experiment.data.eval_dir else ""
         self.manifest = check_data(experiment, self.train_dir, "train")
-        if self.eval_dir:
-            data_input.check_same_tokenizer(
-                self.manifest, self.train_dir, check_data(experiment, self.eval_dir, "eval"),
-                self.eval_dir)
-        data_input.check_resume_tokenizer(os.path.join(model_dir, "data_manifest.json"),
-                                          self.manifest, self.train_dir)
+        eval_manifest = check_data(experiment, self.eval_dir, "eval") if self.eval_dir else None
+        data_checks.check_eval_matches(self.manifest, self.train_dir, eval_manifest, self.eval_dir)
+        # Resuming: the same tokenizer, model, task and plan as the run's.
+        self.changes = run_config.check_resume(experiment, model_dir, self.manifest,
+                                               self.train_dir, allow_changes, overwrite)
         if self.eval_dir:
             probe_eval(self.eval_dir, train.global_batch_size, train.seed)
+        data_checks.warn_derived(experiment, self.manifest, eval_manifest)
         self.is_chief, worker_id = strategies.chief_and_worker(self.strategy)
         self.log = metrics_log.MetricsLog(model_dir, enabled=self.is_chief)
         # Nothing in the run directory changes until every check has passed;
@@ -75,6 +72,8 @@ class Trainer:
             raise ValueError(f"model_dir={model_dir!r} cannot be created: "
                              f"{checkpoints.first_line(e)}.") from None
         self.lock = run_lock.RunLock(model_dir) if self.is_chief else None
+        if overwrite and self.is_chief:  # every check passed and the lock is ours
+            run_config.clear(model_dir)
         self._sigterm = None  # The SIGTERM flag while `train` runs.
         try:
             self._init_after_lock(experiment, model_dir, worker_id)
@@ -109,9 +108,10 @@ class Trainer:
                 self.state.ema.reset()
         elif self.resumed_from is None:
             logging.info("Starting from scratch (no checkpoint, no train.init_checkpoint).")
+        run_config.log_schedule(self.changes, experiment, self.resumed_from)
         # Every check has passed: only now is the run directory written.
         self.log.drop_partial_line()  # (a damaged earlier line: refused, nothing written)
-        self.log.write_config(experiment, self.manifest)
+        self.log.write_config(experiment, self.manifest, self.resumed_from or 0)
         if self.resumed_from is None and train.save_initial_checkpoint:
             self.state.checkpoint.save(0)  # ckpt-0: the weights before the first update
         self.gradient_transform = build_gradient_transform(experiment.optimizer)

@@ -81,7 +81,7 @@ def test_cli_resumes_existing_run(experiment_file, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Starting from scratch" in first.stderr
     second = _train_cli([f"--experiment={experiment_file}", f"--model_dir={model_dir}",
-                         "--override=train.steps=15"], tmp_path)
+                         "--override=train.steps=15", "--allow_changes=train.steps"], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "at step 10." in second.stderr and "Resumed from" in second.stderr
     summary = json.load(open(os.path.join(model_dir, "summary.json")))

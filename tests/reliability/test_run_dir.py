@@ -190,11 +190,17 @@ def test_live_lock_refused_stale_lock_taken(mlm_data, run_copy, capsys, caplog):
 
 # ------------------------------------------------------------ refused resume
 def test_refused_resume_changes_nothing(mlm_data, run_copy, capsys):
-    """Another architecture: the checkpoints do not restore; config.json and
-    data_manifest.json keep the run's (generate would read them)."""
+    """Another architecture: refused against config.json before a restore;
+    config.json and data_manifest.json keep the run's (generate would read
+    them). Without config.json the checkpoints do not restore: refused too."""
     before = snapshot(run_copy)
     other = experiment(mlm_data)
     other.model.intermediate_size *= 2
+    line = one_line(capsys, Trainer, other, run_copy)
+    assert "was trained with model.intermediate_size=64 (received 128)" in line, line
+    assert snapshot(run_copy) == before
+    os.remove(os.path.join(run_copy, "config.json"))
+    before = snapshot(run_copy)
     line = one_line(capsys, Trainer, other, run_copy)
     assert ckpt(run_copy, STOP, "") in line and "different model config" in line, line
     assert snapshot(run_copy) == before
