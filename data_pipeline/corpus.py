@@ -9,12 +9,14 @@ from typing import Iterable, Iterator
 from data_pipeline import atomic
 
 
-def list_files(patterns: str | list[str]) -> list[str]:
+def list_files(patterns: str | list[str], recursive: bool = False) -> list[str]:
     """Expands glob patterns into a sorted, de-duplicated list of files.
 
     Args:
         patterns: str | list[str]. One pattern, a comma-separated string of
             patterns, or a list of patterns.
+        recursive: bool. `**` matches any number of directories (as
+            `glob.glob(recursive=True)`). Defaults to False.
 
     Raises:
         ValueError: a pattern matches no file (the pattern is named).
@@ -30,12 +32,12 @@ def list_files(patterns: str | list[str]) -> list[str]:
                          "separated globs of corpus files).")
     files = set()
     for pattern in patterns:
-        matched = [f for f in glob.glob(os.path.expanduser(pattern))
+        matched = [f for f in glob.glob(os.path.expanduser(pattern), recursive=recursive)
                    if os.path.isfile(f)]
         if not matched:
-            raise ValueError(f"Input pattern {pattern!r} matches no file. Check "
-                             "the --input path (globs are allowed, comma-"
-                             "separated).")
+            raise ValueError(f"--input pattern {pattern!r} matches no file. Check "
+                             "the path (globs are allowed, comma-separated"
+                             + (", ** recursing" if recursive else "") + ").")
         files.update(matched)
     return sorted(files)
 

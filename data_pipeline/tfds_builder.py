@@ -16,12 +16,13 @@ Building and loading are offline (`manual_dir`, `download=False`); a named
 dataset is read back from its prepared files, without this module.
 """
 
-import glob
 import os
 import re
 import types
 
 import tensorflow_datasets as tfds
+
+from data_pipeline import corpus
 
 
 class TextFolder(tfds.core.GeneratorBasedBuilder):
@@ -124,22 +125,7 @@ def prepare_text_files(patterns, data_dir: str | None,
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"--name must be a snake_case dataset name (a-z, 0-9, "
                          f"_; a letter first). Received: name={name!r}")
-    if isinstance(patterns, str):
-        patterns = patterns.split(",")
-    patterns = [p.strip() for p in patterns if p.strip()]
-    if not patterns:
-        raise ValueError("--input is empty: pass globs of text files, e.g. "
-                         "--input='corpus/**/*.txt'.")
-    files = set()
-    for pattern in patterns:
-        matched = [os.path.abspath(f) for f in glob.glob(
-            os.path.expanduser(pattern), recursive=True) if os.path.isfile(f)]
-        if not matched:
-            raise ValueError(f"--input pattern {pattern!r} matches no file. "
-                             "Check the path (globs, ** recursing, are "
-                             "allowed).")
-        files.update(matched)
-    files = sorted(files)
+    files = [os.path.abspath(f) for f in corpus.list_files(patterns, recursive=True)]
     root = os.path.commonpath([os.path.dirname(f) for f in files])
     builder = _builder_class(name)(data_dir=data_dir, files=files)
     builder.download_and_prepare(
