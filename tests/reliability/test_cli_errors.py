@@ -331,7 +331,8 @@ def test_cli_processes_exit_2_with_one_line(run_dir, mlm_data, tmp_path):
 CLIS = ("data_pipeline.build", "data_pipeline.inspect", "data_pipeline.train_tokenizer",
         "data_pipeline.google_records", "data_pipeline.native", "data_pipeline.prepare_tfds",
         "pretraining.train",
-        "pretraining.demo", "pretraining.convert", "pretraining.generate")
+        "pretraining.demo", "pretraining.convert", "pretraining.generate",
+        "pretraining.evaluate")
 
 # Runs a tool as `python -m` would (sys.argv[0] is "-m" while the package is
 # imported, then the module's path), then reports its exit status and whether
