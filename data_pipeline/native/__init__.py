@@ -16,7 +16,6 @@ import inspect
 import os
 import shlex
 import subprocess
-import sys
 import threading
 
 from absl import logging
@@ -111,25 +110,3 @@ def _load(path):
         return None
     return library
 
-
-def main(argv=None) -> int:
-    """`python -m data_pipeline.native`: builds the kernel where `load()`
-    looks for it (next to the source, named after the TensorFlow version)."""
-    import argparse  # pylint: disable=import-outside-toplevel
-    argparse.ArgumentParser(description="Compile the dynamic-masking kernel "
-                            "against the installed TensorFlow, next to its "
-                            "source.").parse_args(argv)
-    path = library_path()
-    try:
-        build(path)
-    except RuntimeError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 1
-    except OSError as e:
-        sys.stderr.write(f"error: cannot write {path} ({e}). Run this as the "
-                         "user who installed the package, or install it "
-                         "editable (`pip install -e .`) in a directory you "
-                         "own.\n")
-        return 1
-    sys.stdout.write(f"built {path}\n")
-    return 0
