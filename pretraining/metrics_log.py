@@ -69,7 +69,7 @@ class MetricsLog:
         write_json_atomic(os.path.join(self.model_dir, "versions.json"), {
             "python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__})
-        self.experiment_summary(experiment)
+        self.experiment_summary(experiment, step)
 
     def _writer(self, split: str):
         if split not in self._writers:
@@ -87,6 +87,14 @@ class MetricsLog:
             for name, value in values.items()])
         with self._writer(split).as_default(step=step):
             tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+        self._writers[split].flush()
+
+    def text(self, split: str, step: int, name: str, markdown: str) -> None:
+        """A text summary `<split>/<name>` at `step` (TensorBoard's Text tab)."""
+        if not self.enabled:
+            return
+        with self._writer(split).as_default(step=step):
+            tf.summary.text(f"{split}/{name}", markdown)
         self._writers[split].flush()
 
     def experiment_summary(self, experiment, step: int = 0) -> None:

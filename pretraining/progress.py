@@ -127,6 +127,12 @@ def format_metrics(record: dict) -> str:
     return "  ".join(f"{name} {record[name]:.4f}" for name in names if name in record)
 
 
+def log_eval(step: int, result: dict) -> None:
+    """The log line of an evaluation's (unprefixed) figures."""
+    logging.info("Eval at step %d: %s (%d predictions)", step, format_metrics(result),
+                 result["predictions"])
+
+
 def log_train(record: dict, total_steps: int, eta: Eta) -> None:
     """The train log line of a `Window.record` (the speed only when timed)."""
     speed = ""

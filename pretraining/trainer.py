@@ -19,7 +19,7 @@ from absl import logging
 
 from data_pipeline import input as data_input
 from pretraining import checkpoints, data_checks, losses, metrics_log, preemption, progress
-from pretraining import run_config, run_lock, strategy as strategies
+from pretraining import eval_samples, run_config, run_lock, strategy as strategies
 from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.data_checks import DATA_ERRORS, check_data, probe_eval, raise_data_error
 from pretraining.flops import mlm_train_flops
@@ -395,6 +395,6 @@ class Trainer:
 
     def _log_eval(self, step: int, result: dict):
         result = {k[5:]: v for k, v in result.items()}
-        logging.info("Eval at step %d: %s (%d predictions)", step,
-                     progress.format_metrics(result), result["predictions"])
+        progress.log_eval(step, result)
+        eval_samples.write(self, step)  # decoded predictions: TensorBoard's Text tab
         self.log.eval_record(step, result)

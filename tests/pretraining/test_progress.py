@@ -118,6 +118,13 @@ def test_run_feedback_and_tensorboard(mlm_data, tmp_path, caplog):
     assert "experiment" in train_acc.Tags()["tensors"]  # the resolved experiment as text
     text_event = train_acc.Tensors("experiment")[0]
     assert b'"global_batch_size": 8' in tf.make_ndarray(text_event.tensor_proto).item()
+    eval_acc = EventAccumulator(os.path.join(run, "eval"))
+    eval_acc.Reload()
+    samples = eval_acc.Tensors("eval/samples")  # decoded predictions at each evaluation
+    assert [e.step for e in samples] == [0, 5, 10]  # (none again on the re-run)
+    sample = tf.make_ndarray(samples[-1].tensor_proto).item().decode()
+    assert sample.count("[CLS]") == 3 and "masked positions" in sample
+    assert sample.count("[") > 6  # masked positions besides [CLS] and [SEP]
     plugins = set()
     for name in os.listdir(os.path.join(run, "train")):
         for event in tf.compat.v1.train.summary_iterator(os.path.join(run, "train", name)):
@@ -151,3 +158,26 @@ def test_sample_configs_evaluate_several_times(name):
     train = experiment.train
     assert experiment.data.eval_dir and train.eval_every > 0
     assert train.steps // train.eval_every >= 2, (train.steps, train.eval_every)
+
+
+def test_eval_samples_put_greedy_predictions_where_the_model_predicts():
+    """lm: position i shows the prediction made at i - 1; mlm: the masked
+    positions show the top prediction (an independent NumPy argmax)."""
+    from pretraining import eval_samples
+
+    vocab = 7
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 5, vocab)).astype("float32")
+    batch = {"input_ids": np.array([[1, 2, 3, 4, 0]]), "input_mask": np.array([[1, 1, 1, 1, 0]])}
+    (lm,) = eval_samples.predicted_examples(lambda b, training: {"lm_logits": logits}, batch,
+                                            "lm")
+    expected = logits[0].argmax(-1)
+    assert lm["input_ids"].tolist() == [1, *expected[:3].tolist(), 0]
+    assert lm["masked_lm_ids"].tolist() == [2, 3, 4]  # the true tokens, for [true->predicted]
+
+    mlm_logits = rng.normal(size=(1, 2, vocab)).astype("float32")
+    batch = dict(batch, masked_lm_positions=np.array([[2, 0]]), masked_lm_ids=np.array([[3, 0]]),
+                 masked_lm_weights=np.array([[1.0, 0.0]]))
+    (mlm,) = eval_samples.predicted_examples(
+        lambda b, training: {"masked_lm_logits": mlm_logits}, batch, "mlm")
+    assert mlm["input_ids"].tolist() == [1, 2, int(mlm_logits[0, 0].argmax()), 4, 0]
