@@ -164,6 +164,10 @@ class TrainConfig(Config):
     checkpoint_every: int = 500
     eval_every: int = 0  # 0: only at the end
     eval_steps: int = 0  # 0: the whole eval split
+    # >0: TensorBoard histograms of the weights and of each layer's update/weight
+    # ratio at the first logged step at or after every multiple; 0: none (each
+    # copies the weights to the host).
+    histogram_every: int = 0
     keep_checkpoints: int = 3
     jit_compile: bool = False
     max_nan_skips: int = 0  # >0: restore the last checkpoint and skip bad data, N times
@@ -193,7 +197,7 @@ class TrainConfig(Config):
             self.mixed_precision = "float32"
         require_choice("train.mixed_precision", self.mixed_precision, MIXED_PRECISION_POLICIES)
         require_non_negative(self, "log_every", "eval_every", "eval_steps", "max_nan_skips",
-                             "peak_tflops", prefix="train.")
+                             "peak_tflops", "histogram_every", prefix="train.")
 
 
 @dataclasses.dataclass

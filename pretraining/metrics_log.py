@@ -14,11 +14,14 @@
 - `summary.json`: the final figures, written atomically.
 """
 
+import collections
 import json
 import os
 import platform
+import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -56,6 +59,9 @@ class MetricsLog:
         self.enabled = enabled
         self.metrics_path = os.path.join(model_dir, "metrics.jsonl")
         self._writers = {}
+        self.histogram_every = 0  # train.histogram_every, set by write_config
+        self._histogram_mark = -1  # step // histogram_every of the last histograms
+        self._snapshot = None  # {path: weights} at the last histograms
 
     def write_config(self, experiment, manifest, step: int = 0) -> None:
         """Writes the run's files; a `config.json` that differs is kept first
@@ -70,6 +76,7 @@ class MetricsLog:
             "python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__})
         self.experiment_summary(experiment, step)
+        self.histogram_every = experiment.train.histogram_every
 
     def _writer(self, split: str):
         if split not in self._writers:
@@ -123,11 +130,36 @@ class MetricsLog:
             writer.close()
         self._writers = {}
 
-    def train_record(self, record: dict) -> None:
+    def train_record(self, record: dict, variables=None) -> None:
+        """A train window: `metrics.jsonl`, the `train/` scalars and, with
+        `train.histogram_every`, the histograms of `variables`."""
         if not self.enabled:
             return
         self._append(record)
         self.scalars("train", record["step"], {k: v for k, v in record.items() if k != "step"})
+        every = self.histogram_every
+        if variables is not None and every and record["step"] // every > self._histogram_mark:
+            self._histogram_mark = record["step"] // every
+            self.histograms(record["step"], variables)
+
+    def histograms(self, step: int, variables) -> None:
+        """`weights/<path>` of each variable and `update_ratio/<layer>`: the
+        change of each of the layer's variables since the previous histograms
+        relative to its size, |w - w_before| / |w| (none the first time)."""
+        values = {v.path: np.asarray(v.numpy(), np.float32) for v in variables}
+        with self._writer("train").as_default(step=step):
+            for path, weights in values.items():
+                tf.summary.histogram(f"weights/{path}", weights)
+            ratios = collections.defaultdict(list)
+            for path, weights in values.items():
+                if self._snapshot is not None and path in self._snapshot:
+                    ratios[_layer(path)].append(float(
+                        np.linalg.norm(weights - self._snapshot[path])
+                        / max(np.linalg.norm(weights), 1e-12)))
+            for layer, layer_ratios in ratios.items():
+                tf.summary.histogram(f"update_ratio/{layer}", np.array(layer_ratios))
+        self._writers["train"].flush()
+        self._snapshot = values
 
     def eval_record(self, step: int, result: dict) -> None:
         """One evaluation: `metrics.jsonl` gets `{"step", "eval_<name>": ...}`,
@@ -215,6 +247,16 @@ class MetricsLog:
         if not self.enabled:
             return
         write_json_atomic(os.path.join(self.model_dir, "summary.json"), summary)
+
+
+def _layer(path: str) -> str:
+    """`bert/layer_3` of `bert/layer_3/attention/query/kernel`; else the path
+    less its variable name, at most two parts (`bert/embeddings`, `mlm`)."""
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        if re.fullmatch(r"layer_\d+", part):
+            return "/".join(parts[:i + 1])
+    return "/".join(parts[:-1][:2]) or path
 
 
 def _is_eval(record: dict) -> bool:

@@ -196,7 +196,7 @@ class Trainer:
                     seq_length=self.manifest.max_seq_length,
                     flops_per_step=self.flops_per_step, peak_flops=train.peak_tflops * 1e12)
                 progress.log_train(record, train.steps, eta)
-                self.log.train_record(record)
+                self.log.train_record(record, self.state.variables)
                 window = progress.Window()
             stopping = self.stop_vote(self._sigterm.received)
             if step % train.checkpoint_every == 0 or step == end or stopping:

@@ -83,7 +83,7 @@ def test_run_feedback_and_tensorboard(mlm_data, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="absl")
     run = str(tmp_path / "run")
     experiment = tiny_experiment(mlm_data, steps=10, steps_per_loop=5, eval_every=5,
-                                 eval_steps=3, checkpoint_every=10)
+                                 eval_steps=3, checkpoint_every=10, histogram_every=5)
     trainer = Trainer(experiment, run)
     try:
         trainer.train()
@@ -125,6 +125,10 @@ def test_run_feedback_and_tensorboard(mlm_data, tmp_path, caplog):
     sample = tf.make_ndarray(samples[-1].tensor_proto).item().decode()
     assert sample.count("[CLS]") == 3 and "masked positions" in sample
     assert sample.count("[") > 6  # masked positions besides [CLS] and [SEP]
+    histograms = train_acc.Tags()["tensors"]
+    assert [e.step for e in train_acc.Tensors("weights/bert/layer_0/output/kernel")] == [1, 5, 10]
+    assert [e.step for e in train_acc.Tensors("update_ratio/bert/layer_1")] == [5, 10]
+    assert "update_ratio/bert/embeddings" in histograms and "update_ratio/mlm" in histograms
     plugins = set()
     for name in os.listdir(os.path.join(run, "train")):
         for event in tf.compat.v1.train.summary_iterator(os.path.join(run, "train", name)):
@@ -181,3 +185,35 @@ def test_eval_samples_put_greedy_predictions_where_the_model_predicts():
     (mlm,) = eval_samples.predicted_examples(
         lambda b, training: {"masked_lm_logits": mlm_logits}, batch, "mlm")
     assert mlm["input_ids"].tolist() == [1, 2, int(mlm_logits[0, 0].argmax()), 4, 0]
+
+
+class _Variable:
+    def __init__(self, path, value):
+        self.path, self.value = path, np.asarray(value, np.float32)
+
+    def numpy(self):
+        return self.value
+
+
+def test_update_ratio_histogram_is_the_relative_change_per_layer(tmp_path):
+    from pretraining.metrics_log import MetricsLog
+
+    log = MetricsLog(str(tmp_path))
+    before = [_Variable("bert/layer_0/a/kernel", [[3.0, 4.0]]),
+              _Variable("bert/layer_0/a/bias", [1.0, 0.0]),
+              _Variable("mlm/output_bias", [2.0])]
+    after = [_Variable(v.path, v.value * f) for v, f in zip(before, (1.1, 1.0, 0.5))]
+    log.histograms(3, before)
+    log.histograms(8, after)
+    log.close()
+    accumulator = EventAccumulator(str(tmp_path / "train"))
+    accumulator.Reload()
+    layer = [tf.make_ndarray(e.tensor_proto)
+             for e in accumulator.Tensors("update_ratio/bert/layer_0")]
+    assert len(layer) == 1 and layer[0][:, 2].sum() == 2  # two variables, at step 8 only
+    expected = [0.1 / 1.1, 0.0]  # |w - w_before| / |w|, independently: 0.1*5/5.5 and 0
+    assert layer[0][:, 0].min() == pytest.approx(min(expected), abs=1e-6)
+    assert layer[0][:, 1].max() == pytest.approx(max(expected), abs=1e-6)
+    (head,) = [tf.make_ndarray(e.tensor_proto) for e in accumulator.Tensors("update_ratio/mlm")]
+    assert head[:, 0].min() == pytest.approx(1.0)  # (2 - 1) / 1
+    assert [e.step for e in accumulator.Tensors("weights/mlm/output_bias")] == [3, 8]
