@@ -3,7 +3,6 @@ chunk of steps each compiled call runs, the time the first (compiling) call
 took, the ETA of a run and the progress of an evaluation."""
 
 import collections
-import functools
 import math
 import time
 
@@ -52,22 +51,28 @@ def chunk(step: int, end: int, train, first: bool) -> int:
 
 def log_first_call(fn, what: str):
     """`fn` that logs "compiling `what` (first call)…" before its first call and
-    the seconds that call took (tracing and compiling included) after it."""
-    called = False
+    the seconds that call took (tracing and compiling included) after it; other
+    attributes are `fn`'s (a `tf.function`'s tracing count, say)."""
+    return _FirstCallLogger(fn, what)
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        nonlocal called
-        if called:
-            return fn(*args, **kwargs)
-        logging.info("Compiling the %s (first call)…", what)
+
+class _FirstCallLogger:
+    def __init__(self, fn, what: str):
+        self._fn, self._what, self._called = fn, what, False
+
+    def __call__(self, *args, **kwargs):
+        if self._called:
+            return self._fn(*args, **kwargs)
+        logging.info("Compiling the %s (first call)…", self._what)
         start = time.time()
-        result = fn(*args, **kwargs)
-        called = True
-        logging.info("Compiled the %s: the first call took %.1f s.", what, time.time() - start)
+        result = self._fn(*args, **kwargs)
+        self._called = True
+        logging.info("Compiled the %s: the first call took %.1f s.", self._what,
+                     time.time() - start)
         return result
 
-    return wrapper
+    def __getattr__(self, name):
+        return getattr(self._fn, name)
 
 
 class Window:

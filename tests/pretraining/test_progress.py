@@ -60,6 +60,11 @@ def test_log_first_call_logs_compiling_and_its_time_once(caplog):
     assert wrapped(2) == 4 and wrapped(3) == 6 and calls == [2, 3]
     assert caplog.text.count("Compiling the train step (first call)") == 1
     assert caplog.text.count("Compiled the train step: the first call took") == 1
+    traced = tf.function(lambda x: x + 1)
+    wrapped = progress.log_first_call(traced, "eval step")
+    wrapped(tf.constant(1))
+    wrapped(tf.constant(2))
+    assert wrapped.experimental_get_tracing_count() == 1  # the tf.function's own attributes
 
 
 def test_eval_progress_logs_tenths_with_eta(caplog):
