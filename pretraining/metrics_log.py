@@ -35,6 +35,11 @@ def write_failed(path: str, error: Exception) -> ValueError:
                       "Free space (or fix the directory) and run the same command to resume.")
 
 
+def first_line(error: Exception) -> str:
+    text = (getattr(error, "message", None) or str(error)).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
 def write_json_atomic(path: str, data) -> None:
     tmp = path + ".tmp"
     try:
@@ -94,7 +99,7 @@ class MetricsLog:
             for name, value in values.items()])
         with self._writer(split).as_default(step=step):
             tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
-        self._writers[split].flush()
+        self._flush(split)
 
     def text(self, split: str, step: int, name: str, markdown: str) -> None:
         """A text summary `<split>/<name>` at `step` (TensorBoard's Text tab)."""
@@ -102,7 +107,7 @@ class MetricsLog:
             return
         with self._writer(split).as_default(step=step):
             tf.summary.text(f"{split}/{name}", markdown)
-        self._writers[split].flush()
+        self._flush(split)
 
     def experiment_summary(self, experiment, step: int = 0) -> None:
         """The resolved experiment in TensorBoard (`train/`) at `step`: its JSON
@@ -122,12 +127,25 @@ class MetricsLog:
                 hparams_api.hparams(hparams)
             except ImportError:  # (tensorboard comes with TensorFlow's wheels)
                 pass
-        self._writers["train"].flush()
+        self._flush("train")
+
+    def _flush(self, split: str) -> None:
+        """Flushes a TensorBoard writer; a full disk is one-line `write_failed`."""
+        try:
+            self._writers[split].flush()
+        except (OSError, tf.errors.OpError) as e:
+            raise write_failed(os.path.join(self.model_dir, split), e) from None
 
     def close(self) -> None:
-        """Closes the TensorBoard writers (reopened if more is logged)."""
-        for writer in self._writers.values():
-            writer.close()
+        """Closes the TensorBoard writers (reopened if more is logged); a
+        failure (a full disk) is a warning: close runs on the way out of an
+        error already reported."""
+        for split, writer in self._writers.items():
+            try:
+                writer.close()
+            except (OSError, tf.errors.OpError) as e:
+                logging.warning("Closing the TensorBoard events in %s failed: %s",
+                                os.path.join(self.model_dir, split), first_line(e))
         self._writers = {}
 
     def train_record(self, record: dict, variables=None) -> None:
@@ -158,7 +176,7 @@ class MetricsLog:
                         / max(np.linalg.norm(weights), 1e-12)))
             for layer, layer_ratios in ratios.items():
                 tf.summary.histogram(f"update_ratio/{layer}", np.array(layer_ratios))
-        self._writers["train"].flush()
+        self._flush("train")
         self._snapshot = values
 
     def eval_record(self, step: int, result: dict) -> None:
