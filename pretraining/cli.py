@@ -17,12 +17,14 @@ import functools
 import json
 import logging
 import os
+import sys
 
 from absl import flags
+from absl import logging as absl_logging
 
 from data_pipeline import cli as _cli
 from data_pipeline.cli import USAGE_ERROR, fail, run_or_exit  # noqa: F401  (the one convention)
-from pretraining import cpu_env
+from pretraining import cpu_env, preemption
 
 
 TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
@@ -31,13 +33,19 @@ TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
 def run(main, define_flags=None) -> None:
     """Runs a `pretraining` tool: `cpu_env.apply_defaults()` (before
     TensorFlow loads), then `data_pipeline.cli.run(main, define_flags)`, with
-    TensorFlow's noise hidden below `--verbosity=1` (`quiet_tensorflow`)."""
+    TensorFlow's noise hidden below `--verbosity=1` (`quiet_tensorflow`). A
+    run stopped by SIGTERM after its checkpoint (`preemption.Preempted`) logs
+    why and exits `preemption.EXIT_PREEMPTED` (75: rerun to resume)."""
     cpu_env.apply_defaults()
 
     @functools.wraps(main)
     def quiet_main(argv):
         quiet_tensorflow(flags.FLAGS.verbosity)
-        return main(argv)
+        try:
+            return main(argv)
+        except preemption.Preempted as e:
+            absl_logging.warning("%s", e)
+            sys.exit(preemption.EXIT_PREEMPTED)
 
     _cli.run(quiet_main, define_flags)
 

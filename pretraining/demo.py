@@ -14,7 +14,7 @@ import time
 
 from absl import flags, logging
 
-from pretraining import cli, preemption
+from pretraining import cli
 
 
 def define_flags() -> None:
@@ -156,11 +156,7 @@ def main(argv):
         raise ValueError(f"Unexpected arguments: {argv[1:]} (every setting is a --flag or an "
                          "--override).")
     f = flags.FLAGS
-    try:
-        summary = run(f.run_dir, f.overwrite, f.experiment, f.override)
-    except preemption.Preempted as e:
-        logging.warning("%s", e)
-        sys.exit(preemption.EXIT_PREEMPTED)
+    summary = run(f.run_dir, f.overwrite, f.experiment, f.override)
     sys.stdout.write(describe(summary))
     sys.stdout.write(cli.to_json({k: summary[k] for k in (
         "first_loss", "last_loss", "eval_masked_lm_accuracy", "baseline_masked_lm_accuracy",

@@ -13,11 +13,9 @@ disk, a non-finite loss); 75 stopped by SIGTERM after writing a checkpoint
 (rerun to resume); 1 anything else (a bug: a traceback).
 """
 
-import sys
-
 from absl import flags, logging
 
-from pretraining import cli, preemption
+from pretraining import cli
 from pretraining.config import ExperimentConfig
 
 
@@ -60,12 +58,8 @@ def main(argv):
         raise ValueError(f"Unexpected arguments: {argv[1:]} (every setting is a --flag or an "
                          "--override).")
     f = flags.FLAGS
-    try:
-        summary = run(f.experiment, f.model_dir, f.override, f.strategy, f.num_logical_cpus,
-                      f.tpu, f.allow_changes, f.overwrite)
-    except preemption.Preempted as e:
-        logging.warning("%s", e)
-        sys.exit(preemption.EXIT_PREEMPTED)
+    summary = run(f.experiment, f.model_dir, f.override, f.strategy, f.num_logical_cpus,
+                  f.tpu, f.allow_changes, f.overwrite)
     logging.info("Summary: %s", cli.to_json(summary))
 
 
