@@ -18,7 +18,6 @@ its own files), and a run that skipped data after a non-finite loss
 
 import os
 
-import numpy as np
 from absl import flags, logging
 
 from pretraining import cli
@@ -38,6 +37,8 @@ def global_batches(experiment: ExperimentConfig, num_batches: int,
         dict of feature name -> `np.ndarray` `(num_batches, global_batch_size,
         ...)`, and `steps` `(num_batches,)`.
     """
+    import numpy as np
+
     from data_pipeline import input as data_input
 
     if not isinstance(num_batches, int) or num_batches < 1:
@@ -63,6 +64,8 @@ def export(experiment: ExperimentConfig, num_batches: int, out_path: str,
     if experiment.data.shard_by == "files":
         logging.warning("data.shard_by=files: with several hosts each reads its own files, "
                         "and these are the batches of one host alone.")
+    import numpy as np
+
     arrays = global_batches(experiment, num_batches, first_step)
     tmp = out_path[:-len(".npz")] + ".tmp.npz"
     try:

@@ -332,7 +332,7 @@ CLIS = ("data_pipeline.build", "data_pipeline.inspect", "data_pipeline.train_tok
         "data_pipeline.google_records", "data_pipeline.native", "data_pipeline.prepare_tfds",
         "pretraining.train",
         "pretraining.demo", "pretraining.convert", "pretraining.generate",
-        "pretraining.evaluate")
+        "pretraining.evaluate", "pretraining.export_batches")
 
 # Runs a tool as `python -m` would (sys.argv[0] is "-m" while the package is
 # imported, then the module's path), then reports its exit status and whether
