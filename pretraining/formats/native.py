@@ -70,7 +70,7 @@ def _read_keras(path: str, heads: str, ema: bool) -> tuple[BertConfig, dict]:
     encoder = getattr(model, "encoder", model)
     keep_head = heads == "all"
     weights = {v.path: np.asarray(v.numpy()) for v in model.weights
-               if keep_head or not v.path.startswith("mlm/")}
+               if keep_head or not v.path.startswith(("mlm/", "nsp/"))}
     return encoder.config, weights
 
 
@@ -96,14 +96,19 @@ def read(path: str, config: BertConfig | None = None, config_source: str = "",
     prefix = checkpoints.find_prefix(path, "--input")
     if config is None:
         config, config_source = _find_config(path, prefix)
-    model = build_model(config, head=True)
+    # The NSP head (a run with next_sentence) is read when the checkpoint has one.
+    nsp = heads == "all" and any(name.startswith("model/nsp/")
+                                 for name, _ in tf.train.list_variables(prefix))
+    model = build_model(config, head=True, nsp=nsp)
     restored = checkpoints.restore_weights(
-        prefix, model, ("encoder",), ("masked_lm",) if heads == "all" else (), config_source)
+        prefix, model, ("encoder",), ("masked_lm", "nsp") if heads == "all" else (),
+        config_source)
     head = "masked_lm" in restored
     if ema:
         checkpoints.swap_in_ema(prefix, model)
+    keep = {"mlm/": head, "nsp/": head and "nsp" in restored}
     weights = {v.path: np.asarray(v.numpy()) for v in model.weights
-               if head or not v.path.startswith("mlm/")}
+               if all(ok or not v.path.startswith(part) for part, ok in keep.items())}
     vocab = vocab_lib.read(vocab_path) if vocab_path else _find_vocab(path, prefix)
     if vocab is None:
         logging.warning("No vocabulary found for %s (pass --vocab).", prefix)
@@ -114,7 +119,7 @@ def write(path: str, bundle: Bundle) -> str:
     """Writes a `.keras` file (when `path` ends in `.keras`) or a checkpoint
     directory (`ckpt-0` + `checkpoint` + `bert_config.json` + vocabulary)
     that `train.init_checkpoint` and this converter read. Returns what was written."""
-    model = build_model(bundle.config, head=bundle.has_head)
+    model = build_model(bundle.config, head=bundle.has_head, nsp=bundle.has_nsp)
     assign(model, bundle.weights, bundle.source)
     vocab = bundle.vocab
     if path.endswith(".keras"):
