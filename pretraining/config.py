@@ -60,7 +60,42 @@ def resolve_path(path: str, base_dir: str | None = None) -> str:
 
 @dataclasses.dataclass
 class BertConfig(Config):
-    """Google's `bert_config.json`, field for field."""
+    """Google's `bert_config.json`, field for field, plus our additions.
+
+    Args:
+        vocab_size: int. Rows of the word-embedding matrix (and MLM logits).
+            Required.
+        hidden_size: int. Width of every hidden state. Defaults to 768.
+        num_hidden_layers: int. Transformer layers. Defaults to 12.
+        num_attention_heads: int. Heads per layer; must divide `hidden_size`.
+            Defaults to 12.
+        intermediate_size: int. Width of the feed-forward layer. Defaults to
+            3072.
+        hidden_act: str. Feed-forward activation: "gelu" (Google's tanh form;
+            "gelu_tanh" and "gelu_new" are aliases) or "gelu_exact" (the erf
+            form Hugging Face's "gelu" means) or "relu". Defaults to "gelu".
+        hidden_dropout_prob: float. Dropout on embeddings and every residual
+            branch (applied as a multiple of 1/256: 0.1 runs as 0.1016).
+            Defaults to 0.1.
+        attention_probs_dropout_prob: float. Dropout on attention
+            probabilities (the same 1/256 rounding). Defaults to 0.1.
+        max_position_embeddings: int. Longest sequence. Defaults to 512.
+        type_vocab_size: int. Segment ids. Defaults to 2.
+        initializer_range: float. Standard deviation of the truncated-normal
+            initialiser. Defaults to 0.02.
+        attention_mask_type: str. "bidirectional", "causal", "unilm" or
+            "prefix". Defaults to "bidirectional".
+        prefix_length: int. Bidirectional prefix for "prefix". Defaults to 0.
+        condition_size: int. >0: Conditional LayerNorm on a condition vector
+            of this size. Defaults to 0.
+        condition_hidden_size: int. >0: the condition goes through a Dense of
+            this width first. Defaults to 0.
+        condition_hidden_act: str. That Dense's activation. Defaults to
+            "linear".
+        layer_norm_eps: float. LayerNorm epsilon (Hugging Face's
+            `layer_norm_eps` when read from its config.json). Defaults to
+            1e-12, Google's.
+    """
 
     _section = "model"
 
