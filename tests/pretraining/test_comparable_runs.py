@@ -102,6 +102,9 @@ def test_initial_checkpoint_ignores_dropout_precision_and_xla(mlm_data, tmp_path
                               embeddings)
 
 
+# make test-all; test_exported_batches_are_the_ones_steps_1_to_n_train_on checks the batches
+# through the same public function the CLI calls.
+@pytest.mark.extended
 def test_export_batches_cli(mlm_data, tmp_path):
     experiment = tiny_experiment(mlm_data)
     path = tmp_path / "experiment.json"

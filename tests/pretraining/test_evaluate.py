@@ -82,6 +82,8 @@ def test_eval_steps_and_another_split(finished, mlm_data):
     os.remove(os.path.join(finished["run"], evaluate.RESULTS_FILE))
 
 
+# make test-all; tests/reliability/test_cli_errors.py probes evaluate's bad flags with every CLI.
+@pytest.mark.extended
 def test_cli_user_errors_one_line_exit_2(finished, mlm_data, tmp_path):
     from data_pipeline import builder, tasks
 

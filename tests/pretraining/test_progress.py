@@ -141,6 +141,8 @@ def test_run_feedback_and_tensorboard(mlm_data, tmp_path, caplog):
     assert "hparams" in plugins
 
 
+# make test-all (four short runs); resume equality in test_trainer.py covers the same loop.
+@pytest.mark.extended
 def test_eval_at_step_zero_and_first_step_change_no_number(mlm_data, tmp_path):
     """The step-0 evaluation and the one-step first call leave the weights
     bit-identical to a run without evaluations."""

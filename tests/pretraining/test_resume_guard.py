@@ -163,6 +163,9 @@ def test_no_checkpoint_yet_means_nothing_to_protect(mlm_data, tmp_path):
     assert kept["model"]["num_hidden_layers"] == 2
 
 
+# The CLI variant (make test-all); test_overwrite_deletes_nothing_before_every_check covers
+# --overwrite's logic in process, test_cli_refuses_... the CLI's refusals.
+@pytest.mark.extended
 # ------------------------------------------------------------ --overwrite
 def test_overwrite_cli_starts_again(stopped, tmp_path):
     run = str(tmp_path / "run")
