@@ -15,9 +15,19 @@ global flags) and ends with `cli.run(main, define_flags)`
   read-only directory) or `FloatingPointError` (a non-finite loss) is one
   line on stderr, printed once, and exit status 2 instead of a traceback.
 
+TensorFlow's own chatter is hidden by default: `TF_CPP_MIN_LOG_LEVEL=3` (its
+C++ INFO, WARNING and ERROR lines, e.g. oneDNN's `DT_INT64` ERROR line) unless
+the user set the variable, and the INFO lines TensorFlow's Python modules
+log through absl or `tensorflow` (e.g. 'Sharding callback duration',
+collective-op set-up under multi-worker). `--verbosity=1` (`-v 1`) shows them.
+TensorFlow's 'oneDNN custom operations are on' line (port.cc) is written
+before its log settings are read and shows either way.
+
 `pretraining` imports this module; this package never imports `pretraining`.
 """
 
+import logging
+import os
 import re
 import sys
 
@@ -25,6 +35,7 @@ from absl import app
 from absl import flags
 
 USAGE_ERROR = 2
+TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
 _HELP = {"-h": True, "-help": True, "--help": True, "-?": True, "--helpshort": True,
          "-helpshort": True, "--helpfull": False, "-helpfull": False}
@@ -68,9 +79,39 @@ def _program() -> str:
     return spec.name if spec is not None else sys.argv[0]
 
 
+class _TensorFlowInfoFilter(logging.Filter):
+    """Drops records under WARNING logged from TensorFlow's own modules."""
+
+    def filter(self, record):
+        return (record.levelno >= logging.WARNING
+                or f"{os.sep}tensorflow{os.sep}" not in record.pathname)
+
+
+def quiet_tensorflow(verbosity: int = 0, environ=None) -> bool:
+    """Hides TensorFlow's C++ log lines (`TF_CPP_MIN_LOG_LEVEL=3` where unset,
+    read when TensorFlow loads) and its Python modules' INFO lines, unless
+    `verbosity` >= 1. Returns whether it hid them."""
+    if verbosity >= 1:
+        return False
+    env = os.environ if environ is None else environ
+    env.setdefault(TF_LOG_ENV, "3")
+    for name in ("absl", "tensorflow"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _TensorFlowInfoFilter) for f in logger.filters):
+            logger.addFilter(_TensorFlowInfoFilter())
+    return True
+
+
 def run(main, define_flags=None) -> None:
     """The entry point of a tool: defines its flags, parses them by this
-    module's convention and runs `main(argv)`, whose user errors exit 2."""
+    module's convention and runs `main(argv)`, whose user errors exit 2, with
+    TensorFlow's noise hidden below `--verbosity=1` (`quiet_tensorflow`: the
+    tools import TensorFlow inside `main`)."""
     if define_flags is not None:
         define_flags()
-    app.run(lambda argv: run_or_exit(main, argv), flags_parser=parse_flags)
+
+    def quiet_main(argv):
+        quiet_tensorflow(flags.FLAGS.verbosity)
+        return run_or_exit(main, argv)
+
+    app.run(quiet_main, flags_parser=parse_flags)

@@ -4,12 +4,9 @@ next to its source: `python -m data_pipeline.native`.
 Exit status: 0 built; 2 a bad flag or a file that cannot be written (one
 line on stderr); 1 the compiler is missing or failed (its output follows).
 """
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from data_pipeline import cli  # noqa: E402
+from data_pipeline import cli
 
 
 def main(argv):

@@ -1,6 +1,6 @@
-"""The pretraining CLIs hide TensorFlow's noise unless --verbosity=1: its C++
-log lines (TF_CPP_MIN_LOG_LEVEL=3 where the user has not set it) and the INFO
-lines its Python modules log through absl or `tensorflow`."""
+"""The CLIs of both packages hide TensorFlow's noise unless --verbosity=1: its
+C++ log lines (TF_CPP_MIN_LOG_LEVEL=3 where the user has not set it) and the
+INFO lines its Python modules log through absl or `tensorflow`."""
 
 import logging
 import os
@@ -52,7 +52,7 @@ def test_filter_drops_tensorflow_info_only(clean_filters):
 
 _PROBE = """import sys
 sys.argv[0] = '-m'  # as python -m does: importing pretraining leaves TensorFlow unloaded
-from pretraining import cli
+from {package} import cli
 sys.argv[0] = 'probe'
 def main(argv):
     import tensorflow as tf
@@ -63,15 +63,17 @@ cli.run(main)
 """
 
 
-def _probe(*flags):
+def _probe(package, *flags):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = REPO_ROOT
-    return subprocess.run([sys.executable, "-c", _PROBE, *flags], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-c", _PROBE.format(package=package), *flags],
+                          cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, env=env)
 
 
-def test_cli_hides_tensorflow_cpp_lines_unless_verbose():
-    quiet, verbose = _probe(), _probe("--verbosity=1")
+@pytest.mark.parametrize("package", ["pretraining", "data_pipeline"])
+def test_cli_hides_tensorflow_cpp_lines_unless_verbose(package):
+    quiet, verbose = _probe(package), _probe(package, "--verbosity=1")
     assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
     assert "probe: our own line" in quiet.stderr and "probe: our own line" in verbose.stderr
     # TensorFlow's C++ lines at its import (e.g. cpu_feature_guard.cc) come
