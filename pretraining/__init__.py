@@ -6,6 +6,9 @@ Entry points (absl apps):
   python -m pretraining.demo       the built-in sample, end to end (what `make demo` runs)
   python -m pretraining.convert    checkpoints to and from Google BERT and Hugging Face
   python -m pretraining.generate   decode from a causal-LM or seq2seq run
+  python -m pretraining.evaluate   evaluate any checkpoint of a run on compatible records
+  python -m pretraining.plot       a run's loss/accuracy curves as a PNG (matplotlib)
+  python -m pretraining.export_batches  the global batches steps 1..N of a run train on
 
 Shipped configs (model and experiment JSON) are in `pretraining.configs`.
 
