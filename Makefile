@@ -34,12 +34,16 @@ $(STAMP): setup.py data_pipeline/native/dynamic_mask_op.cc
 demo: install
 	$(BIN)/python -m pretraining.demo $(ARGS)
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist): on two cores, 2
+# workers take ~7 minutes where one takes ~10 (much of a test is tracing, which
+# is single-threaded). TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
 
 # Also the `extended` tests (pytest.ini): about 3 minutes more.
 test-all: install
-	$(BIN)/python -m pytest -m "" $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "" $(ARGS)
 
 # The package and portability checks (marker `ports`): a wheel installed in a
 # fresh venv and run from an empty directory, the model under Keras's JAX and

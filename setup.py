@@ -37,7 +37,7 @@ setup(
         "cpu": [f"tensorflow-cpu{TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
         "tpu": [f"tensorflow-tpu{TF_RANGE}"],
-        "test": ["pytest"],
+        "test": ["pytest", "pytest-xdist"],  # make test runs 2 workers
         "plot": ["matplotlib"],  # python -m pretraining.plot RUN
     },
 )
