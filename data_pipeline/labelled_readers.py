@@ -1,0 +1,404 @@
+"""Labelled examples for fine-tuning: TSV with a header, JSONL, or TFDS.
+
+    examples = read_examples("train.tsv", ReadConfig(text_field="sentence"))
+    examples = read_examples("tfds:glue/sst2:validation",
+                             ReadConfig(text_field="sentence",
+                                        tfds_data_dir="tfds_data/"))
+
+An example is a text, an optional pair text and a label, normalised by task:
+`single_label` a string (JSON numbers and TFDS class ids become their name),
+`multi_label` a tuple of strings (a list field, or one string split on
+`label_separator`), `regression` a float. A split read with
+`require_labels=False` (a test file) may lack the label column: its labels
+are then None. Every bad row is a one-line `ValueError` naming the file,
+the line (TFDS: the example index), the field, the value and the fix.
+"""
+
+import csv
+import dataclasses
+import gzip
+import io
+import json
+import math
+import numbers
+import os
+import sys
+
+TASKS = ("single_label", "multi_label", "regression")
+INPUT_FORMATS = ("tsv", "jsonl", "tfds")
+TFDS_PREFIX = "tfds:"
+_SHOWN = 60  # characters of a bad value quoted in an error
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadConfig:
+    """How to read labelled examples.
+
+    Args:
+        task: str. One of "single_label", "multi_label", "regression".
+            Defaults to "single_label".
+        text_field: str. TSV column / JSONL field / TFDS feature of the
+            text. Defaults to "text".
+        text_pair_field: str | None. Column / field of the second text of a
+            sentence pair; None for single sentences. Defaults to None.
+        label_field: str. Column / field of the label. Defaults to "label".
+        label_separator: str | None. Multi-label only: the labels of a
+            string field are joined by this (e.g. ","); a list field needs
+            none. Defaults to None.
+        input_format: str | None. "tsv", "jsonl" or "tfds"; None infers it
+            from the name (`tfds:NAME[:SPLIT]`, `*.jsonl[.gz]`/`*.json`,
+            anything else TSV). Defaults to None.
+        tfds_data_dir: str | None. TFDS data directory (nothing is ever
+            downloaded). Defaults to None (TFDS's default).
+    """
+
+    task: str = "single_label"
+    text_field: str = "text"
+    text_pair_field: str | None = None
+    label_field: str = "label"
+    label_separator: str | None = None
+    input_format: str | None = None
+    tfds_data_dir: str | None = None
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {list(TASKS)}. "
+                             f"Received: task={self.task!r}")
+        if self.input_format is not None and self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {list(INPUT_FORMATS)} "
+                             f"or None. Received: input_format={self.input_format!r}")
+        if self.label_separator is not None and (
+                self.task != "multi_label" or not self.label_separator):
+            raise ValueError("--label_separator is for --task=multi_label and must "
+                             f"be non-empty. Received: label_separator="
+                             f"{self.label_separator!r} with task={self.task!r}")
+        for name in ("text_field", "label_field"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"--{name} must be a non-empty string. "
+                                 f"Received: {name}={getattr(self, name)!r}")
+
+
+@dataclasses.dataclass
+class LabelledExamples:
+    """The examples of one split, in file order.
+
+    Args:
+        source: str. Where they were read from (for messages).
+        texts: list[str]. First texts.
+        pairs: list[str] | None. Second texts, or None (single sentences).
+        labels: list | None. Normalised labels (see the module docstring),
+            or None for an unlabelled split.
+        lines: list[int]. Line number (TFDS: example index) of each example.
+        task: str. The task the labels were read for.
+        where: str. "line" or "example": what `lines` count.
+    """
+
+    source: str
+    texts: list
+    pairs: list | None
+    labels: list | None
+    lines: list
+    task: str = "single_label"
+    where: str = "line"
+
+    def __len__(self):
+        return len(self.texts)
+
+    def locate(self, index: int) -> str:
+        """"file:line" (or "name example i") of example `index`."""
+        if self.where == "line":
+            return f"{self.source}:{self.lines[index]}"
+        return f"{self.source} example {self.lines[index]}"
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN - 3] + "..."
+
+
+def parse_label(value, config: ReadConfig, where: str):
+    """One raw label value -> its normalised form for `config.task`.
+
+    Raises:
+        ValueError: the value does not fit the task (naming `where`).
+    """
+    field = config.label_field
+    if config.task == "regression":
+        number = None
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, (str, bytes)):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number):
+            raise ValueError(f"{where}: field {field!r} must be a finite number for "
+                             f"--task=regression. Received: {_shown(value)}. Fix the "
+                             "row or pick the numeric column with --label_field.")
+        return number
+    if config.task == "multi_label":
+        if isinstance(value, str) and config.label_separator is not None:
+            return tuple(p.strip() for p in value.split(config.label_separator)
+                         if p.strip())
+        if isinstance(value, (list, tuple)) and all(
+                isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            return tuple(str(v) for v in value)
+        hint = ("a list of label names, or a string joined by --label_separator "
+                "(e.g. --label_separator=,)" if config.label_separator is None else
+                f"a list of label names or a string joined by {config.label_separator!r}")
+        raise ValueError(f"{where}: multi-label field {field!r} must be {hint}. "
+                         f"Received: {_shown(value)}")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    raise ValueError(f"{where}: label field {field!r} must be a string or an "
+                     f"integer for --task=single_label. Received: {_shown(value)}. "
+                     "Use --task=multi_label for lists, --task=regression for numbers.")
+
+
+def _input_format(name: str, config: ReadConfig) -> str:
+    if config.input_format:
+        return config.input_format
+    if name.startswith(TFDS_PREFIX):
+        return "tfds"
+    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+        return "jsonl"
+    return "tsv"
+
+
+def _open_text(path: str):
+    if not os.path.isfile(path):
+        raise ValueError(f"Labelled data file {path!r} does not exist: pass an "
+                         "existing TSV/JSONL file, or tfds:NAME[:SPLIT].")
+    if path.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+class _Collector:
+    """Accumulates rows, checking the pair field is in every row or none."""
+
+    def __init__(self, source: str, config: ReadConfig, require_labels: bool,
+                 where: str = "line"):
+        self.config = config
+        self.out = LabelledExamples(source, [], [] if config.text_pair_field else None,
+                                    [] if require_labels else None, [],
+                                    config.task, where)
+
+    def add(self, number: int, text, pair, label, where: str) -> None:
+        config = self.config
+        if not isinstance(text, str):
+            raise ValueError(f"{where}: text field {config.text_field!r} must be a "
+                             f"string. Received: {_shown(text)}")
+        out = self.out
+        out.texts.append(text)
+        out.lines.append(number)
+        if config.text_pair_field:
+            if pair is None:
+                raise ValueError(
+                    f"{where}: pair field {config.text_pair_field!r} is missing in "
+                    f"this row but present in others (e.g. {out.locate(0)}): give "
+                    "every row a pair text, or drop --text_pair_field.")
+            if not isinstance(pair, str):
+                raise ValueError(f"{where}: pair field {config.text_pair_field!r} "
+                                 f"must be a string. Received: {_shown(pair)}")
+            out.pairs.append(pair)
+        if out.labels is not None:
+            out.labels.append(parse_label(label, config, where))
+
+    def result(self) -> LabelledExamples:
+        if not self.out.texts:
+            raise ValueError(f"Labelled split {self.out.source!r} holds no example: "
+                             "pass a non-empty file or split.")
+        return self.out
+
+
+def read_tsv(path: str, config: ReadConfig, *, require_labels: bool = True
+             ) -> LabelledExamples:
+    """Reads a tab-separated file whose first line names the columns (GLUE's
+    layout; no quoting, as Google's `run_classifier.py` reads it).
+
+    A test file (`require_labels=False`) may lack the label column.
+    """
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with _open_text(path) as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(rows, None)
+        if not header:
+            raise ValueError(f"Labelled split {path!r} holds no example (no header "
+                             "line): the first line must name the columns.")
+        columns = {name.strip(): i for i, name in enumerate(header)}
+        wanted = [config.text_field, config.text_pair_field]
+        label_index = columns.get(config.label_field)
+        if require_labels or label_index is not None:
+            wanted.append(config.label_field)
+        flags = {config.text_field: "--text_field", config.label_field: "--label_field",
+                 config.text_pair_field: "--text_pair_field"}
+        for name in wanted:
+            if name is not None and name not in columns:
+                raise ValueError(f"{path}:1: no column {name!r} (columns: "
+                                 f"{list(columns)}). Pass {flags[name]} naming the "
+                                 "column.")
+        collector = _Collector(path, config, label_index is not None)
+        text_index = columns[config.text_field]
+        pair_index = columns.get(config.text_pair_field or "")
+        for number, row in enumerate(rows, 2):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            where = f"{path}:{number}"
+            if len(row) != len(header):
+                raise ValueError(f"{where}: {len(row)} tab-separated fields, the "
+                                 f"header has {len(header)}. Fix the row (a tab "
+                                 "inside a text must be removed).")
+            collector.add(number, row[text_index],
+                          None if pair_index is None else row[pair_index],
+                          None if label_index is None else row[label_index], where)
+    return collector.result()
+
+
+def read_jsonl(path: str, config: ReadConfig, *, require_labels: bool = True
+               ) -> LabelledExamples:
+    """Reads one JSON object per line (`.gz` too). A test file
+    (`require_labels=False`) may lack the label field in every row."""
+    collector = None
+    with _open_text(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where} is not valid JSON ({e.msg}): one JSON "
+                                 "object per line is expected.") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: a JSON object is expected. Received: "
+                                 f"{_shown(record)}")
+            if collector is None:
+                labelled = require_labels or config.label_field in record
+                collector = _Collector(path, config, labelled)
+            for name, flag, needed in (
+                    (config.text_field, "--text_field", True),
+                    (config.label_field, "--label_field", collector.out.labels is not None)):
+                if needed and name not in record:
+                    raise ValueError(f"{where}: no field {name!r} (fields: "
+                                     f"{sorted(record)}). Pass {flag} naming the field.")
+            pair = None
+            if config.text_pair_field:
+                pair = record.get(config.text_pair_field)
+                if pair is None and not collector.out.texts:
+                    raise ValueError(
+                        f"{where}: no field {config.text_pair_field!r} (fields: "
+                        f"{sorted(record)}). Pass --text_pair_field naming the field, "
+                        "or drop it for single sentences.")
+            collector.add(number, record[config.text_field], pair,
+                          record.get(config.label_field), where)
+    if collector is None:
+        raise ValueError(f"Labelled split {path!r} holds no example: pass a "
+                         "non-empty file.")
+    return collector.result()
+
+
+def _split_tfds_name(name: str) -> tuple[str, str]:
+    """'tfds:glue/sst2:validation' -> ('glue/sst2', 'validation')."""
+    spec = name[len(TFDS_PREFIX):] if name.startswith(TFDS_PREFIX) else name
+    dataset, _, split = spec.partition(":")
+    return dataset.strip(), (split.strip() or "train")
+
+
+def _tfds_label_names(feature):
+    """The names of a ClassLabel feature (or of a Sequence of one), else None."""
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    inner = getattr(feature, "feature", None)
+    for candidate in (feature, inner):
+        if isinstance(candidate, tfds.features.ClassLabel):
+            return list(candidate.names)
+    return None
+
+
+def _decode(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def read_tfds(name: str, config: ReadConfig, *, require_labels: bool = True
+              ) -> LabelledExamples:
+    """Reads a prepared TFDS split by name (`tfds:NAME[:SPLIT]`, split
+    "train" by default) from `config.tfds_data_dir`, never downloading.
+
+    Class-id labels (TFDS `ClassLabel`) become their names; an id of -1
+    (GLUE's unlabelled test splits) is an unlabelled example.
+    """
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    dataset, split = _split_tfds_name(name)
+    source = f"tfds:{dataset}:{split}"
+    try:
+        ds, info = tfds.load(dataset, split=split, data_dir=config.tfds_data_dir,
+                             download=False, try_gcs=False, with_info=True)
+    except Exception as e:  # TFDS raises many kinds; name them all here.
+        raise ValueError(
+            f"TFDS dataset {dataset!r} (split {split!r}) cannot be loaded from "
+            f"--tfds_data_dir={config.tfds_data_dir!r} without downloading: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+            "Prepare it first (`tfds build`) or pass its --tfds_data_dir.") from e
+    features = sorted(ds.element_spec)
+    flags = {config.text_field: "--text_field", config.label_field: "--label_field",
+             config.text_pair_field: "--text_pair_field"}
+    labelled = require_labels or config.label_field in features
+    for field in (config.text_field, config.text_pair_field,
+                  config.label_field if labelled else None):
+        if field is not None and field not in features:
+            raise ValueError(f"{source}: no feature {field!r} (features: {features}). "
+                             f"Pass {flags[field]} naming the feature.")
+    names = _tfds_label_names(info.features[config.label_field]) if labelled else None
+    collector = _Collector(source, config, labelled, where="example")
+    for index, example in enumerate(tfds.as_numpy(ds)):
+        label = _decode(example[config.label_field]) if labelled else None
+        if names is not None:
+            if isinstance(label, list):
+                label = [names[i] for i in label]
+            elif label == -1:
+                if require_labels:
+                    raise ValueError(f"{source} example {index}: label -1 (unlabelled) "
+                                     "in a split that needs labels: use another "
+                                     "split for training and evaluation.")
+                label = None
+            else:
+                label = names[label]
+        pair = (_decode(example[config.text_pair_field])
+                if config.text_pair_field else None)
+        if collector.out.labels is not None and label is None:
+            collector.out.labels = None  # an unlabelled test split
+        collector.add(index, _decode(example[config.text_field]), pair,
+                      label, f"{source} example {index}")
+    return collector.result()
+
+
+def read_examples(name: str, config: ReadConfig, *, require_labels: bool = True
+                  ) -> LabelledExamples:
+    """Reads one split: a TSV or JSONL file, or `tfds:NAME[:SPLIT]`.
+
+    Args:
+        name: str. File path, or `tfds:NAME[:SPLIT]` (e.g. `tfds:glue/sst2:validation`).
+        config: ReadConfig. Fields, task and format.
+        require_labels: bool. False for a test split, which may be
+            unlabelled. Defaults to True.
+
+    Returns:
+        LabelledExamples.
+
+    Raises:
+        ValueError: a missing file, column or field; an empty split; a label
+            that does not fit the task; a pair text in some rows only.
+    """
+    readers = {"tsv": read_tsv, "jsonl": read_jsonl, "tfds": read_tfds}
+    return readers[_input_format(name, config)](name, config,
+                                                require_labels=require_labels)
+
