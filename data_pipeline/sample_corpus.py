@@ -90,6 +90,15 @@ def _docstrings(path: str) -> Iterator[str]:
             yield doc
 
 
+def module_docstrings() -> Iterator[tuple[str, list[str]]]:
+    """Yields `(module path relative to the standard library, its docstrings
+    in source order)` for the modules `sample_documents` reads, in the same
+    order (the labelled sample task of `data_pipeline.sample_task` uses it)."""
+    root = sysconfig.get_paths()["stdlib"]
+    for path in _stdlib_files():
+        yield os.path.relpath(path, root), list(_docstrings(path))
+
+
 def sample_documents() -> Iterator[list[str]]:
     """Yields the sample corpus documents (lists of sentences).
 
