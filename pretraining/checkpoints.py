@@ -293,18 +293,51 @@ def restore_weights(prefix: str, model, parts=("encoder",), optional=(),
     except (tf.errors.OpError, ValueError) as e:
         raise ValueError(f"{prefix} cannot be read: {first_line(e)} (truncated or corrupt "
                          "checkpoint files?).") from None
+    target = _condition_target(prefix, model, config_source)
     if google:
         restored = _restore_google(prefix, model, wanted, config_source)
     else:
-        restored = [p for p in wanted if _restore_part(prefix, model, p, p in parts,
+        restored = [p for p in wanted if _restore_part(prefix, target, p, p in parts,
                                                       config_source)]
-        _check_layer_count(prefix, model.encoder.config, config_source)
+        _check_layer_count(prefix, target.encoder.config, config_source)
+        if target is not model:  # a plain checkpoint: W_γ, W_β (zero) keep the plain outputs
+            for part in restored:
+                values = {v.path: v for v in getattr(target, part).weights}
+                for v in getattr(model, part).weights:
+                    if v.path in values:
+                        v.assign(values[v.path])
     for part in wanted:
         if part not in restored:
             logging.warning("%s has no %s matching this model: it starts from scratch.",
                             prefix, part)
     logging.info("Restored %s from %s.", ", ".join(restored), prefix)
     return restored
+
+
+def _condition_target(prefix, model, config_source):
+    """The model to read `prefix` into: `model` itself, or, for a Conditional
+    LayerNorm `model` and a checkpoint without a condition, the same model
+    without one (its weights are then copied over, the condition's weights
+    left at their zero-effect start). A conditioned checkpoint read into a
+    model without a condition is refused: its outputs depend on a condition
+    the model would drop."""
+    from pretraining import conditioning
+    config = model.encoder.config
+    try:
+        conditioned = conditioning.is_conditioned_checkpoint(
+            name for name, _ in tf.train.list_variables(prefix))
+    except (tf.errors.OpError, ValueError):
+        return model  # unreadable: the read below says so
+    if conditioned and not config.condition_size:
+        raise ValueError(f"{prefix} holds a conditioned model (Conditional LayerNorm weights) "
+                         f"but {config_source} has condition_size=0: load it with the run's "
+                         "own config (and give a condition).")
+    if conditioned or not config.condition_size or not hasattr(model, "task"):
+        return model
+    from pretraining.model import BertEncoder
+    from pretraining.pretrainer import BertPretrainer
+    return BertPretrainer(BertEncoder(conditioning.unconditioned(config)), model.task,
+                          getattr(model, "next_sentence", False))
 
 
 def _mismatch(prefix, part, config_source, detail) -> ValueError:

@@ -87,7 +87,13 @@ class BertConfig(Config):
             "prefix". Defaults to "bidirectional".
         prefix_length: int. Bidirectional prefix for "prefix". Defaults to 0.
         condition_size: int. >0: Conditional LayerNorm on a condition vector
-            of this size. Defaults to 0.
+            of this size (with `condition_num_classes`, the width of the
+            learned class embedding). Defaults to 0.
+        condition_num_classes: int. >0: the condition is a class id in
+            `[0, condition_num_classes)` (records' `condition` `int[1]`),
+            looked up in a learned embedding of width `condition_size`;
+            0: the condition is a float vector of `condition_size`. Defaults
+            to 0.
         condition_hidden_size: int. >0: the condition goes through a Dense of
             this width first. Defaults to 0.
         condition_hidden_act: str. That Dense's activation. Defaults to
@@ -117,6 +123,7 @@ class BertConfig(Config):
     condition_size: int = 0  # >0: Conditional LayerNorm on a condition vector of this size
     condition_hidden_size: int = 0  # >0: condition → Dense(condition_hidden_size) first
     condition_hidden_act: str = "linear"
+    condition_num_classes: int = 0  # >0: class ids → learned embedding of condition_size
     # LayerNorm epsilon: Google's 1e-12; Hugging Face's `layer_norm_eps` when
     # read from its config.json.
     layer_norm_eps: float = 1e-12
@@ -141,7 +148,12 @@ class BertConfig(Config):
             raise ValueError("`prefix_length` must be in [1, max_position_embeddings] with "
                              f"attention_mask_type='prefix'. Received: "
                              f"prefix_length={self.prefix_length}")
-        require_non_negative(self, "prefix_length", "condition_size", "condition_hidden_size")
+        require_non_negative(self, "prefix_length", "condition_size", "condition_hidden_size",
+                             "condition_num_classes")
+        if self.condition_num_classes and not self.condition_size:
+            raise ValueError("`condition_num_classes` needs `condition_size` > 0 (the width of "
+                             "the class embedding). Received: condition_size=0, "
+                             f"condition_num_classes={self.condition_num_classes}")
         if self.condition_hidden_size and not self.condition_size:
             raise ValueError("`condition_hidden_size` needs `condition_size` > 0 (the size of "
                              "the condition vector). Received: condition_size=0")

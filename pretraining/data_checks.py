@@ -9,6 +9,7 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import input as data_input
+from pretraining import conditioning
 from pretraining.config import ExperimentConfig
 
 # What a broken shard raises from the tf.data pipeline.
@@ -30,6 +31,7 @@ def check_data(experiment: ExperimentConfig, data_dir: str, split: str):
     if manifest.max_seq_length > model.max_position_embeddings:
         problems.append(f"max_seq_length: data has {manifest.max_seq_length}, longer than the "
                         f"model's max_position_embeddings={model.max_position_embeddings}")
+    problems += conditioning.check_manifest(manifest, model)
     if problems:
         raise ValueError(f"The {split} records in {data_dir} do not fit the experiment: "
                          + "; ".join(problems)

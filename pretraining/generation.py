@@ -142,7 +142,8 @@ class Generator:
         Args:
             ids, mask, segments: int `(batch, max_length)`, the context
                 left-aligned and zero-padded.
-            condition: float `(batch, condition_size)` for a Conditional
+            condition: float `(batch, condition_size)` (int class ids
+                `(batch, 1)` with `condition_num_classes`) for a Conditional
                 LayerNorm model, else None.
         """
         ids, mask, segments = (ops.cast(t, "int32") for t in (ids, mask, segments))
@@ -179,8 +180,9 @@ class Generator:
             ids, mask, segments: int32 `(batch, max_length)`, the context
                 left-aligned and zero-padded.
             options: `GenerationConfig`.
-            condition: float `(batch, condition_size)`, required by (and only
-                by) a Conditional LayerNorm model.
+            condition: float `(batch, condition_size)`, or int class ids
+                `(batch, 1)` for a model with `condition_num_classes`; required
+                by (and only by) a Conditional LayerNorm model.
 
         Returns:
             int32 NumPy `(batch, max_new_tokens)`: generated ids, `sep_id`
@@ -215,6 +217,17 @@ class Generator:
                                  "this model has condition_size=0: pass condition=None.")
             return None
         shape = None if condition is None else tuple(np.shape(condition))
+        classes = self.config.condition_num_classes
+        if classes:  # class ids (batch, 1)
+            if shape != (batch, 1):
+                raise ValueError(f"The model has condition_num_classes={classes}: `condition` "
+                                 f"must be int class ids of shape ({batch}, 1). "
+                                 f"Received: shape={shape}")
+            ids = np.asarray(condition, "int64")
+            if ids.min() < 0 or ids.max() >= classes:
+                raise ValueError(f"`condition` class ids must be in [0, {classes}). "
+                                 f"Received: {sorted(set(ids.ravel().tolist()))}")
+            return ops.convert_to_tensor(ids.astype("int32"))
         if shape != (batch, size):
             raise ValueError(f"The model has condition_size={size}: `condition` must be a "
                              f"float array of shape ({batch}, {size}). Received: shape={shape}")

@@ -24,13 +24,16 @@ class BertEncoder(keras.Model):
     Args:
         config: `BertConfig` or a dict of its fields. `attention_mask_type`
             selects which tokens see which (see `attention_masks`);
-            `condition_size` > 0 turns on Conditional LayerNorm.
+            `condition_size` > 0 turns on Conditional LayerNorm;
+            `condition_num_classes` > 0 makes the condition a class id
+            looked up in a learned embedding (`condition_embeddings`).
         name: str. Prefix of every variable path. Defaults to `"bert"`.
 
     Call arguments:
         inputs: dict with int tensors `input_ids`, `segment_ids`, `input_mask`,
-            each `(batch, seq)`, and a float `condition` `(batch, condition_size)`
-            when Conditional LayerNorm is on.
+            each `(batch, seq)`, and a `condition` when Conditional LayerNorm
+            is on: float `(batch, condition_size)`, or int class ids
+            `(batch, 1)` with `condition_num_classes`.
         training: bool. Whether dropout is applied.
 
     Returns:
@@ -50,8 +53,14 @@ class BertEncoder(keras.Model):
         if isinstance(config, dict):
             config = BertConfig.from_dict(config)
         self.config = config
-        # Conditional LayerNorm: the condition, optionally through a Dense first.
+        # Conditional LayerNorm: the condition (a class id through a learned
+        # embedding, or a vector), optionally through a Dense first.
         condition_size = config.condition_hidden_size or config.condition_size
+        if config.condition_num_classes:
+            self.condition_embeddings = keras.layers.Embedding(
+                config.condition_num_classes, config.condition_size,
+                embeddings_initializer=initializer(config.initializer_range),
+                dtype=self.dtype_policy, name="condition_embeddings")
         if config.condition_hidden_size:
             self.condition_dense = keras.layers.Dense(
                 config.condition_hidden_size, activation=config.condition_hidden_act,
@@ -84,6 +93,8 @@ class BertEncoder(keras.Model):
 
     def build(self, input_shape=None):
         hidden_shape = (None, None, self.config.hidden_size)
+        if self.config.condition_num_classes:
+            self.condition_embeddings.build(None)
         if self.config.condition_hidden_size:
             self.condition_dense.build((None, self.config.condition_size))
         self.embeddings.build(None)
@@ -116,7 +127,15 @@ class BertEncoder(keras.Model):
         if inputs.get("condition") is None:
             raise ValueError(f"The model has condition_size={config.condition_size}: "
                              "inputs need a `condition` of shape (batch, condition_size).")
-        condition = ops.cast(inputs["condition"], "float32")
+        condition = inputs["condition"]
+        if config.condition_num_classes:  # class ids (batch, 1) → (batch, condition_size)
+            ids = ops.cast(condition, "int32")
+            if len(ids.shape) != 2 or ids.shape[-1] != 1:
+                raise ValueError(f"The model has condition_num_classes="
+                                 f"{config.condition_num_classes}: `condition` must be class "
+                                 f"ids of shape (batch, 1). Received: shape={ids.shape}")
+            condition = self.condition_embeddings(ids[:, 0])
+        condition = ops.cast(condition, "float32")
         if config.condition_hidden_size:
             condition = self.condition_dense(condition)
         return condition

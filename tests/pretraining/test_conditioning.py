@@ -1,0 +1,193 @@
+"""Conditional LayerNorm end to end: a class condition through its learned
+embedding, a model started from a plain checkpoint equal to it, the manifest
+checks, the shuffled-condition evaluation, cached generation with a class
+condition and the generate CLI's condition flags."""
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pretraining import checkpoints, conditioning
+from pretraining.config import BertConfig
+from pretraining.generation import GenerationConfig, Generator
+from pretraining.model import BertEncoder
+from pretraining.pretrainer import BertPretrainer
+
+L = 16
+CLASSES = 3
+
+
+def _config(repo_root, **fields):
+    config = BertConfig.from_json(f"{repo_root}/configs/models/bert_test.json")
+    return dataclasses.replace(config, **fields)
+
+
+def _inputs(batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 128, size=(batch, L)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[1:, L - 4:] = 0
+    return {"input_ids": ids, "input_mask": mask, "segment_ids": np.zeros_like(ids)}
+
+
+def _perturb(model, seed=0, scale=0.3):
+    rng = np.random.default_rng(seed)
+    for v in model.weights:  # sharper than the 0.02 init; W_γ, W_β ≠ 0
+        v.assign(v.numpy() + rng.normal(0, scale, v.shape).astype("float32"))
+
+
+@pytest.mark.parametrize("fields, condition", [
+    ({"condition_size": 6, "condition_num_classes": CLASSES},
+     np.array([[0], [2]], "int32")),
+    ({"condition_size": 6, "condition_num_classes": CLASSES, "condition_hidden_size": 8,
+      "condition_hidden_act": "tanh"}, np.array([[1], [1]], "int32")),
+    ({"condition_size": 5}, np.random.default_rng(7).normal(size=(2, 5)).astype("float32")),
+], ids=["class", "class-dense", "vector"])
+def test_plain_checkpoint_gives_the_plain_outputs(repo_root, tmp_path, fields, condition):
+    """A conditioned model initialised from an unconditioned checkpoint (the
+    trainer's init_checkpoint path) gives the plain model's logits to 1e-6,
+    whatever the condition; once W_γ, W_β move, the condition matters."""
+    plain = BertPretrainer(BertEncoder(_config(repo_root, attention_mask_type="causal")), "lm")
+    _perturb(plain, scale=0.05)
+    prefix = tf.train.Checkpoint(model=plain).write(str(tmp_path / "plain"))
+    model = BertPretrainer(BertEncoder(_config(repo_root, attention_mask_type="causal",
+                                               **fields)), "lm")
+    restored = checkpoints.load_init_checkpoint(prefix, model)
+    assert restored == ["encoder", "masked_lm"]
+    inputs = _inputs()
+    expected = plain(inputs)["lm_logits"].numpy()
+    got = model({**inputs, "condition": condition})["lm_logits"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    extra = [v for v in model.weights if conditioning.is_conditioned_checkpoint([v.path])]
+    assert extra and all(not np.any(v.numpy()) for v in extra
+                         if "gamma_dense" in v.path or "beta_dense" in v.path)
+    for v in extra:
+        v.assign(np.random.default_rng(1).normal(0, 0.5, v.shape).astype("float32"))
+    other = conditioning.shuffled({"condition": tf.constant(condition)}, model.encoder.config)
+    moved = model({**inputs, "condition": condition})["lm_logits"].numpy()
+    moved_other = model({**inputs, **other})["lm_logits"].numpy()
+    assert np.abs(moved - expected).max() > 1e-3
+    assert np.abs(moved - moved_other).max() > 1e-3
+
+
+def test_conditioned_checkpoint_into_a_plain_model_is_refused(repo_root, tmp_path):
+    conditioned = BertPretrainer(BertEncoder(_config(
+        repo_root, condition_size=4, condition_num_classes=CLASSES)))
+    prefix = tf.train.Checkpoint(model=conditioned).write(str(tmp_path / "cond"))
+    plain = BertPretrainer(BertEncoder(_config(repo_root)))
+    with pytest.raises(ValueError, match="holds a conditioned model.*condition_size=0"):
+        checkpoints.load_init_checkpoint(prefix, plain)
+
+
+def test_class_condition_is_the_embedding_row(repo_root):
+    """Class id k gives the outputs of the vector condition = embedding row k."""
+    by_class = BertEncoder(_config(repo_root, condition_size=4, condition_num_classes=CLASSES))
+    _perturb(by_class)
+    by_vector = BertEncoder(_config(repo_root, condition_size=4))
+    weights = {v.path: v for v in by_class.weights}
+    for v in by_vector.weights:
+        v.assign(weights[v.path].numpy())
+    table = by_class.condition_embeddings.embeddings.numpy()
+    assert by_class.condition_embeddings.embeddings.path == "bert/condition_embeddings/embeddings"
+    inputs = _inputs()
+    ids = np.array([[2], [0]], "int32")
+    got = by_class({**inputs, "condition": ids})["sequence_output"].numpy()
+    expected = by_vector({**inputs, "condition": table[ids[:, 0]]})["sequence_output"].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"class ids of shape \(batch, 1\)"):
+        by_class({**inputs, "condition": table[ids[:, 0]]})
+
+
+def test_shuffled_condition_is_another_one():
+    config = BertConfig(vocab_size=10, condition_size=4, condition_num_classes=3)
+    out = conditioning.shuffled({"condition": tf.constant([[0], [1], [2]])}, config)
+    np.testing.assert_array_equal(out["condition"].numpy(), [[1], [2], [0]])
+    vectors = np.arange(6, dtype="float32").reshape(3, 2)
+    config = BertConfig(vocab_size=10, condition_size=2)
+    out = conditioning.shuffled({"condition": tf.constant(vectors)}, config)
+    np.testing.assert_array_equal(out["condition"].numpy(), vectors[[2, 0, 1]])
+
+
+@dataclasses.dataclass
+class _Manifest:
+    condition: dict | None
+
+
+@pytest.mark.parametrize("condition, fields, match", [
+    ({"kind": "class", "size": 3, "labels": ["a", "b", "c"]}, {},
+     r"data has a class condition of size 3, model has no condition \(condition_size=0\)"),
+    (None, {"condition_size": 4, "condition_num_classes": 3},
+     "data has none, model has a class condition with condition_num_classes=3"),
+    ({"kind": "class", "size": 3, "labels": ["a", "b", "c"]},
+     {"condition_size": 4, "condition_num_classes": 5},
+     "data has a class condition with 3 classes, .*condition_num_classes=5"),
+    ({"kind": "vector", "size": 6, "labels": []}, {"condition_size": 4},
+     "data has a vector condition of size 6, .*condition_size=4"),
+    ({"kind": "vector", "size": 4, "labels": []},
+     {"condition_size": 4, "condition_num_classes": 2},
+     "data has a vector condition of size 4, .*condition_num_classes=2"),
+])
+def test_manifest_mismatch_names_both_values(condition, fields, match):
+    config = BertConfig(vocab_size=10, **fields)
+    problems = conditioning.check_manifest(_Manifest(condition), config)
+    assert len(problems) == 1
+    assert re.search(match, problems[0]), problems[0]
+
+
+def test_manifest_match_passes():
+    class_config = BertConfig(vocab_size=10, condition_size=8, condition_num_classes=3)
+    assert not conditioning.check_manifest(
+        _Manifest({"kind": "class", "size": 3, "labels": ["a", "b", "c"]}), class_config)
+    assert not conditioning.check_manifest(
+        _Manifest({"kind": "vector", "size": 8, "labels": []}),
+        BertConfig(vocab_size=10, condition_size=8))
+    assert not conditioning.check_manifest(_Manifest(None), BertConfig(vocab_size=10))
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_cached_generation_with_a_class_condition_equals_full_forward(repo_root, method):
+    """Each cached step's logits equal the whole sequence's forward pass with
+    the same class condition (1e-4); greedy decoding reproduces them."""
+    config = _config(repo_root, attention_mask_type="causal", condition_size=6,
+                     condition_num_classes=CLASSES)
+    model = BertPretrainer(BertEncoder(config), "lm")
+    _perturb(model)
+    generator = Generator(model, L, sep_id=3)
+    inputs = _inputs()
+    ids, mask = inputs["input_ids"].copy(), np.zeros_like(inputs["input_mask"])
+    lengths = np.array([5, 3])
+    for b, n in enumerate(lengths):
+        mask[b, :n] = 1
+        ids[b, n:] = 0
+    condition = np.array([[2], [0]], "int32")
+    options = GenerationConfig(method=method, max_new_tokens=4, min_new_tokens=4,
+                               num_beams=2)
+    out = generator.generate(ids, mask, np.zeros_like(ids), options, condition=condition)
+    if method == "greedy":  # the full forward pass picks the same tokens
+        seq, valid = ids.copy(), mask.copy()
+        for step in range(4):
+            logits = model({"input_ids": seq, "input_mask": valid,
+                            "segment_ids": np.zeros_like(seq),
+                            "condition": condition})["lm_logits"].numpy()
+            position = lengths + step
+            token = logits[np.arange(2), position - 1].argmax(-1)
+            np.testing.assert_array_equal(out[:, step], token)
+            seq[np.arange(2), position] = token
+            valid[np.arange(2), position] = 1
+    logits, cache = generator.context_logits(ids, mask, np.zeros_like(ids),
+                                             tf.constant(condition))
+    full = model({"input_ids": ids, "input_mask": mask, "segment_ids": np.zeros_like(ids),
+                  "condition": condition})["lm_logits"].numpy()
+    np.testing.assert_allclose(logits.numpy(), full[np.arange(2), lengths - 1],
+                               rtol=1e-4, atol=1e-4)
+    other = generator.generate(ids, mask, np.zeros_like(ids), options,
+                               condition=np.array([[1], [1]], "int32"))
+    assert not np.array_equal(out, other)
+    with pytest.raises(ValueError, match=r"condition_num_classes=3.*\(2, 1\)"):
+        generator.generate(ids, mask, np.zeros_like(ids), options)
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        generator.generate(ids, mask, np.zeros_like(ids), options,
+                           condition=np.array([[3], [0]], "int32"))
