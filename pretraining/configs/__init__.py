@@ -11,7 +11,7 @@ A path that exists wins over a shipped name.
 import os
 
 SHIPPED_DIR = os.path.dirname(os.path.abspath(__file__))
-KINDS = ("models", "experiments")
+KINDS = ("models", "experiments", "finetune")
 
 
 def shipped_names(kind: str) -> list[str]:

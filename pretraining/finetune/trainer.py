@@ -1,0 +1,322 @@
+"""The fine-tuning loop: the pretraining trainer's pieces (strategy, run
+checkpoints, lock, metrics log, optimizers, gradient transforms, SIGTERM
+handling) around a classifier.
+
+One update: every replica computes its rows' loss sum over the *global*
+batch size, the gradients are all-reduced, clipped after the all-reduce and
+applied (`optimizer.apply_gradients` all-reduces again: divided by the
+replicas first), so any strategy gives one device's numbers. The data
+position is the step: `finetune_dataset` keys each epoch's order on the
+seed and skips the batches already consumed, so a resumed run (killed at any
+moment) ends bit-identical to an uninterrupted one.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data_pipeline import labelled
+from pretraining import checkpoints, metrics_log, preemption, progress, run_config, run_lock
+from pretraining import strategy as strategies
+from pretraining.finetune import losses, results
+from pretraining.finetune.config import FinetuneExperiment
+from pretraining.finetune.init_source import InitSource, assign_encoder
+from pretraining.finetune.model import build_classifier
+from pretraining.model import initialize_weights
+from pretraining.optimizers import build_gradient_transform, create_optimizer
+
+
+@dataclasses.dataclass
+class TaskData:
+    """One task's splits as `data_pipeline.labelled.encode` arrays.
+
+    Args:
+        name: str. The task's name. Required.
+        spec: `labelled.LabelSpec`. Task and label list. Required.
+        train: dict. Train arrays (with `label`). Required.
+        eval: dict or None. Dev arrays (with `label`). Defaults to None.
+        test: dict or None. Arrays to predict. Defaults to None.
+        test_texts: list or None. The test texts, for `predictions.jsonl`.
+            Defaults to None.
+    """
+
+    name: str
+    spec: labelled.LabelSpec
+    train: dict
+    eval: dict | None = None
+    test: dict | None = None
+    test_texts: list | None = None
+
+
+class FinetuneTrainer:
+    """Fine-tunes a classifier under a strategy and writes `model_dir`.
+
+    Args:
+        experiment: `FinetuneExperiment`, with its `model` resolved. Required.
+        model_dir: str. Run directory: checkpoints, `config.json`,
+            `labels.json`, `metrics.jsonl`, `eval_results.json`, `best/`,
+            `predictions.jsonl`, TensorBoard events. Required.
+        task: `TaskData`. The data. Required.
+        strategy: `tf.distribute.Strategy`. Defaults to None: the default one.
+        init: `InitSource` or None. The encoder to start from (unless
+            `finetune.from_scratch`). Defaults to None: random weights.
+        overwrite: bool. Delete the run directory's old run first. Defaults
+            to False.
+    """
+
+    def __init__(self, experiment: FinetuneExperiment, model_dir: str, task: TaskData,
+                 strategy=None, *, init: InitSource | None = None, overwrite: bool = False):
+        self.experiment, self.model_dir, self.task = experiment, model_dir, task
+        self.strategy = strategy or tf.distribute.get_strategy()
+        train, finetune, model_config = experiment.train, experiment.finetune, experiment.model
+        run_config.check_model_dir(model_dir)
+        check_experiment(experiment, self.strategy.num_replicas_in_sync)
+        self.select_by = finetune.metric({"task": task.spec.task})
+        self.is_chief, worker_id = strategies.chief_and_worker(self.strategy)
+        self.log = metrics_log.MetricsLog(model_dir, enabled=self.is_chief)
+        tf.io.gfile.makedirs(model_dir)
+        self.lock = run_lock.RunLock(model_dir) if self.is_chief else None
+        try:
+            results.check_resume(model_dir, experiment, task.spec, overwrite)
+            if overwrite and self.is_chief:
+                run_config.clear(model_dir)
+            strategies.log_batch_arithmetic(self.strategy, train.global_batch_size, 1)
+            keras.utils.set_random_seed(train.seed)
+            policy = train.mixed_precision
+            with self.strategy.scope():
+                self.model = build_classifier(model_config, task.spec.num_labels,
+                                              finetune.classifier_dropout, train.seed, policy)
+                initialize_weights(self.model, train.seed)
+                self.optimizer = create_optimizer(experiment.optimizer, train.steps,
+                                                  self.model.trainable_variables)
+                self.optimizer.build(self.model.trainable_variables)
+                self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                self.checkpoint = checkpoints.RunCheckpoint(
+                    model_dir, model=self.model, optimizer=self.optimizer, step=self.step,
+                    max_to_keep=train.keep_checkpoints, worker_id=worker_id)
+            self.variables = self.model.trainable_variables
+            # Resume order: this run's own checkpoint → --init (weights) → scratch.
+            self.resumed_from = self.checkpoint.restore_or_initialize()
+            if self.resumed_from is None and init is not None and not finetune.from_scratch:
+                assign_encoder(self.model.encoder, init)
+            elif self.resumed_from is None:
+                logging.info("Fine-tuning from random weights (%s).", "--from_scratch"
+                             if finetune.from_scratch else "no --init")
+            self.best = results.BestCheckpoint(model_dir, self.select_by, self.is_chief)
+            self.log.drop_partial_line()
+            if self.is_chief:
+                results.write_run_files(model_dir, experiment, task.spec)
+            self.gradient_transform = build_gradient_transform(experiment.optimizer)
+            self.stop_vote = strategies.StopVote(self.strategy)
+            self._train_loop = progress.log_first_call(self._make_train_loop(), "train step")
+            self._predict_step = self._make_predict_step()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Closes the event files and releases the lock."""
+        self.log.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    # ================================================================ train
+    def train(self, stop_at: int | None = None) -> dict:
+        """Trains to `train.steps` (or `stop_at`, with a checkpoint), evaluating
+        every `train.eval_every` steps and at the end; then predicts
+        `--test_file` with the best checkpoint. Returns the summary."""
+        train = self.experiment.train
+        step = int(self.step.numpy())
+        end = min(stop_at, train.steps) if stop_at else train.steps
+        with preemption.SigtermFlag() as sigterm:
+            if step < end:
+                self._train_until(step, end, sigterm)
+            step = int(self.step.numpy())
+            summary = {"step": step, **self.log.last_train_record()}
+            result = self._evaluate_and_keep(step)
+            summary.update({f"eval_{k}": v for k, v in result.items()})
+        if self.best.step is not None:
+            summary.update(best_step=self.best.step, best_metric=self.select_by,
+                           best_value=self.best.value)
+        if step >= train.steps and self.task.test is not None:
+            summary["predictions"] = self.predict_test()
+        self.log.write_summary(summary)
+        return summary
+
+    def _train_until(self, step: int, end: int, sigterm):
+        train = self.experiment.train
+        iterator = iter(self._dataset(self.task.train, training=True, skip=step))
+        window, eta, start = progress.Window(), progress.Eta(step, train.steps), step
+        log_every = train.log_every or train.steps_per_loop
+        while step < end:
+            n = progress.chunk(step, end, train, first=step == start)
+            totals = {k: float(v) for k, v in
+                      self._train_loop(iterator, tf.constant(n, tf.int32)).items()}
+            if not all(np.isfinite(v) for v in totals.values()):
+                raise FloatingPointError(
+                    f"Non-finite loss or gradient norm between steps {step} and {step + n}; "
+                    f"the last good checkpoint is kept: {self.checkpoint.latest}. Lower "
+                    "optimizer.learning_rate or check the labels.")
+            step += n
+            window.add(totals, n, timed=step - n != start)
+            if step % log_every == 0 or step == end or step == 1:
+                record = window.record(
+                    step, float(self.optimizer.learning_rate), task="finetune",
+                    global_batch_size=train.global_batch_size,
+                    seq_length=self.experiment.finetune.max_seq_length, flops_per_step=0.0)
+                record.pop("perplexity", None)
+                progress.log_train(record, train.steps, eta)
+                self.log.train_record(record)
+                window = progress.Window()
+            stopping = self.stop_vote(sigterm.received)
+            if step % train.checkpoint_every == 0 or step == end or stopping:
+                self.checkpoint.save(step)
+            if stopping:
+                preemption.stop(self.checkpoint, step)
+            if train.eval_every and step % train.eval_every == 0 and step < train.steps:
+                self._evaluate_and_keep(step)
+
+    def _make_train_loop(self):
+        strategy, step = self.strategy, self.step
+        keys = ("loss_sum", "correct", "weight", "grad_norm")
+
+        @tf.function
+        def train_loop(iterator, num_steps):
+            totals = tf.zeros([len(keys)])
+            for _ in tf.range(num_steps):
+                out = strategy.run(self._replica_step, args=(next(iterator),))
+                totals += tf.stack([strategy.reduce("SUM", out[k], axis=None) for k in keys])
+                step.assign_add(1)
+            return dict(zip(keys, tf.unstack(totals)))
+
+        return train_loop
+
+    def _replica_step(self, batch):
+        """One update on this replica's rows of the global batch."""
+        context = tf.distribute.get_replica_context()
+        spec, finetune = self.task.spec, self.experiment.finetune
+        global_count = float(self.experiment.train.global_batch_size)
+
+        def loss_fn():
+            logits = self.model(batch, training=True)["logits"]
+            loss_sum = losses.loss_sum(spec.task, batch["label"], logits, batch["weight"],
+                                       finetune.multi_label_loss)
+            return loss_sum / global_count, (loss_sum, logits)
+
+        with tf.GradientTape() as tape:
+            loss, (loss_sum, logits) = loss_fn()
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
+        grads = context.all_reduce("SUM", grads)
+        grads, grad_norm = self.gradient_transform(grads, self.variables,
+                                                   self.optimizer.iterations)
+        replicas = self.strategy.num_replicas_in_sync
+        grads = [g / replicas for g in grads] if replicas > 1 else grads
+        self.optimizer.apply_gradients(zip(grads, self.variables))
+        correct = (tf.reduce_sum(tf.cast(tf.equal(losses.predictions(spec.task, logits),
+                                                  tf.cast(batch["label"], tf.int32)), tf.float32))
+                   if spec.task == "single_label" else tf.constant(0.0))
+        return {"loss_sum": loss_sum, "correct": correct, "weight": tf.reduce_sum(
+            batch["weight"]), "grad_norm": grad_norm / replicas}
+
+    # ================================================================ evaluate
+    def outputs(self, arrays: dict) -> np.ndarray:
+        """The model's logits for every row of `arrays`, in order."""
+        found = []
+        for batch in self._dataset(arrays, training=False):
+            found.append(self._predict_step(batch).numpy())
+        n = len(arrays["input_ids"])
+        return np.concatenate(found)[:n]
+
+    def _make_predict_step(self):
+        strategy, model = self.strategy, self.model
+
+        @tf.function
+        def predict_step(batch):
+            logits = strategy.run(lambda b: model(b, training=False)["logits"], args=(batch,))
+            return strategy.gather(logits, axis=0)
+
+        return predict_step
+
+    def evaluate(self) -> dict:
+        """The task's metrics on the dev split ({} without one)."""
+        arrays = self.task.eval
+        if arrays is None:
+            return {}
+        from pretraining.finetune import metrics
+        logits = self.outputs(arrays)
+        spec = self.task.spec
+        loss = float(losses.loss_sum(spec.task, arrays["label"], logits, None,
+                                     self.experiment.finetune.multi_label_loss)) / len(logits)
+        return {"loss": loss, **metrics.compute_metrics(spec.task, arrays["label"], logits),
+                "examples": len(logits)}
+
+    def _evaluate_and_keep(self, step: int) -> dict:
+        result = self.evaluate()
+        if not result:
+            return result
+        logging.info("Eval at step %d: %s", step, "  ".join(
+            f"{k} {v:.4f}" for k, v in result.items() if k != "examples"))
+        self.log.eval_record(step, result)
+        results.append_eval_results(self.model_dir, step, result, self.is_chief)
+        self.best.update(step, result, self.model)
+        return result
+
+    def predict_test(self) -> str:
+        """Writes `predictions.jsonl` for the test split (with the best
+        checkpoint's weights when there is one); returns its path."""
+        with self.best.weights_in(self.model):
+            logits = self.outputs(self.task.test)
+        return results.write_predictions(self.model_dir, self.task.spec, logits,
+                                         self.task.test_texts, self.is_chief)
+
+    # ================================================================ data
+    def _dataset(self, arrays: dict, training: bool, skip: int = 0):
+        """The distributed batches of `arrays`: each replica gets its rows of
+        every global batch, so the replicas together see one device's."""
+        train = self.experiment.train
+        size = train.global_batch_size
+
+        def dataset_fn(context):
+            dataset = labelled.finetune_dataset(arrays, size, training=training,
+                                                seed=train.seed, skip_batches=skip)
+            return replica_rows(dataset, size, context)
+
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def replica_rows(dataset, global_batch_size: int, context):
+    """One input pipeline's rows of each global batch, as one batch per
+    local replica (`distribute_datasets_from_function`'s contract)."""
+    if context.num_replicas_in_sync == 1:
+        return dataset
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    local = context.num_replicas_in_sync // context.num_input_pipelines
+    start = context.input_pipeline_id * local * per_replica
+
+    def split(batch):  # (global, ...) -> (local replicas, per replica, ...)
+        return {k: tf.reshape(v[start:start + local * per_replica],
+                              [local, per_replica] + v.shape[1:]) for k, v in batch.items()}
+
+    return dataset.map(split).unbatch()
+
+
+def check_experiment(experiment: FinetuneExperiment, replicas: int) -> None:
+    """Refuses what fine-tuning cannot run, naming the field and the fix."""
+    train, finetune, model = experiment.train, experiment.finetune, experiment.model
+    if finetune.max_seq_length > model.max_position_embeddings:
+        raise ValueError(
+            f"finetune.max_seq_length={finetune.max_seq_length} is above the model's "
+            f"max_position_embeddings={model.max_position_embeddings}: pass "
+            f"--max_seq_length={model.max_position_embeddings} or less.")
+    if train.global_batch_size % replicas:
+        raise ValueError(f"train.global_batch_size={train.global_batch_size} must divide by "
+                         f"the {replicas} replicas: pick a multiple of {replicas}.")
+    if train.gradient_accumulation_steps != 1 or train.mixed_precision == "mixed_float16":
+        raise ValueError("Fine-tuning runs without train.gradient_accumulation_steps and "
+                         "mixed_float16. Received: gradient_accumulation_steps="
+                         f"{train.gradient_accumulation_steps}, mixed_precision="
+                         f"{train.mixed_precision!r}: use 1 and float32 or mixed_bfloat16.")
