@@ -183,8 +183,9 @@ def index_files(index: str, directory: str) -> list:
     return sorted(set(files))
 
 
-def _load_tensors(directory: str) -> tuple[dict, str]:
-    """Safetensors first (one file or an index), else `pytorch_model.bin`."""
+def load_tensors(directory: str) -> tuple[dict, str]:
+    """Safetensors first (one file or an index), else `pytorch_model.bin`:
+    `(name → array, the file read)`."""
     for name, load in ((WEIGHTS_NAME, load_safetensors), (TORCH_WEIGHTS_NAME, load_torch_bin)):
         path = os.path.join(directory, name)
         index = path + ".index.json"
@@ -204,7 +205,7 @@ def read(directory: str, config: BertConfig | None = None, config_source: str = 
     if not os.path.isdir(directory):
         raise ValueError(f"Hugging Face input must be a directory with config.json and "
                          f"{WEIGHTS_NAME}. Received: {directory}")
-    tensors, where = _load_tensors(directory)
+    tensors, where = load_tensors(directory)
     prefixed = any(name.startswith("bert.") for name in tensors)
     arrays = {checkpoint_names.normalize_hf_name(n, prefixed): v for n, v in tensors.items()}
     if config is None:
@@ -249,6 +250,14 @@ def write(directory: str, bundle: Bundle) -> str:
     with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
         json.dump(hf_config(bundle), f, indent=2, sort_keys=True)
         f.write("\n")
+    write_vocabulary(directory, bundle)
+    logging.info("Wrote %d tensors to %s.", len(tensors), path)
+    return path
+
+
+def write_vocabulary(directory: str, bundle: Bundle) -> None:
+    """The bundle's vocabulary (`vocab.txt` or `spiece.model`) and the
+    tokenizer files `transformers` loads; nothing when it has none."""
     vocab = bundle.vocab
     if vocab is not None:
         if vocab.kind == vocab_lib.WORDPIECE:
@@ -256,5 +265,3 @@ def write(directory: str, bundle: Bundle) -> str:
         else:
             vocab_lib.copy_sentencepiece(vocab, directory, "spiece.model")
         hf_tokenizer.write(vocab, directory, bundle.config.max_position_embeddings)
-    logging.info("Wrote %d tensors to %s.", len(tensors), path)
-    return path
