@@ -7,6 +7,8 @@ Usage:
       [--eval_fraction=0.05] [--masking=dynamic] [--next_sentence] \
       [--input_format=jsonl --text_field=text] [--split_sentences] \
       [--nowhole_word_masking] \
+      [--condition_field=label [--condition_labels=a,b] | \
+       --condition_from_path='([^/]+)/[^/]+$'] \
       [--tokenizer=vocab.txt --nodo_lower_case --chinese_segmenter=jieba] \
       [--num_workers=4]
 
@@ -92,6 +94,16 @@ def define_flags() -> None:
                       "(English . ! ?, Chinese 。！？).")
     flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory.")
     flags.DEFINE_string("tfds_split", "train", "TFDS split.")
+    flags.DEFINE_string("condition_field", None, "JSONL field / TFDS feature "
+                        "of each document's condition: a class label (string "
+                        "or integer; a TFDS ClassLabel) or a list of floats "
+                        "(a vector). Records then carry `condition`.")
+    flags.DEFINE_list("condition_labels", None, "Class labels in id order "
+                      "(a,b,c); other labels are refused. Default: the "
+                      "sorted labels found.")
+    flags.DEFINE_string("condition_from_path", None, "Regex with one capture "
+                        "group: each input file's class label, searched in "
+                        "its path (e.g. '([^/]+)/[^/]+$': its folder).")
     flags.DEFINE_string("tokenizer", None, "SentencePiece .model or BERT "
                         "vocab.txt.", required=True)
     flags.DEFINE_bool("do_lower_case", None, "WordPiece: lower-case (default: "
@@ -150,7 +162,11 @@ def run(f=FLAGS) -> dict[str, features.Manifest]:
     source = sources.SourceConfig(
         input_format=f.input_format, text_field=f.text_field,
         target_field=f.target_field, split_sentences=f.split_sentences,
-        tfds_data_dir=f.tfds_data_dir, tfds_split=f.tfds_split)
+        tfds_data_dir=f.tfds_data_dir, tfds_split=f.tfds_split,
+        condition_field=f.condition_field,
+        condition_from_path=f.condition_from_path,
+        condition_labels=(tuple(f.condition_labels)
+                          if f.condition_labels is not None else None))
     task = tasks.TaskConfig(
         task=f.task, masking=f.masking, max_seq_length=f.max_seq_length,
         max_predictions_per_seq=f.max_predictions_per_seq,

@@ -23,6 +23,7 @@ from absl import logging
 
 import data_pipeline
 from data_pipeline import atomic
+from data_pipeline import conditions
 from data_pipeline import features
 from data_pipeline import parallel
 from data_pipeline import records
@@ -133,6 +134,9 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
             "--split_sentences does nothing with --task=%s without "
             "--next_sentence: documents are packed whole (sentences matter to "
             "NSP pairs and seq2seq spans only).", task.task)
+    condition = conditions.resolve(inputs, source)  # before any output
+    if condition is not None:
+        logging.info("Condition: %s", condition.to_manifest())
     tokenizer = tokenization.load_tokenizer(tokenizer_path,
                                             **(tokenizer_options or {}))
     split_names = ["train"] + (["eval"] if eval_fraction > 0 else [])
@@ -160,7 +164,12 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
                 os.path.join(tmp_root, name), shards[name], compression,
                 shuffle_buffer=shuffle_buffer, seed=[seed, i, 2])
         read = sources.ReadProgress()
-        documents = sources.read_documents(inputs, source, read)
+        if condition is None:
+            documents = sources.read_documents(inputs, source, read)
+        else:  # (sentences, the condition's id or vector)
+            documents = conditions.encode_documents(
+                sources.read_conditioned_documents(inputs, source, read),
+                condition)
         units = ((docs, unit * docs_per_unit, unit) for unit, docs in
                  enumerate(iter(lambda: list(itertools.islice(
                      documents, docs_per_unit)), [])))
@@ -169,7 +178,8 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
 
         def run(docs, first, unit):
             out = tasks.process_unit(docs, first, unit, tokenizer, task,
-                                     seed=seed, eval_fraction=eval_fraction)
+                                     seed=seed, eval_fraction=eval_fraction,
+                                     condition=condition)
             out["documents"] = len(docs)
             return out
 
@@ -226,7 +236,8 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
                 examples_per_shard=per_shard, num_examples=sum(per_shard),
                 compression=compression,
                 source=description or sources.describe(inputs, source),
-                tool_version=data_pipeline.__version__)
+                tool_version=data_pipeline.__version__,
+                condition=condition and condition.to_manifest())
             manifest.write(writer.directory)  # Written last in the split.
             manifests[name] = manifest
         writers = {}

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import types
 import typing
 from typing import Any
 
@@ -31,6 +32,7 @@ MASKING_MODES = ("static", "dynamic", "none")
 TOKENIZER_KINDS = ("sentencepiece", "wordpiece", "unknown")
 SPLITS = ("train", "eval")
 COMPRESSIONS = ("", "GZIP")
+CONDITION_KINDS = ("class", "vector")
 
 
 def mlm_static_feature_spec(max_seq_length: int, max_predictions_per_seq: int,
@@ -66,7 +68,8 @@ def mlm_static_feature_spec(max_seq_length: int, max_predictions_per_seq: int,
 
 def feature_lengths(task: str, masking: str, max_seq_length: int,
                     max_predictions_per_seq: int,
-                    next_sentence: bool = False) -> dict:
+                    next_sentence: bool = False,
+                    condition: dict | None = None) -> dict:
     """On-disk features of a record layout: name -> (length, "int"|"float").
 
     Args:
@@ -76,6 +79,9 @@ def feature_lengths(task: str, masking: str, max_seq_length: int,
         max_predictions_per_seq: int. P (mlm static only).
         next_sentence: bool. mlm records carry `next_sentence_labels[1]`.
             Defaults to False.
+        condition: dict | None. The manifest's `condition`: records carry
+            `condition`, int64 `[1]` (a class id) or float `[size]` (a
+            vector). Defaults to None (no `condition` feature).
     """
     length = max_seq_length
     out = {"input_ids": (length, "int"), "input_mask": (length, "int")}
@@ -90,6 +96,9 @@ def feature_lengths(task: str, masking: str, max_seq_length: int,
         out["word_starts"] = (length, "int")
     if task == "mlm" and next_sentence:
         out["next_sentence_labels"] = (1, "int")
+    if condition:
+        out["condition"] = ((1, "int") if condition["kind"] == "class"
+                            else (condition["size"], "float"))
     return out
 
 
@@ -120,7 +129,7 @@ def feature_spec(manifest: "Manifest") -> dict:
     lengths = feature_lengths(manifest.task, manifest.masking,
                               manifest.max_seq_length,
                               manifest.max_predictions_per_seq,
-                              manifest.next_sentence)
+                              manifest.next_sentence, manifest.condition)
     return {name: tf.io.FixedLenFeature(
         [n], tf.float32 if kind == "float" else tf.int64)
         for name, (n, kind) in lengths.items()}
@@ -172,6 +181,11 @@ class Manifest:
         compression: str. "" or "GZIP". Defaults to "".
         source: str. Human-readable description of the input.
         tool_version: str. `data_pipeline.__version__` that wrote the split.
+        condition: dict | None. `{"kind": "class", "size": number of labels,
+            "labels": [label, ...]}` (records carry the class id, an index
+            into `labels`) or `{"kind": "vector", "size": n, "labels": []}`;
+            None (left out of the JSON) when records carry no condition.
+            Defaults to None.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -200,6 +214,7 @@ class Manifest:
     compression: str = ""
     source: str
     tool_version: str
+    condition: dict | None = None
 
     def __post_init__(self):
         if self.schema_version != SCHEMA_VERSION:
@@ -245,10 +260,16 @@ class Manifest:
             raise ValueError(
                 f"Manifest fields disagree: num_examples={self.num_examples} but "
                 f"sum(examples_per_shard)={sum(self.examples_per_shard)}.")
+        if self.condition is not None:
+            _check_condition(self.condition)
 
     def to_json(self) -> str:
-        """Returns the manifest as indented JSON with sorted keys."""
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        """Returns the manifest as indented JSON with sorted keys (without
+        `condition` when it is None: unconditioned manifests are unchanged)."""
+        data = dataclasses.asdict(self)
+        if data["condition"] is None:
+            del data["condition"]
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def write(self, directory: str) -> str:
         """Writes `directory/manifest.json` atomically and returns its path.
@@ -315,11 +336,33 @@ def _is_plain_name(name: Any) -> bool:
             and os.path.basename(name) == name and not os.path.isabs(name))
 
 
+def _check_condition(condition: dict) -> None:
+    """Refuses a manifest `condition` that is not one of the two forms."""
+    kind, size = condition.get("kind"), condition.get("size")
+    labels = condition.get("labels")
+    ok = (set(condition) == {"kind", "size", "labels"}
+          and kind in CONDITION_KINDS and isinstance(size, int)
+          and not isinstance(size, bool) and size >= 1
+          and isinstance(labels, list)
+          and all(isinstance(label, str) for label in labels)
+          and len(labels) == (size if kind == "class" else 0))
+    if not ok:
+        raise ValueError(
+            "Manifest field `condition` must be {\"kind\": \"class\", \"size\": "
+            "N, \"labels\": [N strings]} or {\"kind\": \"vector\", \"size\": N, "
+            f"\"labels\": []}}. Received: condition={condition!r}")
+
+
 def _check_types(cls, data: dict) -> None:
     """Refuses manifest values of the wrong JSON type, naming the field."""
     hints = typing.get_type_hints(cls)
     for name, value in data.items():
-        expected = typing.get_origin(hints[name]) or hints[name]
+        hint = hints[name]
+        if isinstance(hint, types.UnionType):  # `X | None`: None or an X
+            if value is None:
+                continue
+            hint = next(a for a in hint.__args__ if a is not type(None))
+        expected = typing.get_origin(hint) or hint
         if expected is float:
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
                   and math.isfinite(value))

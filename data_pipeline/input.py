@@ -8,7 +8,9 @@ Elements are dicts of int32 `input_ids`, `input_mask`, `segment_ids` `[B, L]`,
 static shapes. With `masking: dynamic` records (`word_starts` on disk) the
 masks are drawn here per batch (`dynamic_masking`) and the elements are the
 same. `seq2seq` data yields `input_ids, input_mask, segment_ids`; `lm` data
-`input_ids, input_mask`.
+`input_ids, input_mask`. Records of a conditioned build (manifest
+`condition`) add `condition`: int32 `[B, 1]` class ids or float32
+`[B, size]` vectors, for every task.
 """
 
 import os
@@ -233,7 +235,8 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
         if padding:
             zero = features.zero_record(features.feature_lengths(
                 manifest.task, manifest.masking, manifest.max_seq_length,
-                manifest.max_predictions_per_seq, manifest.next_sentence))
+                manifest.max_predictions_per_seq, manifest.next_sentence,
+                manifest.condition))
             ds = ds.concatenate(
                 tf.data.Dataset.from_tensors(tf.constant(zero)).repeat(padding))
         ds = ds.batch(batch_size, drop_remainder=True)

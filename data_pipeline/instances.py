@@ -165,3 +165,14 @@ def stack(instances: list, max_seq_length: int, *,
         labels = np.array([int(inst.is_random_next) for inst in instances],
                           np.int64)
     return PackedBatch(tokens, word_starts, segment_ids, lengths, labels)
+
+
+def concat(batches: list) -> PackedBatch:
+    """The rows of several `PackedBatch`es of one L, in order (at least one
+    batch; NSP labels kept when the batches have them)."""
+    labels = None
+    if batches[0].next_sentence_labels is not None:
+        labels = np.concatenate([b.next_sentence_labels for b in batches])
+    return PackedBatch(*(np.concatenate([getattr(b, name) for b in batches])
+                         for name in ("tokens", "word_starts", "segment_ids",
+                                      "lengths")), labels)

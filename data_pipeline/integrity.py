@@ -60,7 +60,7 @@ def _lengths(manifest: features.Manifest) -> dict:
     return features.feature_lengths(manifest.task, manifest.masking,
                                     manifest.max_seq_length,
                                     manifest.max_predictions_per_seq,
-                                    manifest.next_sentence)
+                                    manifest.next_sentence, manifest.condition)
 
 
 def min_record_bytes(manifest: features.Manifest) -> int:

@@ -23,6 +23,7 @@ import re
 import zlib
 from typing import Iterator
 
+from data_pipeline import conditions
 from data_pipeline import corpus
 
 INPUT_FORMATS = ("text", "lines", "jsonl", "tfds")
@@ -45,6 +46,13 @@ class SourceConfig:
             always split apart). Defaults to False.
         tfds_data_dir: str | None. TFDS data directory. Defaults to None.
         tfds_split: str. TFDS split. Defaults to "train".
+        condition_field: str | None. JSONL field / TFDS feature holding
+            each document's condition (see `conditions`). Defaults to None.
+        condition_from_path: str | None. Regex with one capture group: each
+            file's label, searched in its path. Defaults to None.
+        condition_labels: tuple[str, ...] | None. Class labels in id order;
+            other labels are refused. Defaults to None (the sorted labels
+            found).
     """
 
     input_format: str = "text"
@@ -53,12 +61,17 @@ class SourceConfig:
     split_sentences: bool = False
     tfds_data_dir: str | None = None
     tfds_split: str = "train"
+    condition_field: str | None = None
+    condition_from_path: str | None = None
+    condition_labels: tuple | None = None
 
     def __post_init__(self):
         if self.input_format not in INPUT_FORMATS:
             raise ValueError(f"--input_format must be one of "
                              f"{list(INPUT_FORMATS)}. Received: "
                              f"input_format={self.input_format!r}")
+        conditions.check_flags(self.condition_field, self.condition_from_path,
+                               self.condition_labels, self.input_format)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -135,10 +148,15 @@ def _field(record, name: str, path: str, number: int) -> str:
 
 def _file_documents(path: str, config: SourceConfig,
                     progress: ReadProgress | None = None
-                    ) -> Iterator[list[str]]:
+                    ) -> Iterator[tuple[list[str], object, str]]:
+    """(sentences, raw condition or None, where) of each document."""
+    condition = None
+    if config.condition_from_path:
+        condition = conditions.path_label(config.condition_from_path, path)
     if config.input_format == "text":
-        yield from corpus.documents_from_lines(
-            line for _, line in _lines(path, progress))
+        for document in corpus.documents_from_lines(
+                line for _, line in _lines(path, progress)):
+            yield document, condition, path
         return
     for number, line in _lines(path, progress):
         if not line.strip():
@@ -151,22 +169,27 @@ def _file_documents(path: str, config: SourceConfig,
                                  "--input_format=jsonl expects one JSON object "
                                  "per line.") from e
             text = _field(record, config.text_field, path, number)
+            if config.condition_field:
+                condition = conditions.record_value(
+                    record, config.condition_field, f"{path}:{number}")
             if config.target_field:
                 target = _field(record, config.target_field, path, number)
                 if " ".join(text.split()) and " ".join(target.split()):
-                    yield [" ".join(text.split()), " ".join(target.split())]
+                    yield ([" ".join(text.split()), " ".join(target.split())],
+                           condition, f"{path}:{number}")
                 continue
         else:
             text = line
         sentences = text_to_sentences(text, config.split_sentences)
         if sentences:
-            yield sentences
+            yield sentences, condition, f"{path}:{number}"
 
 
 def tfds_documents(name: str, config: SourceConfig,
                    progress: ReadProgress | None = None
-                   ) -> Iterator[list[str]]:
-    """Documents of a prepared TFDS dataset (no download, no GCS).
+                   ) -> Iterator[tuple[list[str], object, str]]:
+    """(sentences, raw condition or None, where) of each document of a
+    prepared TFDS dataset (no download, no GCS).
 
     Args:
         name: str. Dataset name (`name` or `name/config`); `text_folder`
@@ -192,12 +215,17 @@ def tfds_documents(name: str, config: SourceConfig,
         raise ValueError(f"TFDS dataset {name!r} has no feature --text_field="
                          f"{config.text_field!r} (features: "
                          f"{sorted(ds.element_spec)}).")
+    field = config.condition_field
+    if field and field not in ds.element_spec:
+        raise ValueError(f"TFDS dataset {name!r} has no feature "
+                         f"--condition_field={field!r} (features: "
+                         f"{sorted(ds.element_spec)}).")
     if progress:
         try:
             progress.total = int(info.splits[config.tfds_split].num_examples)
         except Exception:  # pylint: disable=broad-except  (no ETA then)
             progress.total = None
-    for example in tfds.as_numpy(ds):
+    for number, example in enumerate(tfds.as_numpy(ds)):
         if progress:
             progress.done += 1
         text = example[config.text_field]
@@ -205,7 +233,8 @@ def tfds_documents(name: str, config: SourceConfig,
             text = text.decode("utf-8")
         sentences = text_to_sentences(str(text), config.split_sentences)
         if sentences:
-            yield sentences
+            yield (sentences, example[field] if field else None,
+                   f"TFDS {name!r} {config.tfds_split} example {number}")
 
 
 def read_documents(inputs, config: SourceConfig,
@@ -220,6 +249,17 @@ def read_documents(inputs, config: SourceConfig,
             total: the files' size on disk, or the TFDS split's examples).
             Defaults to None.
     """
+    for sentences, _, _ in read_conditioned_documents(inputs, config,
+                                                      progress):
+        yield sentences
+
+
+def read_conditioned_documents(inputs, config: SourceConfig,
+                               progress: ReadProgress | None = None
+                               ) -> Iterator[tuple[list[str], object, str]]:
+    """As `read_documents`, each document as (sentences, its raw condition
+    (None without a condition flag), where it was read: `file:line`, the
+    file, or the TFDS example)."""
     if config.input_format == "tfds":
         name = inputs if isinstance(inputs, str) else ",".join(inputs)
         yield from tfds_documents(name.strip(), config, progress)
@@ -240,4 +280,8 @@ def describe(inputs, config: SourceConfig) -> str:
         extra += f", split {config.tfds_split!r}"
     if config.split_sentences:
         extra += ", sentence split"
+    if config.condition_field:
+        extra += f", condition field {config.condition_field!r}"
+    if config.condition_from_path:
+        extra += f", condition from path {config.condition_from_path!r}"
     return f"{config.input_format}: {inputs}{extra}"

@@ -11,6 +11,12 @@ Per split, one straight line: the task's packer makes one padded batch
 and the layout's columns of it are serialised (`records.serialize_batch`).
 A unit's random choices come only from (seed, unit index, split), so the
 records of a unit do not depend on which process makes them.
+
+In a conditioned build every document carries a condition (`conditions`)
+and each record stores its document's: a split's documents are packed in
+groups of one condition (first-seen order), so no sequence mixes documents
+of two conditions (lm streams and NSP's random second segments stay within
+a condition's documents of the unit).
 """
 
 import dataclasses
@@ -18,6 +24,7 @@ import hashlib
 
 import numpy as np
 
+from data_pipeline import conditions
 from data_pipeline import features
 from data_pipeline import instances
 from data_pipeline import masking
@@ -133,6 +140,22 @@ def _pack(cfg: TaskConfig, ids, starts, docs, dupes: int,
     return instances.stack(pairs, length, next_sentence=cfg.next_sentence)
 
 
+def _pack_by_condition(cfg: TaskConfig, ids, starts, docs, values, dupes: int,
+                       rng: np.random.Generator, layout,
+                       condition: conditions.ConditionSpec):
+    """(`_pack` of each group of documents of one condition, concatenated;
+    the `condition` column of its rows)."""
+    groups = conditions.group_documents(values) or [[]]
+    batches, column = [], []
+    for members in groups:
+        batch = _pack(cfg, ids, starts, [docs[i] for i in members], dupes,
+                      rng, layout)
+        batches.append(batch)
+        column.extend([values[members[0]]] * len(batch.tokens) if members
+                      else [])
+    return instances.concat(batches), condition.column(column)
+
+
 def _columns(cfg: TaskConfig, batch: instances.PackedBatch,
              rng: np.random.Generator, layout) -> dict:
     """The record layout's columns of a packed batch, masked when masking
@@ -170,34 +193,44 @@ def _encode(tokenizer, texts):
 
 
 def process_unit(documents: list, first_index: int, unit: int, tokenizer,
-                 cfg: TaskConfig, *, seed: int,
-                 eval_fraction: float) -> dict:
+                 cfg: TaskConfig, *, seed: int, eval_fraction: float,
+                 condition: conditions.ConditionSpec | None = None) -> dict:
     """Records of one work unit.
 
     Args:
         documents: list[list[str]]. The unit's documents (non-empty lists
-            of sentences).
+            of sentences); with `condition`, (sentences, encoded condition)
+            pairs (`conditions.encode_documents`).
         first_index: int. Global index of `documents[0]` (eval hashing).
         unit: int. Unit index (seeds its random choices).
         tokenizer: a `tokenization.load_tokenizer` tokenizer.
         cfg: TaskConfig.
         seed: int. Build seed.
         eval_fraction: float. Held-out fraction of documents.
+        condition: conditions.ConditionSpec | None. The build's condition:
+            records get its `condition` feature. Defaults to None.
 
     Returns:
         {"train": RecordBatch, "eval": RecordBatch, "text_bytes": int,
         "one_sentence_documents": int}.
     """
+    values = None
+    if condition is not None:
+        values = [value for _, value in documents]
+        documents = [sentences for sentences, _ in documents]
     flat = [s for doc in documents for s in doc]
     ids, starts, sizes = _encode(tokenizer, flat)
     sentence_end = np.cumsum(sizes).tolist()
     sentences = list(zip([0] + sentence_end[:-1], sentence_end))
     by_split = {name: [] for name in SPLITS}  # sentence ranges per document
+    values_by_split = {name: [] for name in SPLITS}
     first = 0
     for d, doc in enumerate(documents):
         split = ("eval" if is_eval_document(seed, first_index + d,
                                             eval_fraction) else "train")
         by_split[split].append(sentences[first:first + len(doc)])
+        if values is not None:
+            values_by_split[split].append(values[d])
         first += len(doc)
     out = {"text_bytes": len("".join(flat).encode("utf-8")),
            "one_sentence_documents": sum(len(doc) == 1 for doc in documents)}
@@ -205,8 +238,17 @@ def process_unit(documents: list, first_index: int, unit: int, tokenizer,
         pack_rng = np.random.default_rng([seed, unit, split_index, 0])
         mask_rng = np.random.default_rng([seed, unit, split_index, 1])
         dupes = cfg.dupe_factor if split == "train" else 1
-        batch = _pack(cfg, ids, starts, by_split[split], dupes, pack_rng,
-                      tokenizer.layout)
+        if condition is None:
+            batch = _pack(cfg, ids, starts, by_split[split], dupes, pack_rng,
+                          tokenizer.layout)
+            out[split] = records.serialize_batch(
+                _columns(cfg, batch, mask_rng, tokenizer.layout), cfg.lengths())
+            continue
+        batch, column = _pack_by_condition(
+            cfg, ids, starts, by_split[split], values_by_split[split], dupes,
+            pack_rng, tokenizer.layout, condition)
+        columns = _columns(cfg, batch, mask_rng, tokenizer.layout)
+        columns["condition"] = column
         out[split] = records.serialize_batch(
-            _columns(cfg, batch, mask_rng, tokenizer.layout), cfg.lengths())
+            columns, {**cfg.lengths(), "condition": condition.length})
     return out
