@@ -81,3 +81,127 @@ def test_separable_task_reaches_95_percent(colours, tmp_path):
     lines = [json.loads(x) for x in open(os.path.join(model_dir, "predictions.jsonl"))]
     expected = [name for _, name in _rows(8, 2)]
     assert [x["prediction"] for x in lines] == expected
+
+
+# ------------------------------------------------------------------ --init
+def _batch(vocab_size=128, seq=12, seed=3):
+    rng = np.random.default_rng(seed)
+    mask = np.ones((2, seq), "int32")
+    mask[1, 7:] = 0
+    segments = np.zeros((2, seq), "int32")
+    segments[:, seq // 2:] = 1
+    return {"input_ids": rng.integers(5, vocab_size, (2, seq)).astype("int32") * mask,
+            "input_mask": mask, "segment_ids": segments * mask}
+
+
+def _trainer_from_init(init_path, model_dir, *extra):
+    """A fine-tuning trainer built as the CLI builds it, from `--init`."""
+    from data_pipeline.labelled import LabelSpec
+    from pretraining.finetune import prepare
+    from pretraining.finetune.trainer import FinetuneTrainer, TaskData
+    experiment = FinetuneExperiment.from_dict(
+        {"finetune": {"train_file": "unused.tsv", "init": init_path, "max_seq_length": 16}},
+        overrides=["train.global_batch_size=2", *extra])
+    experiment, init = prepare.resolve_model(experiment)
+    batch = _batch(experiment.model.vocab_size, 16)
+    arrays = {**batch, "label": np.array([0, 1], "int32")}
+    task = TaskData("t", LabelSpec("single_label", ("a", "b")), arrays)
+    return FinetuneTrainer(experiment, str(model_dir), task, init=init)
+
+
+def _encoder_output(trainer, batch):
+    return np.asarray(trainer.model.encoder(batch)["sequence_output"])
+
+
+def test_init_from_our_run_gives_its_encoder_outputs(tmp_path, repo_root):
+    import tensorflow as tf
+    from pretraining.config import BertConfig
+    from pretraining.formats.bundle import build_model
+    config = BertConfig.from_json(f"{repo_root}/configs/models/bert_test.json")
+    pretrainer = build_model(config, head=True)
+    rng = np.random.default_rng(0)
+    for v in pretrainer.weights:
+        v.assign(rng.normal(0, 0.1, v.shape).astype("float32") + (
+            1.0 if v.path.endswith("gamma") else 0.0))
+    run = tmp_path / "pretrain_run"
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=pretrainer), str(run / "checkpoints"),
+                               max_to_keep=1, checkpoint_name="ckpt").save(7)
+    (run / "config.json").write_text(json.dumps({"model": config.to_dict(), "task": "mlm"}))
+    _vocab(str(run))
+    trainer = _trainer_from_init(str(run), tmp_path / "ft")
+    try:
+        assert trainer.experiment.model == config
+        batch = _batch()
+        expected = np.asarray(pretrainer.encoder(batch)["sequence_output"])
+        np.testing.assert_allclose(_encoder_output(trainer, batch), expected, atol=1e-6)
+    finally:
+        trainer.close()
+    scratch = _trainer_from_init(str(run), tmp_path / "scratch", "finetune.from_scratch=true")
+    try:  # the run's config, random weights
+        assert scratch.experiment.model == config
+        assert np.abs(_encoder_output(scratch, _batch()) - expected).max() > 0.1
+    finally:
+        scratch.close()
+
+
+def test_init_from_google_checkpoint_matches_numpy_bert(tmp_path, repo_root):
+    from pretraining.config import BertConfig
+    from tests.pretraining import numpy_bert
+    from tests.pretraining.test_convert import _write_google_checkpoint
+    config = BertConfig.from_json(f"{repo_root}/configs/models/bert_test.json")
+    g = _write_google_checkpoint(str(tmp_path / "google"), config)
+    _vocab(str(tmp_path / "google"))
+    trainer = _trainer_from_init(str(tmp_path / "google"), tmp_path / "ft")
+    try:
+        batch = _batch()
+        expected = numpy_bert.google_sequence_output(g, batch, config.num_hidden_layers,
+                                                     config.num_attention_heads)
+        valid = batch["input_mask"].astype(bool)
+        np.testing.assert_allclose(_encoder_output(trainer, batch)[valid], expected[valid],
+                                   rtol=1e-5, atol=1e-5)
+    finally:
+        trainer.close()
+
+
+@pytest.mark.hf  # torch + transformers (make test-hf)
+def test_init_from_hugging_face_directory_matches_transformers(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf = transformers.BertModel(transformers.BertConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(str(tmp_path / "hf"))
+    _vocab(str(tmp_path / "hf"))
+    trainer = _trainer_from_init(str(tmp_path / "hf"), tmp_path / "ft")
+    try:
+        batch = _batch()
+        with torch.no_grad():
+            expected = hf(input_ids=torch.tensor(batch["input_ids"], dtype=torch.long),
+                          attention_mask=torch.tensor(batch["input_mask"], dtype=torch.long),
+                          token_type_ids=torch.tensor(batch["segment_ids"], dtype=torch.long),
+                          ).last_hidden_state.numpy()
+        valid = batch["input_mask"].astype(bool)
+        np.testing.assert_allclose(_encoder_output(trainer, batch)[valid], expected[valid],
+                                   rtol=1e-4, atol=1e-4)
+    finally:
+        trainer.close()
+
+
+# ------------------------------------------------------------------ bad input
+def test_init_without_an_encoder_is_one_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("nothing here")
+    with pytest.raises(ValueError, match=r"--init=.*empty.* holds no BERT encoder"):
+        _trainer_from_init(str(tmp_path / "empty"), tmp_path / "ft")
+
+
+def test_max_seq_length_above_the_positions_is_refused(colours, tmp_path):
+    experiment = _experiment(colours, "finetune.max_seq_length=65")
+    with pytest.raises(ValueError, match=r"max_seq_length=65 is above the model's "
+                                         r"max_position_embeddings=64.*--max_seq_length=64"):
+        finetune_cli.run(experiment, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
