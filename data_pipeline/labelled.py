@@ -21,6 +21,7 @@ integer, so "2" comes before "10").
 """
 
 import dataclasses
+import itertools
 import json
 import os
 
@@ -197,6 +198,17 @@ def _tokenize(tokenizer, texts: list) -> list:
     return tokenizer.encode_with_starts(texts)[0]
 
 
+def _place(input_ids: np.ndarray, ids: list, lengths: np.ndarray,
+           keep: np.ndarray, first_column: np.ndarray) -> None:
+    """Writes the first `keep[i]` of `ids[i]` into row i of `input_ids` from
+    column `first_column[i]` on, for every row at once."""
+    flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
+    rows = np.repeat(np.arange(len(ids)), keep)
+    within = np.arange(int(keep.sum())) - np.repeat(np.cumsum(keep) - keep, keep)
+    starts = np.cumsum(lengths) - lengths
+    input_ids[rows, first_column[rows] + within] = flat[starts[rows] + within]
+
+
 def pack(ids_a: list, ids_b: list | None, max_seq_length: int, cls_id: int,
          sep_id: int) -> dict:
     """Token ids of each text (and pair) -> fixed-length int32 arrays
@@ -206,17 +218,14 @@ def pack(ids_a: list, ids_b: list | None, max_seq_length: int, cls_id: int,
     len_b = None if ids_b is None else np.fromiter(map(len, ids_b), np.int64, n)
     keep_a, keep_b = truncated_lengths(len_a, len_b, max_seq_length)
     input_ids = np.zeros((n, max_seq_length), np.int32)
-    for i in range(n):
-        a = keep_a[i]
-        input_ids[i, 1:a + 1] = ids_a[i][:a]
-        if ids_b is not None and keep_b[i]:
-            input_ids[i, a + 2:a + 2 + keep_b[i]] = ids_b[i][:keep_b[i]]
     rows = np.arange(n)
     first_sep = keep_a + 1
     input_ids[:, 0] = cls_id
+    _place(input_ids, ids_a, len_a, keep_a, np.ones(n, np.int64))
     input_ids[rows, first_sep] = sep_id
     used = first_sep + 1
     if ids_b is not None:
+        _place(input_ids, ids_b, len_b, keep_b, first_sep + 1)
         used = first_sep + keep_b + 2
         input_ids[rows, used - 1] = sep_id
     position = np.arange(max_seq_length)[None, :]

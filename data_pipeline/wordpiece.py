@@ -36,6 +36,11 @@ _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF),
 _MAX_CHARS_PER_WORD = 200
 _CACHE_LIMIT = 200_000
 UNK_WARNING_FRACTION = 0.05
+# ASCII text: control characters (not tab/newline/CR) are dropped; a token is
+# a run of letters/digits or one punctuation character (ASCII 33-47, 58-64,
+# 91-96, 123-126); accents and CJK do not occur.
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ASCII_TOKEN = re.compile(r"[A-Za-z0-9]+|[!-/:-@\[-`{-~]")
 
 
 def is_cjk(char: str) -> bool:
@@ -71,6 +76,9 @@ def basic_tokenize(text: str, do_lower_case: bool = True,
         strip_accents: bool | None. Remove combining marks after NFD; None
             follows `do_lower_case`. Defaults to None.
     """
+    if text.isascii():  # the same tokens, ~10x faster (no per-char Python)
+        text = _ASCII_CONTROL.sub("", text)
+        return _ASCII_TOKEN.findall(text.lower() if do_lower_case else text)
     if strip_accents is None:
         strip_accents = do_lower_case
     chars = []

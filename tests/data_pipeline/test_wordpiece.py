@@ -174,3 +174,29 @@ def test_build_with_cased_vocabulary_records_the_choice(tmp_path):
         str(tmp_path / "out" / "train"), 2, seed=0).take(4)]
     assert any(CASED.index("Paris") in x or CASED.index("Cat") in x
                for x in ids)
+
+
+def test_ascii_fast_path_equals_the_character_rules():
+    """ASCII text takes a regex path: the same tokens as the per-character
+    rules (reached by appending a non-ASCII word) and as transformers'
+    BasicTokenizer, on random strings of every ASCII character."""
+    rng = np.random.default_rng(0)
+    alphabet = [chr(c) for c in range(128)] + ["a", "Z", "7", " "] * 8
+    texts = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 40))))
+             for _ in range(300)]
+    BasicTokenizer = None
+    for module in ("tokenization_bert_legacy", "tokenization_bert"):  # v5, v4
+        try:
+            BasicTokenizer = __import__(f"transformers.models.bert.{module}",
+                                        fromlist=["BasicTokenizer"]).BasicTokenizer
+            break
+        except (ImportError, AttributeError):
+            pass
+    for lower in (True, False):
+        reference = BasicTokenizer(do_lower_case=lower) if BasicTokenizer else None
+        for text in texts:
+            fast = wordpiece.basic_tokenize(text, do_lower_case=lower)
+            slow = wordpiece.basic_tokenize(text + " \u00e9", do_lower_case=lower)
+            assert fast + ["e" if lower else "\u00e9"] == slow, repr(text)
+            if reference is not None:
+                assert fast == reference.tokenize(text), repr(text)
