@@ -33,33 +33,35 @@ from data_pipeline import features
 KINDS = features.CONDITION_KINDS
 
 
-def compile_path_regex(regex: str) -> re.Pattern:
-    """The compiled `--condition_from_path` regex, which must have exactly
+def compile_path_regex(regex: str, flag: str = "--condition_from_path"
+                       ) -> re.Pattern:
+    """The compiled path regex (of the flag `flag`), which must have exactly
     one capture group (ValueError otherwise)."""
     try:
         pattern = re.compile(regex)
     except re.error as e:
-        raise ValueError(f"--condition_from_path={regex!r} is not a valid "
-                         f"regular expression ({e}). Pass a Python regex with "
-                         "one capture group, e.g. '([^/]+)/[^/]+$'.") from e
+        raise ValueError(f"{flag}={regex!r} is not a valid regular expression "
+                         f"({e}). Pass a Python regex with one capture group, "
+                         "e.g. '([^/]+)/[^/]+$'.") from e
     if pattern.groups != 1:
         raise ValueError(
-            f"--condition_from_path={regex!r} has {pattern.groups} capture "
-            "groups; it needs exactly one, the label (use (?:...) for other "
-            "groups), e.g. '([^/]+)/[^/]+$' for the file's folder.")
+            f"{flag}={regex!r} has {pattern.groups} capture groups; it needs "
+            "exactly one, the label (use (?:...) for other groups), e.g. "
+            "'([^/]+)/[^/]+$' for the file's folder.")
     return pattern
 
 
-def path_label(regex: str, path: str) -> str:
-    """The label `--condition_from_path` takes from `path` (its capture
-    group, searched anywhere in the path); ValueError when it does not
-    match or captures nothing."""
-    match = compile_path_regex(regex).search(path)
+def path_label(regex: str, path: str,
+               flag: str = "--condition_from_path") -> str:
+    """The label a path regex takes from `path` (its capture group,
+    searched anywhere in the path); ValueError when it does not match or
+    captures nothing."""
+    match = compile_path_regex(regex, flag).search(path)
     if not match or not match.group(1):
         raise ValueError(
-            f"--condition_from_path={regex!r} does not match input file "
-            f"{path!r} (or captures an empty label): every document needs a "
-            "condition. Fix the regex or leave the file out of --input.")
+            f"{flag}={regex!r} does not match input file {path!r} (or "
+            "captures an empty label): every document needs a label. Fix "
+            "the regex or leave the file out of --input.")
     return match.group(1)
 
 

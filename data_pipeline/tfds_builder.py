@@ -22,6 +22,7 @@ import types
 
 import tensorflow_datasets as tfds
 
+from data_pipeline import conditions
 from data_pipeline import corpus
 
 
@@ -38,15 +39,21 @@ class TextFolder(tfds.core.GeneratorBasedBuilder):
     _checksums_path = None
 
     def _info(self) -> tfds.core.DatasetInfo:
+        features = {"text": tfds.features.Text(), "file": tfds.features.Text()}
+        if self._labels:
+            features["label"] = tfds.features.ClassLabel(
+                names=conditions.sort_labels(self._labels.values()))
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "text": tfds.features.Text(), "file": tfds.features.Text()}),
+            features=tfds.features.FeaturesDict(features),
             supervised_keys=None)
 
-    def __init__(self, *, files=None, **kwargs):
+    def __init__(self, *, files=None, labels=None, **kwargs):
         """`files`: the paths to read (under `manual_dir`) instead of every
-        `*.txt` file there. Defaults to None."""
+        `*.txt` file there. Defaults to None. `labels`: dict of each file's
+        class label (a `label` ClassLabel feature, names sorted). Defaults
+        to None (no `label`)."""
         self._files = files
+        self._labels = labels
         super().__init__(**kwargs)
 
     def _split_generators(self, dl_manager):
@@ -62,7 +69,10 @@ class TextFolder(tfds.core.GeneratorBasedBuilder):
         for path in sorted(paths):
             rel = os.path.relpath(path, folder)
             with open(path, encoding="utf-8") as f:
-                yield rel, {"text": f.read(), "file": rel}
+                example = {"text": f.read(), "file": rel}
+            if self._labels:
+                example["label"] = self._labels[path]
+            yield rel, example
 
 
 def prepare_text_folder(folder: str, data_dir: str) -> str:
@@ -106,28 +116,41 @@ def _builder_class(name: str):
 
 
 def prepare_text_files(patterns, data_dir: str | None,
-                       name: str = "text_folder") -> tuple[str, int]:
+                       name: str = "text_folder",
+                       label_from_path: str | None = None) -> tuple[str, int]:
     """Builds a TFDS dataset `name` of the files matching `patterns`, one
-    example (`text`, `file`) per file.
+    example (`text`, `file`, and `label` with `label_from_path`) per file.
 
     Args:
         patterns: str | list[str]. Globs, comma-separated (`**` recurses).
         data_dir: str | None. TFDS data directory; None: TFDS's default
             (~/tensorflow_datasets).
         name: str. Dataset name, snake_case. Defaults to "text_folder".
+        label_from_path: str | None. Regex with one capture group, searched
+            in each path as the globs list it: a `label` ClassLabel feature
+            (names sorted; `build --condition_field=label` reads it).
+            Defaults to None.
 
     Returns:
         (the dataset name, the number of files).
 
     Raises:
-        ValueError: a bad name, or a pattern that matches no file.
+        ValueError: a bad name, a pattern that matches no file, or a regex
+            without one capture group or not matching a file.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"--name must be a snake_case dataset name (a-z, 0-9, "
                          f"_; a letter first). Received: name={name!r}")
-    files = [os.path.abspath(f) for f in corpus.list_files(patterns, recursive=True)]
+    listed = corpus.list_files(patterns, recursive=True)
+    files = [os.path.abspath(f) for f in listed]
+    labels = None
+    if label_from_path:
+        labels = {path: conditions.path_label(
+            label_from_path, f, flag="--label_from_path")
+            for path, f in zip(files, listed)}
     root = os.path.commonpath([os.path.dirname(f) for f in files])
-    builder = _builder_class(name)(data_dir=data_dir, files=files)
+    builder = _builder_class(name)(data_dir=data_dir, files=files,
+                                   labels=labels)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=root))
     return name, len(files)

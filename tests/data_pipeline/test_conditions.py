@@ -176,6 +176,71 @@ def test_given_label_order_and_path_regex(files, tmp_path):
     assert sorted(seen) == _LABELS
 
 
+@pytest.fixture(scope="module")
+def tfds_dir(files, tmp_path_factory):
+    """A local TFDS dataset `cond_tiny` of the corpus: `topic` a ClassLabel
+    whose names are not sorted, `vec` a float vector; and `cond_tree`, the
+    text tree prepared with a label from each file's folder."""
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    from data_pipeline import tfds_builder  # pylint: disable=import-outside-toplevel
+
+    class CondTiny(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+        url_infos = None
+        _checksums_path = None
+
+        def _info(self):
+            return self.dataset_info_from_configs(
+                features=tfds.features.FeaturesDict({
+                    "text": tfds.features.Text(),
+                    "topic": tfds.features.ClassLabel(names=_TFDS_NAMES),
+                    "vec": tfds.features.Tensor(shape=(3,),
+                                                dtype=np.float32)}),
+                supervised_keys=None)
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for d, (label, sentences) in enumerate(files["docs"]):
+                yield d, {"text": "\n".join(sentences), "topic": label,
+                          "vec": np.array(_VECTORS[label], np.float32)}
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    CondTiny(data_dir=data_dir).download_and_prepare()
+    tfds_builder.prepare_text_files(files["tree"], data_dir, "cond_tree",
+                                    label_from_path=r"/([a-z]+)/doc\d+\.txt$")
+    return data_dir
+
+
+_TFDS_NAMES = ["gamma", "beta", "alpha"]
+
+
+@pytest.mark.parametrize("name,field,condition", [
+    ("cond_tiny", "topic", {"kind": "class", "size": 3, "labels": _TFDS_NAMES}),
+    ("cond_tiny", "vec", {"kind": "vector", "size": 3, "labels": []}),
+    ("cond_tree", "label", {"kind": "class", "size": 3, "labels": _LABELS}),
+])
+def test_tfds_round_trip(files, tfds_dir, tmp_path, name, field, condition):
+    """A ClassLabel keeps the dataset's own names (and order); a float
+    Tensor feature is a vector; prepare_tfds --label_from_path's labels."""
+    manifests = builder.build(
+        name, files["vocab"], str(tmp_path), task=tasks.TaskConfig(
+            **_TASKS["mlm_dynamic"]), source=sources.SourceConfig(
+                input_format="tfds", tfds_data_dir=tfds_dir,
+                condition_field=field), **_BUILD)
+    assert manifests["train"].condition == condition
+    if condition["kind"] == "class":
+        label_of = lambda c: condition["labels"][int(c[0])]  # noqa: E731
+    else:
+        by_vector = {tuple(v): k for k, v in _VECTORS.items()}
+        label_of = lambda c: by_vector[tuple(float(x) for x in c)]  # noqa: E731
+    for split in ("train", "eval"):
+        seen = _check_split(str(tmp_path / split), label_of,
+                            _ids_of(files["vocab"]))
+        assert sorted(seen) == _LABELS
+
+
 def test_unconditioned_manifest_has_no_condition_key(files, tmp_path):
     _build(files, tmp_path, "lm")
     with open(tmp_path / "train" / "manifest.json", encoding="utf-8") as f:
