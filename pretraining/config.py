@@ -197,6 +197,32 @@ class DataConfig(Config):
         require_choice("data.shard_by", self.shard_by, ("batch", "files"))
 
 
+ADVERSARIAL_METHODS = ("fgm",)
+
+
+def check_adversarial(value, where: str) -> dict:
+    """An adversarial-training setting (`where`: its field), checked and
+    completed: {} (off) or {"method": "fgm", "epsilon": float > 0}."""
+    if not isinstance(value, dict):
+        raise TypeError(f"`{where}` must be a JSON object such as "
+                        f'{{"method": "fgm", "epsilon": 1.0}}, or {{}} for none. '
+                        f"Received: {where}={value!r}")
+    if not value:
+        return {}
+    unknown = sorted(set(value) - {"method", "epsilon"})
+    if unknown:
+        raise ValueError(f"Unknown key(s) in `{where}`: {unknown}. Allowed keys: "
+                         "['epsilon', 'method'].")
+    method = value.get("method", "fgm")
+    require_choice(f"{where}.method", method, ADVERSARIAL_METHODS)
+    epsilon = value.get("epsilon", 1.0)
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) \
+            or not 0 < epsilon < float("inf"):
+        raise ValueError(f"`{where}.epsilon` must be a finite number > 0 (the norm of the "
+                         f"embedding perturbation; 1.0 is usual). Received: epsilon={epsilon!r}")
+    return {"method": method, "epsilon": float(epsilon)}
+
+
 @dataclasses.dataclass
 class TrainConfig(Config):
     """Loop length, batch, seeds and the checkpoint / eval cadence."""
@@ -236,8 +262,12 @@ class TrainConfig(Config):
     # (GPUs; with dynamic loss scaling). LayerNorm, softmax, mask bias, logits
     # and losses stay float32.
     mixed_precision: str = "float32"
+    # Adversarial training on the word embeddings (`pretraining.adversarial`):
+    # {"method": "fgm", "epsilon": 1.0}; {}: off. About 2x the step time.
+    adversarial: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        self.adversarial = check_adversarial(self.adversarial, "train.adversarial")
         require_positive(self, "steps", "global_batch_size", "steps_per_loop",
                          "checkpoint_every", "keep_checkpoints", "gradient_accumulation_steps")
         if self.mixed_precision == "":  # the old default, in earlier runs' config.json
@@ -341,6 +371,8 @@ def _apply_override(data: dict, item: str):
             value = raw.lower() in ("true", "1")
         elif kind in (int, float):
             value = kind(raw)
+        elif kind in (dict, list):  # JSON: train.adversarial={"epsilon": 0.5}
+            value = json.loads(raw)
         else:
             value = raw
     except ValueError:

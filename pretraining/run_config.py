@@ -34,7 +34,7 @@ CONFIG_FILE = "config.json"
 HISTORY_DIR = "config_history"
 FIXED = ("model", "task")  # sections/fields a resumed run can never change
 GUARDED = ("train.steps", "train.global_batch_size", "train.seed",
-           "train.gradient_accumulation_steps", "train.mixed_precision",
+           "train.gradient_accumulation_steps", "train.mixed_precision", "train.adversarial",
            "data.train_dir", "data.shuffle_buffer", "data.shard_by",
            *(f"optimizer.{name}" for name in OptimizerConfig.__dataclass_fields__))
 # The fields whose change rebuilds the learning-rate schedule.

@@ -19,7 +19,7 @@ from absl import logging
 
 from data_pipeline import input as data_input
 from pretraining import checkpoints, data_checks, losses, metrics_log, preemption, progress
-from pretraining import eval_samples, run_config, run_lock, strategy as strategies
+from pretraining import adversarial, eval_samples, run_config, run_lock, strategy as strategies
 from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.data_checks import DATA_ERRORS, check_data, probe_eval, raise_data_error
 from pretraining.flops import mlm_train_flops
@@ -115,6 +115,7 @@ class Trainer:
         if self.resumed_from is None and train.save_initial_checkpoint:
             self.state.checkpoint.save(0)  # ckpt-0: the weights before the first update
         self.gradient_transform = build_gradient_transform(experiment.optimizer)
+        self.adversarial = adversarial.wrap(train.adversarial, self.state.variables)  # FGM
         self.stop_vote = strategies.StopVote(self.strategy)
         self._eval_step = progress.log_first_call(self._make_eval_step(), "eval step")
         # train.jit_compile: on one device (the default strategy) XLA compiles the
@@ -235,12 +236,11 @@ class Trainer:
         """One optimizer update on this replica's share of the global batch."""
         state = self.state
         context = tf.distribute.get_replica_context()
-        # The global number of predictions, from the labels, before the
-        # forward pass: each replica's loss is its sum over that count, so the
-        # summed gradients equal one device's whatever the replicas.
+        # The global prediction counts, from the labels, before the forward pass: each
+        # replica's loss is its sum over them, so summed gradients equal one device's.
         counts = losses.prediction_counts(self.experiment.task, batch, self.next_sentence)
         counts = {k: tf.maximum(context.all_reduce("SUM", v), 1.0) for k, v in counts.items()}
-        sums, grads = self._accumulated_forward_backward(batch, counts)
+        sums, grads = self.adversarial(lambda: self._accumulated_forward_backward(batch, counts))
         grads = context.all_reduce("SUM", grads)
         grads, grad_norm = self._transform_gradients(grads)
         # Keras all-reduces (sums) again inside apply_gradients under a strategy.
