@@ -12,6 +12,9 @@
 - `native`: a run directory / `checkpoints/` directory / checkpoint prefix
   written by our trainer (config from the run's `config.json`), or a `.keras`
   file; written as a `.keras` file or a checkpoint directory + `bert_config.json`.
+  A fine-tuning run directory (`python -m pretraining.finetune`) is exported
+  with its classifier: hf → `BertForSequenceClassification` (`id2label`,
+  `problem_type`), google → `output_weights`/`output_bias` as `run_classifier.py`.
 
 Every variable is mapped by its Keras path through `checkpoint_names`.
 Exit status: 0 done, 2 bad flag, file or config (one-line message on stderr).
@@ -141,8 +144,20 @@ def convert(input_path: str, input_format: str, output_path: str, output_format:
     `keep_tokens`: file of ids to keep (one a line, in the new order);
     `add_tokens`: file of tokens to append (rows start at the mean embedding);
     with both, the ids are kept first.
-    Other arguments as in `load`.
+    Other arguments as in `load`. A fine-tuning run (`pretraining.finetune`)
+    as native input is exported with its classifier (`formats.finetuned_run`):
+    hf → `BertForSequenceClassification`, google → `run_classifier.py` names.
     """
+    from pretraining.formats import finetuned_run
+    if input_format == "native" and finetuned_run.is_finetune_run(input_path):
+        require_choice("output_format", output_format, FORMATS)
+        if ema or keep_tokens or add_tokens or config_path or heads != "all":
+            raise ValueError(f"--input={input_path!r} is a fine-tuning run: it is exported "
+                             "whole; --ema, --keep_tokens, --add_tokens, --config and --heads "
+                             "do not apply to it.")
+        written, found = finetuned_run.export(input_path, output_path, output_format,
+                                              vocab_path)
+        return ConversionResult(written, found.bundle.config, False, [])
     bundle = load(input_path, input_format, config_path, heads, ema, vocab_path)
     if keep_tokens or add_tokens:
         bundle = resize_vocabulary(

@@ -90,15 +90,19 @@ def google_config(config: BertConfig) -> dict:
     return fields
 
 
-def write(directory: str, bundle: Bundle) -> str:
+def write(directory: str, bundle: Bundle, extra: dict | None = None) -> str:
     """Writes `bert_model.ckpt`, `checkpoint`, `bert_config.json` and the
     vocabulary (`vocab.txt`; a SentencePiece model is copied too). Returns
-    the checkpoint prefix. Untabled variables are skipped (the caller reports them)."""
+    the checkpoint prefix. Untabled variables are skipped (the caller reports them).
+    `extra`: more tensors by Google name (a classifier's `output_weights`, `output_bias`)."""
     tf.io.gfile.makedirs(directory)
     names, tensors = [], []
     for entry, value in bundle.exported().values():
         names.append(entry.google)
         tensors.append(tf.constant(value.T.copy() if entry.google_transpose else value))
+    for name, value in (extra or {}).items():
+        names.append(name)
+        tensors.append(tf.constant(value))
     prefix = os.path.join(directory, CHECKPOINT_NAME)
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
                       tensors=tensors)

@@ -144,3 +144,101 @@ def test_google_classifier_names_are_read_as_the_head(config, tmp_path):
                                   bundle.weights["bert/pooler/kernel"])
     google.write(str(tmp_path / "plain"), bundle)
     assert hf_classifier.read_google_head(str(tmp_path / "plain")) is None
+
+
+# ---------------------------------------------------------------- a fine-tuned run
+WARM = ["red", "orange", "yellow", "fire", "sun", "hot", "flame", "ember"]
+COOL = ["blue", "green", "ice", "snow", "sea", "cold", "frost", "rain"]
+FILLER = ["the", "a", "is", "was", "very", "quite", "and", "of"]
+
+
+def _rows(n, seed):
+    """Sentences labelled by the colour family of their coloured words."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        words = list(rng.choice([WARM, COOL][label], 3)) + list(rng.choice(FILLER, 4))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": ["warm", "cool"][label]})
+    return rows
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A 60-step fine-tuning run of bert_test with a test split predicted."""
+    from pretraining.finetune import __main__ as finetune_cli
+    from pretraining.finetune.config import FinetuneExperiment
+    root = tmp_path_factory.mktemp("finetuned")
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WARM + COOL
+                               + FILLER) + "\n")
+    test_rows = _rows(8, 2)
+    overrides = [f"finetune.train_file={_jsonl(root / 'train.jsonl', _rows(128, 0))}",
+                 f"finetune.eval_file={_jsonl(root / 'dev.jsonl', _rows(32, 1))}",
+                 f"finetune.test_file={_jsonl(root / 'test.jsonl', test_rows)}",
+                 f"finetune.tokenizer={vocab}", "finetune.max_seq_length=16",
+                 "optimizer.learning_rate=0.003", "train.steps=60",
+                 "train.global_batch_size=16", "train.steps_per_loop=10",
+                 "train.checkpoint_every=30", "train.eval_every=30"]
+    experiment = FinetuneExperiment.from_dict({"model": "bert_test", "finetune": {}},
+                                              overrides=overrides)
+    run_dir = root / "run"
+    finetune_cli.run(experiment, str(run_dir))
+    predictions = [json.loads(line) for line in open(run_dir / "predictions.jsonl")]
+    return {"run": str(run_dir), "texts": [r["text"] for r in test_rows],
+            "labels": [r["label"] for r in test_rows],
+            "scores": np.array([p["scores"] for p in predictions], np.float32)}
+
+
+@pytest.mark.hf
+def test_finetuned_run_to_hf_gives_the_runs_predictions(finetuned, tmp_path):
+    """convert --input=RUN --output_format=hf: transformers' tokenizer and model
+    on the raw test texts give the scores the run wrote to predictions.jsonl
+    (its best checkpoint)."""
+    transformers = _transformers()
+    import torch
+    out = str(tmp_path / "hf")
+    result = convert.convert(finetuned["run"], "native", out, "hf")
+    assert result.output.endswith("model.safetensors")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["id2label"] == {"0": "cool", "1": "warm"}
+    assert config["problem_type"] == "single_label_classification"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    model = transformers.BertForSequenceClassification.from_pretrained(out).eval()
+    batch = tokenizer(finetuned["texts"], padding="max_length", max_length=16,
+                      truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits.numpy()
+    np.testing.assert_allclose(logits, finetuned["scores"], **TOL)
+    # A trained model: the scores tell the test rows apart, and mostly right.
+    predicted = [model.config.id2label[i] for i in logits.argmax(-1)]
+    assert sum(p == t for p, t in zip(predicted, finetuned["labels"])) >= 6, (
+        predicted, finetuned["labels"], logits)
+
+
+def test_finetuned_run_to_google_names_the_head(finetuned, tmp_path):
+    from pretraining.formats import finetuned_run, google
+    found = finetuned_run.read(finetuned["run"])
+    assert found.checkpoint.split("/")[-2:-1] == ["best"]
+    convert.convert(finetuned["run"], "native", str(tmp_path / "g"), "google")
+    weights, bias = hf_classifier.read_google_head(str(tmp_path / "g"))
+    np.testing.assert_array_equal(weights, found.head.output_weights)
+    np.testing.assert_array_equal(bias, found.head.output_bias)
+    encoder = google.read(str(tmp_path / "g"), heads="encoder")
+    for path, value in found.bundle.weights.items():
+        np.testing.assert_array_equal(encoder.weights[path], value, err_msg=path)
+    assert json.loads((tmp_path / "g" / "labels.json").read_text())["labels"] == [
+        "cool", "warm"]
+
+
+def test_finetuned_run_refusals(finetuned, tmp_path):
+    with pytest.raises(ValueError, match="is a fine-tuning run"):
+        convert.convert(finetuned["run"], "native", str(tmp_path / "x"), "hf", ema=True)
+    with pytest.raises(ValueError, match="written as a .keras file only|a .keras file only"):
+        convert.convert(finetuned["run"], "native", str(tmp_path / "x"), "native")
