@@ -1,4 +1,5 @@
-"""Labelled examples for fine-tuning: TSV with a header, JSONL, or TFDS.
+"""Labelled examples for fine-tuning: TSV with a header, JSONL, or TFDS
+(`labelled_tfds`).
 
     examples = read_examples("train.tsv", ReadConfig(text_field="sentence"))
     examples = read_examples("tfds:glue/sst2:validation",
@@ -177,8 +178,8 @@ def _open_text(path: str):
     return open(path, encoding="utf-8", newline="")
 
 
-class _Collector:
-    """Accumulates rows, checking the pair field is in every row or none."""
+class Collector:
+    """Accumulates rows (for every reader), checking the pair field is in every row or none."""
 
     def __init__(self, source: str, config: ReadConfig, require_labels: bool,
                  where: str = "line"):
@@ -241,7 +242,7 @@ def read_tsv(path: str, config: ReadConfig, *, require_labels: bool = True
                 raise ValueError(f"{path}:1: no column {name!r} (columns: "
                                  f"{list(columns)}). Pass {flags[name]} naming the "
                                  "column.")
-        collector = _Collector(path, config, label_index is not None)
+        collector = Collector(path, config, label_index is not None)
         text_index = columns[config.text_field]
         pair_index = columns.get(config.text_pair_field or "")
         for number, row in enumerate(rows, 2):
@@ -278,7 +279,7 @@ def read_jsonl(path: str, config: ReadConfig, *, require_labels: bool = True
                                  f"{_shown(record)}")
             if collector is None:
                 labelled = require_labels or config.label_field in record
-                collector = _Collector(path, config, labelled)
+                collector = Collector(path, config, labelled)
             for name, flag, needed in (
                     (config.text_field, "--text_field", True),
                     (config.label_field, "--label_field", collector.out.labels is not None)):
@@ -301,86 +302,6 @@ def read_jsonl(path: str, config: ReadConfig, *, require_labels: bool = True
     return collector.result()
 
 
-def _split_tfds_name(name: str) -> tuple[str, str]:
-    """'tfds:glue/sst2:validation' -> ('glue/sst2', 'validation')."""
-    spec = name[len(TFDS_PREFIX):] if name.startswith(TFDS_PREFIX) else name
-    dataset, _, split = spec.partition(":")
-    return dataset.strip(), (split.strip() or "train")
-
-
-def _tfds_label_names(feature):
-    """The names of a ClassLabel feature (or of a Sequence of one), else None."""
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    inner = getattr(feature, "feature", None)
-    for candidate in (feature, inner):
-        if isinstance(candidate, tfds.features.ClassLabel):
-            return list(candidate.names)
-    return None
-
-
-def _decode(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
-def read_tfds(name: str, config: ReadConfig, *, require_labels: bool = True
-              ) -> LabelledExamples:
-    """Reads a prepared TFDS split by name (`tfds:NAME[:SPLIT]`, split
-    "train" by default) from `config.tfds_data_dir`, never downloading.
-
-    Class-id labels (TFDS `ClassLabel`) become their names; an id of -1
-    (GLUE's unlabelled test splits) is an unlabelled example.
-    """
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    dataset, split = _split_tfds_name(name)
-    source = f"tfds:{dataset}:{split}"
-    try:
-        ds, info = tfds.load(dataset, split=split, data_dir=config.tfds_data_dir,
-                             download=False, try_gcs=False, with_info=True)
-    except Exception as e:  # TFDS raises many kinds; name them all here.
-        raise ValueError(
-            f"TFDS dataset {dataset!r} (split {split!r}) cannot be loaded from "
-            f"--tfds_data_dir={config.tfds_data_dir!r} without downloading: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-            "Prepare it first (`tfds build`) or pass its --tfds_data_dir.") from e
-    features = sorted(ds.element_spec)
-    flags = {config.text_field: "--text_field", config.label_field: "--label_field",
-             config.text_pair_field: "--text_pair_field"}
-    labelled = require_labels or config.label_field in features
-    for field in (config.text_field, config.text_pair_field,
-                  config.label_field if labelled else None):
-        if field is not None and field not in features:
-            raise ValueError(f"{source}: no feature {field!r} (features: {features}). "
-                             f"Pass {flags[field]} naming the feature.")
-    names = _tfds_label_names(info.features[config.label_field]) if labelled else None
-    collector = _Collector(source, config, labelled, where="example")
-    for index, example in enumerate(tfds.as_numpy(ds)):
-        label = _decode(example[config.label_field]) if labelled else None
-        if names is not None:
-            if isinstance(label, list):
-                label = [names[i] for i in label]
-            elif label == -1:
-                if require_labels:
-                    raise ValueError(f"{source} example {index}: label -1 (unlabelled) "
-                                     "in a split that needs labels: use another "
-                                     "split for training and evaluation.")
-                label = None
-            else:
-                label = names[label]
-        pair = (_decode(example[config.text_pair_field])
-                if config.text_pair_field else None)
-        if collector.out.labels is not None and label is None:
-            collector.out.labels = None  # an unlabelled test split
-        collector.add(index, _decode(example[config.text_field]), pair,
-                      label, f"{source} example {index}")
-    return collector.result()
-
-
 def read_examples(name: str, config: ReadConfig, *, require_labels: bool = True
                   ) -> LabelledExamples:
     """Reads one split: a TSV or JSONL file, or `tfds:NAME[:SPLIT]`.
@@ -398,7 +319,10 @@ def read_examples(name: str, config: ReadConfig, *, require_labels: bool = True
         ValueError: a missing file, column or field; an empty split; a label
             that does not fit the task; a pair text in some rows only.
     """
-    readers = {"tsv": read_tsv, "jsonl": read_jsonl, "tfds": read_tfds}
-    return readers[_input_format(name, config)](name, config,
-                                                require_labels=require_labels)
+    kind = _input_format(name, config)
+    if kind == "tfds":
+        from data_pipeline import labelled_tfds  # pylint: disable=import-outside-toplevel
+        return labelled_tfds.read_tfds(name, config, require_labels=require_labels)
+    reader = read_tsv if kind == "tsv" else read_jsonl
+    return reader(name, config, require_labels=require_labels)
 

@@ -2,6 +2,7 @@
 label lists, Google's input layout and truncation, tf.data batches, and
 every bad-input error."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -156,9 +157,10 @@ def test_jsonl_labels_by_task_and_label_list(tmp_path, wp):
 
 def test_tfds_local_builder(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    rows = {"train": [("the cat", "a dog", 1), ("the mat", "on it", 0),
-                      ("sat", "cats", 1)],
-            "test": [("the dog", "sat", -1)]}
+    rows = {"train": [("the cat", "a dog", 1, [0, 2]), ("the mat", "on it", 0, []),
+                      ("sat", "cats", 1, [1])],
+            "test": [("the dog", "sat", -1, [])]}
+    tags = ["animal", "furniture", "plural"]
 
     class LabelledPairsToy(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         VERSION = tfds.core.Version("1.0.0")
@@ -169,14 +171,15 @@ def test_tfds_local_builder(tmp_path):
             return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
                 "sentence1": tfds.features.Text(), "sentence2": tfds.features.Text(),
                 "label": tfds.features.ClassLabel(names=["not_entailment",
-                                                         "entailment"])}))
+                                                         "entailment"]),
+                "tags": tfds.features.Sequence(tfds.features.ClassLabel(names=tags))}))
 
         def _split_generators(self, dl_manager):
             return {name: self._generate_examples(name) for name in rows}
 
         def _generate_examples(self, split):
-            for i, (a, b, label) in enumerate(rows[split]):
-                yield i, {"sentence1": a, "sentence2": b, "label": label}
+            for i, (a, b, label, tag) in enumerate(rows[split]):
+                yield i, {"sentence1": a, "sentence2": b, "label": label, "tags": tag}
 
     data_dir = str(tmp_path / "tfds")
     LabelledPairsToy(data_dir=data_dir).download_and_prepare()
@@ -184,7 +187,11 @@ def test_tfds_local_builder(tmp_path):
                                  tfds_data_dir=data_dir)
     train = labelled.read_examples("tfds:labelled_pairs_toy", config)
     assert sorted(zip(train.texts, train.pairs, train.labels)) == sorted(
-        (a, b, ["not_entailment", "entailment"][y]) for a, b, y in rows["train"])
+        (a, b, ["not_entailment", "entailment"][y]) for a, b, y, _ in rows["train"])
+    multi = labelled.read_examples("tfds:labelled_pairs_toy:train", dataclasses.replace(
+        config, task="multi_label", label_field="tags"))
+    assert sorted(zip(multi.texts, multi.labels)) == sorted(
+        (a, tuple(tags[i] for i in t)) for a, _, _, t in rows["train"])
     test = labelled.read_examples("tfds:labelled_pairs_toy:test", config,
                                   require_labels=False)
     assert test.texts == ["the dog"] and test.labels is None
@@ -195,6 +202,36 @@ def test_tfds_local_builder(tmp_path):
             text_field="sentence", tfds_data_dir=data_dir))
     with pytest.raises(ValueError, match="without downloading"):
         labelled.read_examples("tfds:no_such_set:train", config)
+
+
+@pytest.fixture(scope="module")
+def spm_tokenizer(tmp_path_factory):
+    from data_pipeline import tokenization
+    root = tmp_path_factory.mktemp("spm")
+    lines = ["The quick brown fox jumps over the lazy dog.",
+             "Returns the value of x, or None when it is missing.",
+             "A pair of short sentences: it jumps, a b c."] * 20
+    corpus = _write(root / "corpus.txt", "\n".join(lines) + "\n")
+    path = tokenization.train_sentencepiece([corpus], 40, str(root / "spm"), seed=0)
+    return tokenization.SentencePieceTokenizer(path)
+
+
+def test_sentencepiece_inputs(tmp_path, spm_tokenizer):
+    """The SentencePiece path (one batched call per chunk) gives Google's
+    layout of each text's own `encode`, across chunk boundaries."""
+    texts = ["The quick brown fox.", "", "Returns the value of x." * 5, "a b c"]
+    pairs = ["It jumps.", "Only a pair.", "short", "Returns None." * 9]
+    path = _jsonl(tmp_path / "p.jsonl", [{"q": a, "p": b, "label": "x"}
+                                         for a, b in zip(texts, pairs)])
+    examples = labelled.read_examples(path, labelled.ReadConfig(
+        text_field="q", text_pair_field="p"))
+    arrays = labelled.encode(examples, spm_tokenizer, None, 24, chunk_size=3)
+    assert "label" not in arrays
+    # SentencePiece's [CLS]/[SEP] ids are the tiny vocabulary's (2, 3).
+    assert (spm_tokenizer.layout.cls_id, spm_tokenizer.layout.sep_id) == (ID["[CLS]"], ID["[SEP]"])
+    for i, (a, b) in enumerate(zip(texts, pairs)):
+        want = google_features(spm_tokenizer.encode(a), spm_tokenizer.encode(b), 24)
+        assert [arrays[k][i].tolist() for k in labelled.FEATURES] == list(want), i
 
 
 def _arrays(n, length=4):
