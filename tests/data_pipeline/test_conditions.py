@@ -241,6 +241,41 @@ def test_tfds_round_trip(files, tfds_dir, tmp_path, name, field, condition):
         assert sorted(seen) == _LABELS
 
 
+def test_sample_package_corpus(tmp_path):
+    """`sample_corpus --package_names=json,html`: each line one docstring of
+    a module in its `package`, against the docstrings read here with `ast`
+    from the package's folder; the build's labels are the two packages,
+    sorted."""
+    import ast  # pylint: disable=import-outside-toplevel
+    import sysconfig  # pylint: disable=import-outside-toplevel
+    from data_pipeline import sample_corpus  # pylint: disable=import-outside-toplevel
+    path = str(tmp_path / "packages.jsonl")
+    stats = sample_corpus.write_package_corpus(path,
+                                               packages=["json", "html"])
+    rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+    assert len(rows) == stats["documents"] and len(stats["packages"]) == 2
+    root = sysconfig.get_paths()["stdlib"]
+    for package in stats["packages"]:
+        want = []
+        for folder, dirs, names in os.walk(os.path.join(root, package)):
+            dirs[:] = sorted(d for d in dirs if d not in (
+                "test", "tests", "__pycache__"))
+            for name in sorted(n for n in names if n.endswith(".py")):
+                with open(os.path.join(folder, name), "rb") as f:
+                    tree = ast.parse(f.read())
+                nodes = sorted((n for n in ast.walk(tree) if isinstance(n, (
+                    ast.Module, ast.ClassDef, ast.FunctionDef,
+                    ast.AsyncFunctionDef))), key=lambda n: getattr(n, "lineno", 0))
+                want.extend(s for n in nodes if ast.get_docstring(n)
+                            for s in sample_corpus.clean_text(ast.get_docstring(n)))
+        got = [s for r in rows if r["package"] == package
+               for s in r["text"].split("\n")]
+        assert got == want, package
+    spec = conditions.resolve(path, sources.SourceConfig(
+        input_format="jsonl", condition_field="package"))
+    assert spec.labels == tuple(sorted(stats["packages"]))
+
+
 def test_unconditioned_manifest_has_no_condition_key(files, tmp_path):
     _build(files, tmp_path, "lm")
     with open(tmp_path / "train" / "manifest.json", encoding="utf-8") as f:

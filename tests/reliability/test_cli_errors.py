@@ -330,6 +330,7 @@ def test_cli_processes_exit_2_with_one_line(run_dir, mlm_data, tmp_path):
 # ------------------------------------------------------ one CLI convention
 CLIS = ("data_pipeline.build", "data_pipeline.inspect", "data_pipeline.train_tokenizer",
         "data_pipeline.google_records", "data_pipeline.native", "data_pipeline.prepare_tfds",
+        "data_pipeline.sample_corpus",
         "pretraining.train",
         "pretraining.demo", "pretraining.convert", "pretraining.generate",
         "pretraining.evaluate", "pretraining.export_batches")
