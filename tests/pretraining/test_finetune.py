@@ -205,3 +205,96 @@ def test_max_seq_length_above_the_positions_is_refused(colours, tmp_path):
                                          r"max_position_embeddings=64.*--max_seq_length=64"):
         finetune_cli.run(experiment, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+# ------------------------------------------------------------------ resume
+def _weights(model_dir):
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+    names = [n for n in reader.get_variable_to_shape_map() if n.startswith("model/")]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+def _assert_same_weights(a_dir, b_dir):
+    expected, got = _weights(a_dir), _weights(b_dir)
+    assert expected.keys() == got.keys() and expected
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_stopped_and_resumed_run_is_bit_identical(colours, tmp_path):
+    """Dropout on (encoder and classifier): data position and RNG restored."""
+    from pretraining.finetune import prepare
+    from pretraining.finetune.trainer import FinetuneTrainer
+    experiment = _experiment(colours, "model.hidden_dropout_prob=0.1", "train.eval_every=0",
+                             steps=12)
+    straight_dir, stopped_dir = str(tmp_path / "straight"), str(tmp_path / "stopped")
+    finetune_cli.run(experiment, straight_dir)
+    prepared = prepare.prepare(experiment, stopped_dir)
+    trainer = FinetuneTrainer(prepared.experiment, stopped_dir, prepared.task)
+    try:
+        assert trainer.train(stop_at=5)["step"] == 5
+    finally:
+        trainer.close()
+    summary = finetune_cli.run(experiment, stopped_dir)
+    assert summary["step"] == 12
+    _assert_same_weights(straight_dir, stopped_dir)
+
+
+def _cli(experiment_file, model_dir, *flags):
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=repo)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pretraining.finetune", f"--experiment={experiment_file}",
+         f"--model_dir={model_dir}", *flags], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(model_dir, proc, newer_than=-1, timeout=180):
+    import time
+    from pretraining import checkpoints
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        found = checkpoints.list_checkpoints(os.path.join(model_dir, "checkpoints"))
+        if found and found[0][0] > newer_than:
+            return found[0][0]
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.extended  # ~3 minutes; the in-process resume above runs by default
+def test_sigkill_then_sigterm_then_resume_is_bit_identical(colours, tmp_path):
+    """kill -9 mid-run, a resume stopped by SIGTERM (exit 75 after its
+    checkpoint), a second resume to the end: the same weights as a run
+    never interrupted."""
+    import signal
+    from pretraining import checkpoints, preemption
+    experiment = _experiment(colours, "model.hidden_dropout_prob=0.1", "train.steps_per_loop=2",
+                             "train.checkpoint_every=4", steps=200)
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(experiment.to_dict() | {"model": "bert_test"}))
+    straight_dir, killed_dir = str(tmp_path / "straight"), str(tmp_path / "killed")
+    straight, killed = _cli(str(path), straight_dir), _cli(str(path), killed_dir)
+    try:
+        assert _wait_for_checkpoint(killed_dir, killed) is not None
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait(timeout=60) == -signal.SIGKILL
+        step = checkpoints.list_checkpoints(os.path.join(killed_dir, "checkpoints"))[0][0]
+        stopped = _cli(str(path), killed_dir)
+        assert _wait_for_checkpoint(killed_dir, stopped, newer_than=step) is not None
+        stopped.send_signal(signal.SIGTERM)
+        _, stderr = stopped.communicate(timeout=120)
+        assert stopped.returncode == preemption.EXIT_PREEMPTED, stderr[-2000:]
+        assert "SIGTERM received: checkpoint saved at step" in stderr
+        assert "Traceback" not in stderr
+        assert straight.wait(timeout=300) == 0
+    finally:
+        straight.kill()
+        killed.kill()
+    resumed = _cli(str(path), killed_dir)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "Resumed from" in stderr, stderr[-2000:]
+    _assert_same_weights(straight_dir, killed_dir)
