@@ -24,8 +24,10 @@ import dataclasses
 import itertools
 import json
 import os
+import time
 
 import numpy as np
+from absl import logging
 
 from data_pipeline import atomic
 from data_pipeline.labelled_readers import (  # noqa: F401  (the public API)
@@ -260,6 +262,7 @@ def encode(examples: LabelledExamples, tokenizer, spec: LabelSpec | None,
     if spec is not None and examples.labels is not None:
         labels = label_array(examples, spec)  # errors before the slow part
     layout = tokenizer.layout
+    started = time.perf_counter()
     parts = []
     for start in range(0, len(examples), chunk_size):
         stop = start + chunk_size
@@ -270,6 +273,12 @@ def encode(examples: LabelledExamples, tokenizer, spec: LabelSpec | None,
     arrays = {name: np.concatenate([p[name] for p in parts]) for name in FEATURES}
     if labels is not None:
         arrays["label"] = labels
+    seconds = time.perf_counter() - started
+    full = int((arrays["input_mask"][:, -1] == 1).sum())
+    logging.info("%s: %d examples encoded in %.1f s (%.0f/s); %d fill all "
+                 "max_seq_length=%d tokens (truncated, or an exact fit).",
+                 examples.source, len(examples), seconds,
+                 len(examples) / max(seconds, 1e-9), full, max_seq_length)
     return arrays
 
 

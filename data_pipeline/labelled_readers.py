@@ -7,7 +7,8 @@
                                         tfds_data_dir="tfds_data/"))
 
 An example is a text, an optional pair text and a label, normalised by task:
-`single_label` a string (JSON numbers and TFDS class ids become their name),
+`single_label` a string (JSON integers and booleans become "3", "true";
+TFDS class ids their names),
 `multi_label` a tuple of strings (a list field, or one string split on
 `label_separator`), `regression` a float. A split read with
 `require_labels=False` (a test file) may lack the label column: its labels
@@ -15,15 +16,14 @@ are then None. Every bad row is a one-line `ValueError` naming the file,
 the line (TFDS: the example index), the field, the value and the fix.
 """
 
-import csv
 import dataclasses
 import gzip
-import io
 import json
 import math
 import numbers
 import os
-import sys
+import zlib
+from typing import Iterator
 
 TASKS = ("single_label", "multi_label", "regression")
 INPUT_FORMATS = ("tsv", "jsonl", "tfds")
@@ -152,7 +152,9 @@ def parse_label(value, config: ReadConfig, where: str):
                          f"Received: {_shown(value)}")
     if isinstance(value, str):
         return value
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if isinstance(value, bool):  # JSON true/false
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
         return str(int(value))
     raise ValueError(f"{where}: label field {field!r} must be a string or an "
                      f"integer for --task=single_label. Received: {_shown(value)}. "
@@ -169,13 +171,25 @@ def _input_format(name: str, config: ReadConfig) -> str:
     return "tsv"
 
 
-def _open_text(path: str):
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, line without its end) of a UTF-8 text or `.gz` file (a
+    leading byte-order mark is dropped); errors name the file and line."""
     if not os.path.isfile(path):
         raise ValueError(f"Labelled data file {path!r} does not exist: pass an "
                          "existing TSV/JSONL file, or tfds:NAME[:SPLIT].")
-    if path.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    number = 0
+    try:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+            for number, raw in enumerate(f, 1):
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                yield number, line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{number} is not UTF-8 (byte {e.start} of the line: "
+                         f"{e.reason}): convert the file, e.g. `iconv -f latin1 -t "
+                         "utf-8`.") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise ValueError(f"{path} is not a readable gzip file ({e}): re-compress it "
+                         "or drop the .gz suffix.") from None
 
 
 class Collector:
@@ -223,39 +237,38 @@ def read_tsv(path: str, config: ReadConfig, *, require_labels: bool = True
 
     A test file (`require_labels=False`) may lack the label column.
     """
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with _open_text(path) as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(rows, None)
-        if not header:
-            raise ValueError(f"Labelled split {path!r} holds no example (no header "
-                             "line): the first line must name the columns.")
-        columns = {name.strip(): i for i, name in enumerate(header)}
-        wanted = [config.text_field, config.text_pair_field]
-        label_index = columns.get(config.label_field)
-        if require_labels or label_index is not None:
-            wanted.append(config.label_field)
-        flags = {config.text_field: "--text_field", config.label_field: "--label_field",
-                 config.text_pair_field: "--text_pair_field"}
-        for name in wanted:
-            if name is not None and name not in columns:
-                raise ValueError(f"{path}:1: no column {name!r} (columns: "
-                                 f"{list(columns)}). Pass {flags[name]} naming the "
-                                 "column.")
-        collector = Collector(path, config, label_index is not None)
-        text_index = columns[config.text_field]
-        pair_index = columns.get(config.text_pair_field or "")
-        for number, row in enumerate(rows, 2):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            where = f"{path}:{number}"
-            if len(row) != len(header):
-                raise ValueError(f"{where}: {len(row)} tab-separated fields, the "
-                                 f"header has {len(header)}. Fix the row (a tab "
-                                 "inside a text must be removed).")
-            collector.add(number, row[text_index],
-                          None if pair_index is None else row[pair_index],
-                          None if label_index is None else row[label_index], where)
+    lines = _lines(path)
+    header = next(lines, (1, ""))[1].split("\t")
+    if header == [""]:
+        raise ValueError(f"Labelled split {path!r} holds no example (its first line, "
+                         "the header naming the columns, is empty).")
+    columns = {name.strip(): i for i, name in enumerate(header)}
+    wanted = [config.text_field, config.text_pair_field]
+    label_index = columns.get(config.label_field)
+    if require_labels or label_index is not None:
+        wanted.append(config.label_field)
+    flags = {config.text_field: "--text_field", config.label_field: "--label_field",
+             config.text_pair_field: "--text_pair_field"}
+    for name in wanted:
+        if name is not None and name not in columns:
+            raise ValueError(f"{path}:1: no column {name!r} (columns: "
+                             f"{list(columns)}). Pass {flags[name]} naming the "
+                             "column.")
+    collector = Collector(path, config, label_index is not None)
+    text_index = columns[config.text_field]
+    pair_index = columns.get(config.text_pair_field or "")
+    for number, line in lines:
+        if not line.strip():
+            continue
+        row = line.split("\t")
+        where = f"{path}:{number}"
+        if len(row) != len(header):
+            raise ValueError(f"{where}: {len(row)} tab-separated fields, the "
+                             f"header has {len(header)}. Fix the row (a tab "
+                             "inside a text must be removed).")
+        collector.add(number, row[text_index],
+                      None if pair_index is None else row[pair_index],
+                      None if label_index is None else row[label_index], where)
     return collector.result()
 
 
@@ -264,38 +277,37 @@ def read_jsonl(path: str, config: ReadConfig, *, require_labels: bool = True
     """Reads one JSON object per line (`.gz` too). A test file
     (`require_labels=False`) may lack the label field in every row."""
     collector = None
-    with _open_text(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where} is not valid JSON ({e.msg}): one JSON "
-                                 "object per line is expected.") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: a JSON object is expected. Received: "
-                                 f"{_shown(record)}")
-            if collector is None:
-                labelled = require_labels or config.label_field in record
-                collector = Collector(path, config, labelled)
-            for name, flag, needed in (
-                    (config.text_field, "--text_field", True),
-                    (config.label_field, "--label_field", collector.out.labels is not None)):
-                if needed and name not in record:
-                    raise ValueError(f"{where}: no field {name!r} (fields: "
-                                     f"{sorted(record)}). Pass {flag} naming the field.")
-            pair = None
-            if config.text_pair_field:
-                pair = record.get(config.text_pair_field)
-                if pair is None and not collector.out.texts:
-                    raise ValueError(
-                        f"{where}: no field {config.text_pair_field!r} (fields: "
-                        f"{sorted(record)}). Pass --text_pair_field naming the field, "
-                        "or drop it for single sentences.")
-            collector.add(number, record[config.text_field], pair,
-                          record.get(config.label_field), where)
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where} is not valid JSON ({e.msg}): one JSON "
+                             "object per line is expected.") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: a JSON object is expected. Received: "
+                             f"{_shown(record)}")
+        if collector is None:
+            labelled = require_labels or config.label_field in record
+            collector = Collector(path, config, labelled)
+        for name, flag, needed in (
+                (config.text_field, "--text_field", True),
+                (config.label_field, "--label_field", collector.out.labels is not None)):
+            if needed and name not in record:
+                raise ValueError(f"{where}: no field {name!r} (fields: "
+                                 f"{sorted(record)}). Pass {flag} naming the field.")
+        pair = None
+        if config.text_pair_field:
+            pair = record.get(config.text_pair_field)
+            if pair is None and not collector.out.texts:
+                raise ValueError(
+                    f"{where}: no field {config.text_pair_field!r} (fields: "
+                    f"{sorted(record)}). Pass --text_pair_field naming the field, "
+                    "or drop it for single sentences.")
+        collector.add(number, record[config.text_field], pair,
+                      record.get(config.label_field), where)
     if collector is None:
         raise ValueError(f"Labelled split {path!r} holds no example: pass a "
                          "non-empty file.")

@@ -3,6 +3,7 @@ label lists, Google's input layout and truncation, tf.data batches, and
 every bad-input error."""
 
 import dataclasses
+import gzip
 import json
 
 import numpy as np
@@ -25,7 +26,10 @@ def wp(tmp_path_factory):
 
 
 def _write(path, text):
-    path.write_text(text, encoding="utf-8")
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
     return str(path)
 
 
@@ -141,6 +145,15 @@ def test_jsonl_labels_by_task_and_label_list(tmp_path, wp):
     assert spec.num_labels == 1
     values = labelled.encode(examples, wp, spec, 4)["label"]
     assert values.dtype == np.float32 and values.tolist() == [1.5, -2.0]
+
+    # A byte-order mark, CRLF line ends, gzip, JSON booleans.
+    bom = _write(tmp_path / "bom.tsv", "\ufefftext\tlabel\r\nthe\tpos\r\n")
+    assert labelled.read_examples(bom, labelled.ReadConfig()).labels == ["pos"]
+    packed = tmp_path / "b.jsonl.gz"
+    packed.write_bytes(gzip.compress(b'{"text": "a", "label": true}\n'
+                                     b'{"text": "b", "label": false}\n'))
+    examples = labelled.read_examples(str(packed), labelled.ReadConfig())
+    assert examples.labels == ["true", "false"] and examples.lines == [1, 2]
 
     # Written with the run and read back; a test split without labels.
     spec = labelled.LabelSpec("single_label", ("neg", "pos"))
@@ -312,6 +325,10 @@ BAD_INPUTS = {
     "test label not in list": (
         "test.jsonl", '{"text": "a", "label": "neutral"}\n', {}, False,
         r"test.jsonl:1: label 'neutral' is not in the label list"),
+    "not utf-8": ("train.tsv", "text\tlabel\nthe\tpos\nd\u00e9j\u00e0\tneg\n".encode(
+        "latin-1"), {}, True, r"train.tsv:3 is not UTF-8 \(byte 1 of the line.*iconv"),
+    "not gzip": ("train.jsonl.gz", b"not gzip", {}, True,
+                 r"train.jsonl.gz is not a readable gzip file"),
     "bad json": ("train.jsonl", '{"text": "a",\n', {}, True,
                  r"train.jsonl:1 is not valid JSON"),
 }
