@@ -48,6 +48,12 @@ def format_example(example: dict, tokenizer=None) -> str:
         line += f"\n    segment_ids: {example['segment_ids'][:n].tolist()}"
     if "next_sentence_labels" in example:
         line += f"\n    next_sentence_label: {int(example['next_sentence_labels'][0])}"
+    if "condition" in example:
+        value = example["condition"].tolist()
+        labels = example.get("condition_labels")
+        if labels:
+            value = f"{labels[value[0]]} (id {value[0]})"
+        line += f"\n    condition: {value}"
     return line
 
 
@@ -73,6 +79,8 @@ def describe(data_dir: str, num_examples: int = 3, seed: int = 0) -> str:
         if i >= num_examples:
             break
         example["mask_id"] = manifest.special_ids["mask"]
+        if manifest.condition:
+            example["condition_labels"] = manifest.condition["labels"]
         counts["tokens"] += int(example["input_mask"].sum())
         lines.append(f"\nexample {i}: {format_example(example, tokenizer)}")
     return "\n".join(lines)

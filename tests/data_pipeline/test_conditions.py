@@ -337,3 +337,13 @@ def test_bad_inputs_one_line_nothing_written(files, tmp_path):
              input_format="text", condition_from_path=r"/(zzz)/")
     _refused(files, tmp_path, r"does not match input file '.*/beta/doc00.txt'",
              input_format="text", condition_from_path=r"/(alpha|gamma)/")
+
+
+def test_inspect_names_the_condition():
+    from data_pipeline import inspect  # pylint: disable=import-outside-toplevel
+    example = {"input_ids": np.array([2, 9, 3]), "input_mask": np.ones(3, int),
+               "condition": np.array([1])}
+    assert inspect.format_example(example).endswith("\n    condition: [1]")
+    example["condition_labels"] = ["alpha", "beta"]
+    assert inspect.format_example(example).endswith(
+        "\n    condition: beta (id 1)")
