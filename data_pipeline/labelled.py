@@ -9,7 +9,8 @@
 Inputs are Google's `run_classifier.py` layout: `[CLS] a [SEP]` or
 `[CLS] a [SEP] b [SEP]`, segment ids 0 up to and including the first
 `[SEP]`, 1 after; a pair is truncated longest-first (one token at a time
-from the end of the longer text, the second on a tie). Arrays are NumPy:
+from the end of the longer text, the second on a tie); a second text with
+no token (empty) is left out, as Google's `if tokens_b:` does. Arrays are NumPy:
 `input_ids`, `input_mask`, `segment_ids` int32 `(n, max_seq_length)` and
 `label`: int32 `(n,)` class ids (single label), float32 `(n, num_labels)`
 multi-hot (multi label) or float32 `(n,)` (regression); an unlabelled split
@@ -170,7 +171,8 @@ def truncated_lengths(len_a: np.ndarray, len_b: np.ndarray | None,
                       max_seq_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Token counts kept of each text, as Google's `_truncate_seq_pair`.
 
-    Single texts keep `max_seq_length - 2`. A pair keeps both when they fit
+    Single texts, and pairs whose second text has no token (Google's
+    `if tokens_b:`), keep `max_seq_length - 2`. A pair keeps both when they fit
     in `max_seq_length - 3`; otherwise tokens go from the longer text (the
     second on a tie) one at a time, which is: the shorter text is kept when
     it fits in half, else the first keeps `ceil(m / 2)`, the second `m // 2`.
@@ -190,6 +192,7 @@ def truncated_lengths(len_a: np.ndarray, len_b: np.ndarray | None,
     b = np.where(over & keep_short & (len_a <= len_b), m - len_a, len_b)
     a = np.where(over & ~keep_short, m - m // 2, a)
     b = np.where(over & ~keep_short, m // 2, b)
+    a = np.where(len_b == 0, np.minimum(len_a, max_seq_length - 2), a)
     return a, b
 
 
@@ -226,10 +229,11 @@ def pack(ids_a: list, ids_b: list | None, max_seq_length: int, cls_id: int,
     _place(input_ids, ids_a, len_a, keep_a, np.ones(n, np.int64))
     input_ids[rows, first_sep] = sep_id
     used = first_sep + 1
-    if ids_b is not None:
+    if ids_b is not None:  # a second text without tokens adds no [SEP]
         _place(input_ids, ids_b, len_b, keep_b, first_sep + 1)
-        used = first_sep + keep_b + 2
-        input_ids[rows, used - 1] = sep_id
+        paired = keep_b > 0
+        used = np.where(paired, first_sep + keep_b + 2, used)
+        input_ids[rows[paired], used[paired] - 1] = sep_id
     position = np.arange(max_seq_length)[None, :]
     input_mask = (position < used[:, None]).astype(np.int32)
     segment_ids = ((position > first_sep[:, None]) & (input_mask == 1)).astype(np.int32)

@@ -50,15 +50,16 @@ def google_truncate_seq_pair(tokens_a, tokens_b, max_length):
 
 
 def google_features(tokens_a, tokens_b, max_seq_length):
-    """Google's `convert_single_example` layout, built by hand from ids."""
+    """Google's `convert_single_example` layout, built by hand from ids (an
+    empty second text is no pair: its `if tokens_b:`)."""
     tokens_a, tokens_b = list(tokens_a), None if tokens_b is None else list(tokens_b)
-    if tokens_b is not None:
+    if tokens_b:
         google_truncate_seq_pair(tokens_a, tokens_b, max_seq_length - 3)
     else:
         tokens_a = tokens_a[:max_seq_length - 2]
     ids = [ID["[CLS]"]] + tokens_a + [ID["[SEP]"]]
     segments = [0] * len(ids)
-    if tokens_b is not None:
+    if tokens_b:
         ids += tokens_b + [ID["[SEP]"]]
         segments += [1] * (len(tokens_b) + 1)
     pad = max_seq_length - len(ids)
