@@ -198,6 +198,11 @@ class ConditionSpec:
                     "Give every document a vector of one length.")
             return tuple(vector)
         if self.raw_names is not None and isinstance(raw, (int, np.integer)):
+            if not 0 <= int(raw) < len(self.raw_names):  # TFDS: -1, no label
+                raise ValueError(
+                    f"{where}: condition {self.source} has no label (class "
+                    f"id {int(raw)} of {len(self.raw_names)}). Build from a "
+                    "labelled split (--tfds_split).")
             raw = self.raw_names[int(raw)]
         label = _label(raw, where, self.source)
         if label is None:
