@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from data_pipeline import atomic
+from data_pipeline.labelled_dataset import finetune_dataset, mix_tasks  # noqa: F401
 from data_pipeline.labelled_readers import (  # noqa: F401  (the public API)
     INPUT_FORMATS, TASKS, LabelledExamples, ReadConfig, parse_label,
     read_examples)
@@ -285,74 +286,3 @@ def encode(examples: LabelledExamples, tokenizer, spec: LabelSpec | None,
                  len(examples) / max(seconds, 1e-9), full, max_seq_length)
     return arrays
 
-
-def _epoch_order(n: int, seed: int, epoch):
-    """A permutation of range(n) keyed on (seed, epoch) only (stateless: not
-    on TensorFlow's global seed)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.argsort(tf.random.stateless_uniform([n], seed=key))
-
-
-def finetune_dataset(arrays: dict, batch_size: int, *, training: bool,
-                     seed: int = 0, skip_batches: int = 0):
-    """A `tf.data.Dataset` of batches of `arrays` with static shapes, each
-    with a float32 `weight` `(batch,)` feature.
-
-    Args:
-        arrays: dict. From `encode` (any extra same-length arrays, e.g. a
-            task id, travel along).
-        batch_size: int. Examples per batch (the global batch: shard rows
-            per replica downstream).
-        training: bool. True: every epoch in its own order keyed on (`seed`,
-            epoch), repeated forever, batches crossing epoch boundaries,
-            every `weight` 1. False: one pass in order; the last batch is
-            completed with all-zero rows of `weight` 0, so every example is
-            evaluated once.
-        seed: int. Seed of the training order. Defaults to 0.
-        skip_batches: int. Training batches already consumed (resume); the
-            skip costs one partial epoch of indices, not reading batches.
-            Defaults to 0.
-
-    Raises:
-        ValueError: a bad batch size, or a train split smaller than a batch.
-    """
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"The batch size must be an int >= 1. Received: "
-                         f"batch_size={batch_size!r}")
-    n = len(arrays["input_ids"])
-    if any(len(v) != n for v in arrays.values()):
-        raise ValueError(f"Arrays must have one row per example: lengths "
-                         f"{ {k: len(v) for k, v in arrays.items()} }.")
-    if training and n < batch_size:
-        raise ValueError(f"The train split has {n} examples, fewer than one batch "
-                         f"(batch_size={batch_size}): lower the batch size or add "
-                         "examples.")
-    tensors = {k: tf.constant(v) for k, v in arrays.items()}
-    if training:
-        position = skip_batches * batch_size
-        indices = tf.data.Dataset.counter(start=position // n).flat_map(
-            lambda e: tf.data.Dataset.from_tensor_slices(_epoch_order(n, seed, e)))
-        indices = indices.skip(position % n).batch(batch_size, drop_remainder=True)
-
-        def gather(index):
-            batch = {k: tf.gather(v, index) for k, v in tensors.items()}
-            batch["weight"] = tf.ones([batch_size], tf.float32)
-            return batch
-    else:
-        padded = n + (-n) % batch_size
-        indices = tf.data.Dataset.range(padded).batch(batch_size, drop_remainder=True)
-
-        def gather(index):
-            real = index < n
-            rows = tf.minimum(index, n - 1)
-            batch = {}
-            for name, value in tensors.items():
-                taken = tf.gather(value, rows)
-                keep = tf.reshape(real, [-1] + [1] * (len(value.shape) - 1))
-                batch[name] = tf.where(keep, taken, tf.zeros_like(taken))
-            batch["weight"] = tf.cast(real, tf.float32)
-            return batch
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=True).prefetch(tf.data.AUTOTUNE)

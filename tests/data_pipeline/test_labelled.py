@@ -363,3 +363,36 @@ def test_bad_label_lists_and_flags(tmp_path):
     (tmp_path / "labels.json").write_text('{"labels": ["a"]}')
     with pytest.raises(ValueError, match="keys"):
         labelled.LabelSpec.load(str(tmp_path))
+
+
+def test_mixed_tasks_by_size_and_by_weight():
+    one = _arrays(6)  # single-label task: label int32 (n,)
+    two = {**_arrays(2), "label": np.eye(3, dtype=np.float32)[[0, 2]]}  # multi-hot
+    mixed = labelled.mix_tasks([one, two])
+    assert mixed["task"].tolist() == [0] * 6 + [1] * 2
+    assert mixed["label_0"].tolist() == list(range(6)) + [0, 0]
+    np.testing.assert_array_equal(mixed["label_1"][6:], two["label"])
+    assert not mixed["label_1"][:6].any() and mixed["label_1"].dtype == np.float32
+    by_size = labelled.finetune_dataset(mixed, 4, training=True, seed=1)
+    tasks = np.concatenate([b["task"].numpy() for b in by_size.take(8)])
+    assert np.bincount(tasks).tolist() == [24, 8]  # 4 epochs of 6 + 2 rows
+    # Equal weights: each 8-row epoch holds 4 rows of each task, task 1's
+    # two rows each twice.
+    weighted = labelled.finetune_dataset(mixed, 4, training=True, seed=1,
+                                         task_weights=[1, 1])
+    batches = list(weighted.take(6))
+    tasks = np.concatenate([b["task"].numpy() for b in batches])
+    ids = np.concatenate([b["input_ids"].numpy()[:, 0] for b in batches])
+    for epoch in range(3):
+        rows = slice(8 * epoch, 8 * epoch + 8)
+        assert np.bincount(tasks[rows]).tolist() == [4, 4]
+        assert sorted(ids[rows][tasks[rows] == 1].tolist()) == [1, 1, 5, 5]
+        assert len(set(ids[rows][tasks[rows] == 0].tolist())) == 4
+    resumed = labelled.finetune_dataset(mixed, 4, training=True, seed=1,
+                                        task_weights=[1, 1], skip_batches=3)
+    assert np.concatenate([b["task"].numpy() for b in resumed.take(3)]).tolist() == \
+        tasks[12:].tolist()
+    with pytest.raises(ValueError, match="task_weights must be 2 finite numbers"):
+        labelled.finetune_dataset(mixed, 4, training=True, task_weights=[1])
+    with pytest.raises(ValueError, match="share one max_seq_length"):
+        labelled.mix_tasks([one, _arrays(2, length=5)])
