@@ -39,5 +39,9 @@ setup(
         "tpu": [f"tensorflow-tpu{TF_RANGE}"],
         "test": ["pytest", "pytest-xdist"],  # make test runs 2 workers
         "plot": ["matplotlib"],  # python -m pretraining.plot RUN
+        # python -m data_pipeline.build --runner=DirectRunner|DataflowRunner|...
+        # Beam 2.77 needs protobuf < 7, and sentencepiece 0.2.3's generated
+        # code needs protobuf >= 7.36: Beam gets its own venv (make test-beam).
+        "beam": ["apache-beam[gcp]>=2.60", "sentencepiece<0.2.3"],
     },
 )

@@ -10,10 +10,13 @@ Usage:
       [--condition_field=label [--condition_labels=a,b] | \
        --condition_from_path='([^/]+)/[^/]+$'] \
       [--tokenizer=vocab.txt --nodo_lower_case --chinese_segmenter=jieba] \
-      [--num_workers=4]
+      [--num_workers=4] [--overwrite]
+  python -m data_pipeline.build ... --runner=DataflowRunner \
+      --beam_option=--project=P --beam_option=--region=R ...  (or after --)
 
 Writes OUTPUT_DIR/train/ (and OUTPUT_DIR/eval/) each holding
-shard-*-of-*.tfrecord and manifest.json; see `builder.build`.
+shard-*-of-*.tfrecord and manifest.json; see `builder.build`. With --runner
+the units run on Apache Beam (`beam_build`); the output is the same bytes.
 
 Exit status: 0 done; 2 bad flag or input, an --output_dir that is a file,
 or a full disk (one line on stderr; nothing left behind).
@@ -39,7 +42,7 @@ def build_mlm(input_patterns, tokenizer_path: str, output_dir: str, *,
               masked_lm_prob: float = 0.15, short_seq_prob: float = 0.1,
               dupe_factor: int = 1, seed: int = 12345, num_shards: int = 1,
               eval_fraction: float = 0.0, source: str | None = None,
-              compression: str = "", shuffle_buffer: int = 100_000,
+              compression: str = "", overwrite: bool = False,
               masking: str = "static", next_sentence: bool = False,
               num_workers: int = 1,
               whole_word_masking: bool = True) -> dict[str, features.Manifest]:
@@ -55,7 +58,7 @@ def build_mlm(input_patterns, tokenizer_path: str, output_dir: str, *,
     return builder.build(
         input_patterns, tokenizer_path, output_dir, task=task, seed=seed,
         num_shards=num_shards, eval_fraction=eval_fraction,
-        compression=compression, shuffle_buffer=shuffle_buffer,
+        compression=compression, overwrite=overwrite,
         num_workers=num_workers, description=source)
 
 
@@ -135,6 +138,16 @@ def define_flags() -> None:
     flags.DEFINE_enum("compression", "", ["", "GZIP"], "Shard compression.")
     flags.DEFINE_integer("num_workers", 1, "Worker processes (output is "
                          "identical for any number).")
+    flags.DEFINE_bool("overwrite", False, "Replace a build already in "
+                      "--output_dir (refused otherwise).")
+    flags.DEFINE_enum("runner", None, ["DirectRunner", "DataflowRunner",
+                                       "FlinkRunner", "SparkRunner"],
+                      "Run the units on Apache Beam with this runner "
+                      "(pip install -e '.[beam]'); default: this machine's "
+                      "process pool. Same output bytes.")
+    flags.DEFINE_multi_string("beam_option", [], "A Beam pipeline option, "
+                              "e.g. --beam_option=--project=P (repeatable; "
+                              "also accepted after --).")
     flags.DEFINE_integer("docs_per_unit", 256, "Documents per work unit "
                          "(changing it changes the output).")
     # Google's create_pretraining_data.py names: aliases, or refused with ours.
@@ -149,8 +162,9 @@ def define_flags() -> None:
 FLAGS = flags.FLAGS
 
 
-def run(f=FLAGS) -> dict[str, features.Manifest]:
-    """Builds from the parsed flags `f` (ValueError/TypeError on bad input)."""
+def run(f=FLAGS, beam_args=()) -> dict[str, features.Manifest]:
+    """Builds from the parsed flags `f` and Beam options given after `--`
+    (ValueError/TypeError on bad input)."""
     if f.output_file:
         raise ValueError(f"--output_file={f.output_file!r} is Google's flag: use "
                          "--output_dir instead (shards and manifest.json go in a "
@@ -181,17 +195,20 @@ def run(f=FLAGS) -> dict[str, features.Manifest]:
         f.input, f.tokenizer, f.output_dir, task=task, source=source,
         tokenizer_options=options, seed=f.seed, num_shards=f.num_shards,
         eval_fraction=f.eval_fraction, compression=f.compression,
-        num_workers=f.num_workers, docs_per_unit=f.docs_per_unit)
+        num_workers=f.num_workers, docs_per_unit=f.docs_per_unit,
+        overwrite=f.overwrite, runner=f.runner,
+        beam_options=tuple(f.beam_option) + tuple(beam_args))
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if len(argv) > 1 and not FLAGS.runner:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]} (Beam options "
+                             "after -- need --runner)")
     # TensorFlow is imported here, before the clock starts: the time reported
     # is the build's own.
     from data_pipeline import builder  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     start = time.perf_counter()
-    manifests = run()  # bad flags, input or a full disk: one line, exit 2 (cli.run)
+    manifests = run(beam_args=argv[1:])  # bad flags, input or a full disk: one line, exit 2 (cli.run)
     seconds = time.perf_counter() - start
     total = sum(m.num_examples for m in manifests.values())
     for name, manifest in manifests.items():

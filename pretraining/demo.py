@@ -57,7 +57,8 @@ def prepare_data(data_dir: str, vocab_size: int) -> dict:
         [corpus_path], spm_prefix + ".model", data_dir, max_seq_length=MAX_SEQ_LENGTH,
         max_predictions_per_seq=MAX_PREDICTIONS_PER_SEQ, seed=SEED, num_shards=2,
         eval_fraction=EVAL_FRACTION, dupe_factor=DUPE_FACTOR,
-        source="built-in sample (pydoc topics + stdlib docstrings)")
+        source="built-in sample (pydoc topics + stdlib docstrings)",
+        overwrite=True)  # matching records were reused above
     timings["records_seconds"] = time.time() - start
     timings.update({f"{split}_examples": m.num_examples for split, m in manifests.items()})
     return timings

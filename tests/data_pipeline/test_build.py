@@ -77,7 +77,7 @@ def test_build_deterministic(numbered_corpus, tokenizer_path, tmp_path):
         out = str(tmp_path / name)
         build.build_mlm(numbered_corpus, tokenizer_path, out, seed=seed,
                         max_seq_length=32, max_predictions_per_seq=5,
-                        num_shards=2, dupe_factor=2)
+                        num_shards=2, dupe_factor=2, overwrite=True)
         train = os.path.join(out, "train")
         return [open(os.path.join(train, f), "rb").read()
                 for f in sorted(os.listdir(train)) if f.endswith(".tfrecord")]
@@ -128,11 +128,12 @@ def test_failed_rebuild_keeps_previous(numbered_corpus, tokenizer_path,
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     with pytest.raises(ValueError):
-        build.build_mlm(str(empty), tokenizer_path, out)
+        build.build_mlm(str(empty), tokenizer_path, out, overwrite=True)
     assert os.listdir(out) == ["train"]
     assert features.Manifest.read(os.path.join(out, "train")) == first["train"]
     second = build.build_mlm(numbered_corpus, tokenizer_path, out, seed=9,
-                             max_seq_length=32, max_predictions_per_seq=5)
+                             max_seq_length=32, max_predictions_per_seq=5,
+                             overwrite=True)
     assert os.listdir(out) == ["train"]
     assert features.Manifest.read(os.path.join(out, "train")).seed == 9
     assert second["train"].seed == 9

@@ -3,8 +3,10 @@
 Each case builds a small train + eval split from data written here (a
 WordPiece `vocab.txt` and a seeded text corpus, so no trained model is
 involved) and compares the sha256 of every shard, and the manifest less its
-paths and version, with the values commit 1b6cead's builder produced for the
-same flags. A change to packing, masking, serialisation or shuffling that
+paths and version, with the values the builder of the commit that moved
+shard assignment and in-shard order to `data_pipeline.shuffle` produced for
+the same flags (its records are, as a multiset, those of commit 1b6cead's
+builder; only their shards and order changed). A change to packing, masking, serialisation or shuffling that
 alters one byte fails here; an intended change updates the table and says
 why in its commit.
 
@@ -31,8 +33,7 @@ _SPECIAL = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]",
 _WORDS = ("the a value list object name attribute returns when is of an "
           "file line text data model token word piece").split()
 _PIECES = ["un", "##break", "##able", "re", "##turn", "##ed", "##s"]
-_BUILD = dict(seed=7, num_shards=3, eval_fraction=0.2, docs_per_unit=16,
-              shuffle_buffer=40)
+_BUILD = dict(seed=7, num_shards=3, eval_fraction=0.2, docs_per_unit=16)
 # Manifest fields that name paths or the tool version, not the records.
 _UNPINNED = ("tokenizer_file", "source", "tool_version")
 
@@ -50,25 +51,25 @@ CASES = {
     "lm": dict(task="lm", max_seq_length=32),
 }
 
-# From commit 1b6cead's builder (`python -m tests.data_pipeline.
-# test_build_bytes` run there): per case and split, the records per shard,
-# each shard's sha256 and the sha256 of the manifest less `_UNPINNED`.
+# From the builder with `shuffle` keys (`python -m tests.data_pipeline.
+# test_build_bytes`): per case and split, the records per shard, each shard's
+# sha256 and the sha256 of the manifest less `_UNPINNED`.
 EXPECTED = {
     "lm": {
         "train": {
-            "examples_per_shard": [33, 33, 33],
+            "examples_per_shard": [33, 36, 30],
             "shard_sha256": [
-                "a0fa948dfe0f5e11def1f8b053e70a17c24f96d88a6d1d732795863ff9d1acac",
-                "8796f2be64687e101b89cd2c3d489c014710cfa2295eb57757fff91b4b3b639c",
-                "3577d9c9883a8de89c7c5fd28c6615666dcdb64cf7f6261b573b09105ff98a3a",
+                "fa8fb54ad27750485bca27f4e351e8c0a156bf8f0a9735439754ae2018629f49",
+                "6fbe16305f61b2bcad30a820d670925bed979270e4a69dee7bc00dcfbb719cd2",
+                "5c7228dfd771941ee9dec43fedcdde15ae07512cad7dac5e62c7f78ef1d0e673",
             ],
             "manifest_sha256":
-                "10c56e2d83d022251111e198b2d53736772af2b69afc67da2dc9ad7898649035",
+                "b1cb7131c71be6d78e7aba543aa2ba752337615b3e6109e2f0998f6eb2950a3c",
         },
         "eval": {
             "examples_per_shard": [35],
             "shard_sha256": [
-                "3d20d676b3b5138f2a17dbb838013def0c2db56ee6b630f9d5ef9f5d5560d755",
+                "e825d2db0aefb4fda9d56e552a785620a76767f2d64b46b08e54597d239731f0",
             ],
             "manifest_sha256":
                 "2788190919e14135c71d788b050c9e2993f2878c0c14cb11bf80155fcd8490d1",
@@ -76,19 +77,19 @@ EXPECTED = {
     },
     "mlm_dynamic": {
         "train": {
-            "examples_per_shard": [97, 96, 96],
+            "examples_per_shard": [106, 92, 91],
             "shard_sha256": [
-                "ea486541be2c108f59f8203b88fb214addcfc0d1208266b3a8e819b85795425b",
-                "9da93e6428678a621f94762a2fa7fce0724bebc5ece6f4e2b68899d4458840b3",
-                "02c230ab37890561ff1d361135901bdd4047c1e8b3901d3781e3cb29ca8129ec",
+                "211a244fdd3abc5129ca60191aa1b00fa2597646e1b36b265bb21dfd79c0b24f",
+                "cc0ec7e5f94e0222c00e389bb49eaa1c2df386cbaa5a79245b2e4b1816cd0cfa",
+                "223fd7505bf1d3832db2447c1e892987000f5dd7137d8bd2fdeccb34e590be62",
             ],
             "manifest_sha256":
-                "8e2e1cfe86fe6e12b248119f94d1e7de36846295899c00be97cdbc12a702fb38",
+                "bb902bf44276d9adbe80ff0c5dbac02d921cd5eda194c3ca3591641258a75794",
         },
         "eval": {
             "examples_per_shard": [44],
             "shard_sha256": [
-                "a46e52ba5afe2e1301b1b3f02f39ced2ad5ef4733b512674d1d4e6e7a632e03d",
+                "9c7b8ffc70d568b309800a80d59a14a4c90126f3b47e6491dea5a634742cff4c",
             ],
             "manifest_sha256":
                 "d9494bd8cc741b68b6f33506cf23f452bd6ddc3bd9018e079fcbc3e5dcc3808f",
@@ -96,19 +97,19 @@ EXPECTED = {
     },
     "mlm_static": {
         "train": {
-            "examples_per_shard": [69, 68, 68],
+            "examples_per_shard": [78, 66, 61],
             "shard_sha256": [
-                "8801cd0e5b208ff51e1b3f8a8f2562b180beca6531163c06c2b924c5055017ed",
-                "9c1a77b7f526fa5d3b860e7ad699b5a6c9a48e00fa327b9bfcfdee50c751f49f",
-                "a919eb852e6f0031fbde5ab030cf5ab21e2f833d67741ff14c84a8abb480915a",
+                "9826759662a2cda31dae2a6e35ffb186097ed0bf9596360f6a959524c0cd128b",
+                "e609912c1b9867fc0b732b9fd956f1f4adbd5bbe7487e9fd92917feba89705fe",
+                "721959fc06325a306dd8c8e636b21d81ff0742e8cd6d5479dc173cd28bbbf56b",
             ],
             "manifest_sha256":
-                "f97b5e1d96b9fbea9be3845dde4a6c3fd62a9d22133c646b4c89540543ff131c",
+                "b9f76d16fbbc20362bc80c2f278babcbdfb40d076d4b7ad4a16b0e4d26eecc68",
         },
         "eval": {
             "examples_per_shard": [63],
             "shard_sha256": [
-                "1eba328ea1ad9835d7125ab99cf71f8947888558353d0a69bba5ba1a57293ec5",
+                "0bee6726b9d437154f4f01a6d376ddbd4b58c1998f6d697eb3c7b223540793d2",
             ],
             "manifest_sha256":
                 "d4f2a55983e3896f0614a06d5549263c1a4ef622f1c705935783a5fc32f1ef03",
@@ -116,19 +117,19 @@ EXPECTED = {
     },
     "mlm_static_nsp": {
         "train": {
-            "examples_per_shard": [108, 108, 108],
+            "examples_per_shard": [117, 105, 102],
             "shard_sha256": [
-                "661c7cd419c8c6b3b2cd5b7041e3f13aa0afa55ae238ac113d2e844ce1d60224",
-                "b72bfaa6ad833a2592fd63cfce876d3daaee57d7df631fce96fea8d90ee80ea4",
-                "523b4df70dea0a4303be4ee17dba8c8bbaf6c6e4d8a69837f45fc47a9b4024f9",
+                "472c8ec9647c29822fb2167c4367427cc4c49c14c226219182d9952bd06fa8c5",
+                "dea8f26d9396c617185d87fcd793765ec41b56454f82128e6adf6cdc20ffe477",
+                "2cc6a8bd74b04bc0649ed5e4e694afcb2270aa23f50d3a080572ff03c29c2952",
             ],
             "manifest_sha256":
-                "f53b14d4ff1dbd41732793d5d456bdecd3cd428c1c4e9cf5ffbd585d6f097028",
+                "885965000125a2116414fbe42334b508505e0cf0625219b1b72ce1cb3749b1e7",
         },
         "eval": {
             "examples_per_shard": [54],
             "shard_sha256": [
-                "6c24646612131196522bf0c54578e1339396299d040f2a79cbc38e135504adc4",
+                "52c79baa23e1adcd3722eae7e3a9bd275b375ac76f6d907cf42c335557f58319",
             ],
             "manifest_sha256":
                 "ba844f92b48e51b3857d50e4fd35075f125054022412842a939c4ee451fec390",
@@ -136,19 +137,19 @@ EXPECTED = {
     },
     "seq2seq": {
         "train": {
-            "examples_per_shard": [37, 37, 36],
+            "examples_per_shard": [40, 37, 33],
             "shard_sha256": [
-                "907ddec4c1786a88bee714f482ededf4d2db3d9abfa99af66d0aef3c6b06f99c",
-                "3ce70ad1723d6b567463a3fb8c4488940d3cf40ed15803f7e4bfcf93967bafd4",
-                "48ae696354c7defe9252923b0cc4df0abce182254c79b20f11122de5b71c3c23",
+                "c590038d3159c5b8787378bcc554425fda7b89532c17122dd2950a0480747bae",
+                "b719656cfaac29479d3fb6a2f981ac4613f3dc506d7041626103a8f0c6963e65",
+                "8922fc38cfa5d4165269a8e93c628bd6d219e171f98df5ece4b50cc13ab29b85",
             ],
             "manifest_sha256":
-                "0bbb80b988ad7c4efc54a82d5ed900b231de822e58c58af2b97f5bc18e220dd9",
+                "f7cb97dc19dac7629c84f4d8bf2de7529d61d5a410dc97023b55c48eb6f436c3",
         },
         "eval": {
             "examples_per_shard": [34],
             "shard_sha256": [
-                "de589442635028c257d0c0cac54baff1bfd2cab1c32ef1390581ad96d22ba6e5",
+                "462c055282ec9f9db025bbe15deaa2d73be5b9644708fa59a381448061e6a37a",
             ],
             "manifest_sha256":
                 "e965a7df6d05b96e96c85a6a4e6191ddba62691d02f5c71f0fef38eeed7b17e4",
@@ -156,19 +157,19 @@ EXPECTED = {
     },
     "seq2seq_pairs": {
         "train": {
-            "examples_per_shard": [19, 19, 19],
+            "examples_per_shard": [19, 24, 14],
             "shard_sha256": [
-                "8b3de0e6cd16ea24d416c9a8351b4ab025177d53753a75b348429fd73048ecb2",
-                "d15dbd3332d29783c2e4af4abb945efd7147a53e9ebcb0711b22c74071049412",
-                "f517eeb948f06721fadba390dc1afb6dbd2b075d3c5f0d0edbfab6f3cd36c5ed",
+                "888ac4570286a03cb44234643e6b2756143f54dde62e44490440a531522c8a54",
+                "755b62603f60c7aeacf1f4d607c9b19a58557e25c2fc8785b79e17f167cf13c2",
+                "dbedda2a147d9c493b652eb84fb52d23704e9232f6433d5f170b4dc1001ad51c",
             ],
             "manifest_sha256":
-                "1096a6d88ffb340caa00387fe7e92bc2ad9c6b4d14077b01d0398dbad923b389",
+                "e4f708cb84cb3394c73a2e0c6695913a02c62706329af0133693e17db765c66c",
         },
         "eval": {
             "examples_per_shard": [13],
             "shard_sha256": [
-                "7ce0e3255a98ded3b6e7131ad00c4b1057cf0469c1b68aeb7b935d39a10ed0b6",
+                "e9a108d4db967faa1eb427eaf13295b631edb153716493c20838a2fd80aa38af",
             ],
             "manifest_sha256":
                 "76dac6af8395f742b6844af8e93ef53f8033aa896978e527f5eeac59e22f6f90",

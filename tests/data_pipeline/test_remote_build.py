@@ -10,10 +10,10 @@ import tensorflow as tf
 from data_pipeline import atomic, build, features
 
 
-def _build(mlm_data, output_dir):
+def _build(mlm_data, output_dir, overwrite=False):
     return build.build_mlm([mlm_data["corpus"]], mlm_data["tokenizer"], output_dir,
                            max_seq_length=32, max_predictions_per_seq=5, seed=1,
-                           num_shards=2, eval_fraction=0.1)
+                           num_shards=2, eval_fraction=0.1, overwrite=overwrite)
 
 
 def _files(directory):
@@ -43,7 +43,7 @@ def test_rebuilding_a_url_replaces_the_split(mlm_data):
     stale = os.path.join(remote, "train", "stale.txt")
     with tf.io.gfile.GFile(stale, "w") as f:
         f.write("left over from an older build")
-    _build(mlm_data, remote)
+    _build(mlm_data, remote, overwrite=True)
     assert not tf.io.gfile.exists(stale)
     assert tf.io.gfile.exists(os.path.join(remote, "train", features.MANIFEST_FILE))
 
