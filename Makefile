@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(TF_EXTRA)$(if $(TF_VERSION),-$(TF_VERSION))
 COMPAT_TF_VERSION ?= 2.20.0
 COMPAT_VENV ?= .venv-tf$(COMPAT_TF_VERSION)
 
-.PHONY: install demo test test-all test-ports test-hf test-compat bench clean
+.PHONY: install demo test test-all test-ports test-hf test-compat test-beam bench clean
 
 install: $(STAMP)
 
@@ -70,6 +70,19 @@ test-hf: install
 test-compat:
 	$(MAKE) test VENV=$(COMPAT_VENV) TF_VERSION=$(COMPAT_TF_VERSION) ARGS="$(ARGS)"
 
+# The Apache Beam build (python -m data_pipeline.build --runner=...): Beam
+# needs protobuf < 7, which .venv's sentencepiece refuses, so its tests run in
+# $(BEAM_VENV) (pip install -e ".[cpu,test,beam]"; ~1 minute the first time).
+BEAM_VENV ?= .venv-beam
+$(BEAM_VENV)/.installed-beam: setup.py
+	test -x $(BEAM_VENV)/bin/python || $(PYTHON) -m venv $(BEAM_VENV)
+	$(BEAM_VENV)/bin/python -m pip install --quiet -e ".[cpu,test,beam]"
+	touch $@
+
+test-beam: $(BEAM_VENV)/.installed-beam
+	$(BEAM_VENV)/bin/python -m pytest tests/data_pipeline/test_beam.py \
+	  tests/data_pipeline/test_build_bytes.py $(ARGS)
+
 # Benchmarks against peer implementations (creates their venvs under /tmp/peers
 # first; takes tens of minutes). SUITE=S|M|bf16|input|all, ARGS=--rounds 3 ...
 SUITE ?= S
@@ -78,4 +91,4 @@ bench: install
 	$(BIN)/python -m bench.run --suite $(SUITE) $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-tf* *.egg-info build dist runs .pytest_cache
+	rm -rf $(VENV) .venv-tf* $(BEAM_VENV) *.egg-info build dist runs .pytest_cache
