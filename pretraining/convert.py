@@ -15,6 +15,8 @@
   A fine-tuning run directory (`python -m pretraining.finetune`) is exported
   with its classifier: hf → `BertForSequenceClassification` (`id2label`,
   `problem_type`), google → `output_weights`/`output_bias` as `run_classifier.py`.
+  Between hf and google a classifier stays one (labels: `config.json`'s
+  `id2label`, or a `labels.json` beside a Google checkpoint).
 
 Every variable is mapped by its Keras path through `checkpoint_names`.
 Exit status: 0 done, 2 bad flag, file or config (one-line message on stderr).
@@ -28,7 +30,7 @@ from absl import flags, logging
 from pretraining import cli
 from pretraining.config import BertConfig
 from pretraining.config_base import require_choice
-from pretraining.formats import huggingface
+from pretraining.formats import hf_classifier, huggingface
 from pretraining.formats import vocab as vocab_lib
 from pretraining.formats.bundle import HEADS, Bundle, assign, build_model, resize_vocabulary
 from pretraining.formats.bundle import untabled
@@ -163,6 +165,14 @@ def convert(input_path: str, input_format: str, output_path: str, output_format:
         bundle = resize_vocabulary(
             bundle, vocab_lib.read_id_file(keep_tokens) if keep_tokens else None,
             vocab_lib.read_token_file(add_tokens) if add_tokens else None)
+    # A classifier (HF BertForSequenceClassification, Google run_classifier) stays one.
+    head = (hf_classifier.read_head(input_path, input_format)
+            if heads == "all" and output_format in ("hf", "google") else None)
+    if head is not None:
+        written = hf_classifier.write_with_head(output_path, output_format, bundle, head)
+        logging.info("Wrote %s (%s classifier, %d %s labels).", written, output_format,
+                     head.num_labels, head.task)
+        return ConversionResult(written, bundle.config, False, untabled(bundle))
     return save(bundle, output_path, output_format)
 
 

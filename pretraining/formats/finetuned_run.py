@@ -152,14 +152,9 @@ def export(run_dir: str, output: str, output_format: str, vocab_path: str = "",
         `(what was written, FinetunedModel)`.
     """
     found = read(run_dir, vocab_path, checkpoint)
-    if output_format == "hf":
-        written = hf_classifier.write(output, found.bundle, found.head)
-    elif output_format == "google":
-        from pretraining.formats import google
-        written = google.write(output, found.bundle, {
-            hf_classifier.GOOGLE_WEIGHT: found.head.output_weights,
-            hf_classifier.GOOGLE_BIAS: found.head.output_bias})
-        labelled.LabelSpec.load(os.path.join(run_dir, labelled.LABELS_FILE)).save(output)
+    if output_format in ("hf", "google"):
+        written = hf_classifier.write_with_head(output, output_format, found.bundle,
+                                                found.head)
     elif output.endswith(".keras"):
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         found.model.save(output)

@@ -42,6 +42,7 @@ PROBLEM_TYPES = {"single_label": "single_label_classification",
 HF_WEIGHT, HF_BIAS = "classifier.weight", "classifier.bias"
 GOOGLE_WEIGHT, GOOGLE_BIAS = "output_weights", "output_bias"
 ARCHITECTURE = "BertForSequenceClassification"
+LABELS_FILE = "labels.json"  # As a fine-tuning run's (data_pipeline.labelled).
 
 
 @dataclasses.dataclass
@@ -186,6 +187,56 @@ def read(directory: str, vocab_path: str = "") -> tuple:
                           labels_from_config(data, weights.shape[0], config_path),
                           weights, np.asarray(tensors[HF_BIAS], np.float32))
     return bundle, head
+
+
+def read_head(path: str, input_format: str) -> ClassifierHead | None:
+    """The classifier of a Hugging Face `BertForSequenceClassification`
+    directory or a Google `run_classifier.py` checkpoint, or None when the
+    input has none. Google's labels and task come from a `labels.json` beside
+    the checkpoint (as our export writes it), else `LABEL_i` (one output:
+    regression)."""
+    if input_format == "hf":
+        if not os.path.isdir(path):
+            return None
+        tensors, _ = huggingface.load_tensors(path)
+        if HF_WEIGHT not in tensors:
+            return None
+        return read(path)[1]
+    if input_format != "google":
+        return None
+    found = read_google_head(path)
+    if found is None:
+        return None
+    weights, bias = found
+    from pretraining.formats import google
+    from pretraining.formats.bundle import read_json
+    spec = os.path.join(os.path.dirname(google.find_prefix(path)), LABELS_FILE)
+    data = read_json(spec) if os.path.isfile(spec) else {}
+    task = data.get("task") or ("regression" if len(bias) == 1 else "single_label")
+    labels = list(data.get("labels") or []) or [f"LABEL_{i}" for i in range(len(bias))]
+    if task == "regression":
+        labels = labels[:1] if len(labels) == 1 else ["LABEL_0"]
+    return ClassifierHead(task, labels, weights, bias)
+
+
+def write_with_head(output: str, output_format: str, bundle: Bundle,
+                    head: ClassifierHead) -> str:
+    """Writes encoder + classifier: `hf` → `BertForSequenceClassification`;
+    `google` → `bert_model.ckpt` with `output_weights`/`output_bias` and a
+    `labels.json` (`{"task", "labels"}`; regression: no labels) beside it."""
+    if output_format == "hf":
+        return write(output, bundle, head)
+    if output_format != "google":
+        raise ValueError(f"A classifier is written as hf or google. Received: "
+                         f"output_format={output_format!r}")
+    from pretraining.formats import google
+    written = google.write(output, bundle, {GOOGLE_WEIGHT: head.output_weights,
+                                            GOOGLE_BIAS: head.output_bias})
+    labels = [] if head.task == "regression" else list(head.labels)
+    with open(os.path.join(output, LABELS_FILE), "w", encoding="utf-8") as f:
+        json.dump({"task": head.task, "labels": labels}, f, indent=2)
+        f.write("\n")
+    return written
 
 
 def read_google_head(path: str) -> tuple | None:

@@ -242,3 +242,25 @@ def test_finetuned_run_refusals(finetuned, tmp_path):
         convert.convert(finetuned["run"], "native", str(tmp_path / "x"), "hf", ema=True)
     with pytest.raises(ValueError, match="written as a .keras file only|a .keras file only"):
         convert.convert(finetuned["run"], "native", str(tmp_path / "x"), "native")
+
+
+@pytest.mark.parametrize("task", ["single_label", "regression"])
+def test_classifier_stays_one_between_hf_and_google(task, config, tmp_path):
+    """hf classifier → google (output_weights, labels.json) → hf: same head,
+    labels, task and encoder; an encoder-only input gets no head."""
+    bundle, head = _bundle(config), _head(config, task)
+    hf_classifier.write(str(tmp_path / "hf"), bundle, head)
+    convert.convert(str(tmp_path / "hf"), "hf", str(tmp_path / "g"), "google")
+    weights, bias = hf_classifier.read_google_head(str(tmp_path / "g"))
+    np.testing.assert_array_equal(weights, head.output_weights)
+    np.testing.assert_array_equal(bias, head.output_bias)
+    convert.convert(str(tmp_path / "g"), "google", str(tmp_path / "hf2"), "hf")
+    back, back_head = hf_classifier.read(str(tmp_path / "hf2"))
+    # Google's labels.json is a label list: a regression output's name is not in it.
+    expected = ["LABEL_0"] if task == "regression" else LABELS[task]
+    assert (back_head.task, back_head.labels) == (task, expected)
+    np.testing.assert_array_equal(back_head.output_weights, head.output_weights)
+    for path, value in bundle.weights.items():
+        np.testing.assert_array_equal(back.weights[path], value, err_msg=path)
+    convert.save(bundle, str(tmp_path / "plain"), "hf")
+    assert hf_classifier.read_head(str(tmp_path / "plain"), "hf") is None
