@@ -11,7 +11,8 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCH = os.path.join(REPO_ROOT, "launch")
-SCRIPTS = ["tpu_vm.sh", "gpu_single_host.sh", "gpu_multi_worker.sh"]
+SCRIPTS = ["tpu_vm.sh", "gpu_single_host.sh", "gpu_multi_worker.sh",
+           "dataflow_build.sh"]
 TPU_ENV = {"PROJECT": "my-project", "ZONE": "us-central2-b", "BUCKET": "my-bucket"}
 
 
@@ -75,6 +76,11 @@ def test_unknown_argument_is_refused(script):
     ("gpu_single_host.sh", {}, [], "MODEL_DIR"),
     ("gpu_multi_worker.sh", {"MODEL_DIR": "m"}, [], "HOSTS"),
     ("gpu_multi_worker.sh", {"HOSTS": "h1"}, [], "MODEL_DIR"),
+    ("dataflow_build.sh", {"BUCKET": "b", "CORPUS": "gs://b/*.txt"}, [], "PROJECT"),
+    ("dataflow_build.sh", {"PROJECT": "p", "CORPUS": "gs://b/*.txt"}, [], "BUCKET"),
+    ("dataflow_build.sh", {"PROJECT": "p", "BUCKET": "b"}, [], "CORPUS"),
+    ("dataflow_build.sh", {"PROJECT": "p", "BUCKET": "b", "CORPUS": "c"}, [],
+     "TOKENIZER_SAMPLE"),
 ])
 def test_missing_variable_is_named(script, env, args, variable):
     result = run(script, "--dry-run", *args, env=env, check=False)
@@ -265,3 +271,60 @@ def test_multi_worker_print_gives_each_host_its_tf_config():
 def test_multi_worker_refuses_bad_hosts_and_ports(env, message):
     result = run("gpu_multi_worker.sh", "--print", env=env, check=False)
     assert result.returncode != 0 and message in result.stderr
+
+
+# ---- dataflow_build.sh --------------------------------------------------------
+
+DATAFLOW_ENV = {"PROJECT": "my-project", "BUCKET": "my-bucket",
+                "CORPUS": "gs://my-bucket/wiki/*.txt"}
+
+
+def _build_argv(cmds):
+    builds = [c for c in cmds if "data_pipeline.build" in c]
+    assert len(builds) == 1, cmds
+    return builds[0]
+
+
+def test_dataflow_trains_a_tokenizer_on_the_sample_then_builds_on_dataflow():
+    env = dict(DATAFLOW_ENV, TOKENIZER_SAMPLE="gs://my-bucket/wiki/part 0.txt",
+               MACHINE_TYPE="n2-highcpu-16", NUM_WORKERS="4", MAX_WORKERS="64",
+               PYTHON="py")
+    cmds = commands(run("dataflow_build.sh", "--dry-run", "--", "--next_sentence",
+                        env=env).stdout)
+    assert cmds[1] == ["gcloud", "storage", "cp", "gs://my-bucket/wiki/part 0.txt",
+                       "/tmp/dataflow_build/sample/"]
+    assert cmds[2][:3] == ["py", "-m", "data_pipeline.train_tokenizer"]
+    assert flag(cmds[2], "--input") == "/tmp/dataflow_build/sample/*"
+    assert cmds[3][-1] == "gs://my-bucket/data/seq128/tokenizer/"
+    argv = _build_argv(cmds)
+    assert argv[:4] == ["py", "-m", "data_pipeline.build", "--runner=DataflowRunner"]
+    assert flag(argv, "--input") == "gs://my-bucket/wiki/*.txt"
+    assert flag(argv, "--tokenizer") == "gs://my-bucket/data/seq128/tokenizer/spm.model"
+    assert flag(argv, "--output_dir") == "gs://my-bucket/data/seq128"
+    options = [a.split("=", 1)[1] for a in argv if a.startswith("--beam_option=")]
+    assert "--project=my-project" in options
+    assert "--machine_type=n2-highcpu-16" in options
+    assert "--num_workers=4" in options and "--max_num_workers=64" in options
+    assert "--temp_location=gs://my-bucket/dataflow/tmp" in options
+    setup = [o for o in options if o.startswith("--setup_file=")]
+    assert setup == [f"--setup_file={REPO_ROOT}/setup.py"]
+    requirements = next(o.split("=", 1)[1] for o in options
+                        if o.startswith("--requirements_file="))
+    assert os.path.exists(requirements)
+    assert argv[-1] == "--next_sentence"
+
+
+def test_dataflow_with_a_tokenizer_skips_training():
+    env = dict(DATAFLOW_ENV, TOKENIZER="gs://my-bucket/spm.model",
+               OUTPUT_DIR="gs://my-bucket/out")
+    cmds = commands(run("dataflow_build.sh", "--dry-run", env=env).stdout)
+    assert len(cmds) == 1
+    assert flag(cmds[0], "--tokenizer") == "gs://my-bucket/spm.model"
+    assert flag(cmds[0], "--output_dir") == "gs://my-bucket/out"
+
+
+def test_dataflow_refuses_a_bad_worker_count():
+    env = dict(DATAFLOW_ENV, TOKENIZER="gs://b/spm.model", MAX_WORKERS="many")
+    result = run("dataflow_build.sh", "--dry-run", env=env, check=False)
+    assert result.returncode == 2
+    assert "MAX_WORKERS must be a positive integer" in result.stderr and "many" in result.stderr
