@@ -42,10 +42,12 @@ def _numpy_gradients(ids, labels, E, W, b):
     return [d_E, x.T @ d_logits, d_logits.sum(0)]
 
 
-@pytest.mark.parametrize("policy,jit_compile", [("float32", False), ("float32", True),
-                                                ("mixed_bfloat16", False)])
-def test_one_fgm_step_matches_numpy(policy, jit_compile):
-    """The trainer's whole-step XLA program (jit_compile on one device) included."""
+@pytest.mark.parametrize("policy,jit_compile,scale", [
+    ("float32", False, 1.0), ("float32", True, 1.0), ("mixed_bfloat16", False, 1.0),
+    ("mixed_float16", False, 1024.0)])
+def test_one_fgm_step_matches_numpy(policy, jit_compile, scale):
+    """Also the trainer's whole-step XLA program (jit_compile on one device),
+    and a float16 loss scale: `g/‖g‖` does not depend on it."""
     rng = np.random.default_rng(0)
     ids = rng.integers(0, VOCAB, (BATCH, SEQ)).astype(np.int32)
     labels = rng.integers(0, CLASSES, BATCH).astype(np.int32)
@@ -63,8 +65,9 @@ def test_one_fgm_step_matches_numpy(policy, jit_compile):
         with tf.GradientTape() as tape:
             logits = model(ids, training=True)
             loss = losses.softmax_cross_entropy(labels, logits) / BATCH
+            scaled = loss * scale  # the trainer's loss scale under mixed_float16
         seen.append(loss)
-        return {"loss_sum": loss}, tape.gradient(loss, variables)
+        return {"loss_sum": loss}, tape.gradient(scaled, variables)
 
     sums, grads = tf.function(lambda: fgm(forward_backward), jit_compile=jit_compile)()
     embedding = variables[0].numpy()
@@ -73,10 +76,10 @@ def test_one_fgm_step_matches_numpy(policy, jit_compile):
     clean = _numpy_gradients(ids, labels, E, W, b)
     r = epsilon * clean[0] / np.linalg.norm(clean[0])
     perturbed = _numpy_gradients(ids, labels, E + r, W, b)
-    # bfloat16 computes with 8-bit mantissas: 2⁻⁸ relative per operation.
-    tolerance = 1e-5 if policy == "float32" else 3e-2
+    # bfloat16 computes with 8-bit mantissas (2⁻⁸ relative per operation), float16 11.
+    tolerance = {"float32": 1e-5, "mixed_bfloat16": 3e-2, "mixed_float16": 5e-3}[policy]
     for got, a, c in zip(grads, clean, perturbed):
-        np.testing.assert_allclose(got.numpy(), a + c, rtol=tolerance,
+        np.testing.assert_allclose(got.numpy() / scale, a + c, rtol=tolerance,
                                    atol=tolerance * np.abs(a + c).max())
     # The perturbed pass's gradient is not the clean one's: the check above can fail.
     assert np.abs(perturbed[0] - clean[0]).max() > 0.1 * np.abs(clean[0]).max()
