@@ -324,8 +324,7 @@ def _condition_target(prefix, model, config_source):
     from pretraining import conditioning
     config = model.encoder.config
     try:
-        conditioned = conditioning.is_conditioned_checkpoint(
-            name for name, _ in tf.train.list_variables(prefix))
+        conditioned = conditioning.is_conditioned_checkpoint(prefix)
     except (tf.errors.OpError, ValueError):
         return model  # unreadable: the read below says so
     if conditioned and not config.condition_size:

@@ -66,9 +66,29 @@ def unconditioned(config):
                                condition_num_classes=0)
 
 
-def is_conditioned_checkpoint(names) -> bool:
-    """Whether checkpoint variable `names` include Conditional LayerNorm weights."""
-    return any(part in name.split("/") for name in names for part in CONDITION_VARIABLES)
+def is_condition_variable(path: str) -> bool:
+    """Whether a variable path (or checkpoint name) is a Conditional LayerNorm weight."""
+    return any(part in path.split("/") for part in CONDITION_VARIABLES)
+
+
+def is_conditioned_checkpoint(prefix: str) -> bool:
+    """Whether the checkpoint at `prefix` holds Conditional LayerNorm weights.
+
+    Our checkpoints are object graphs: a variable saved through the
+    optimizer first is named by its slot there (`optimizer/_trainable_variables/7`),
+    so the graph's edges (`gamma_dense`, `condition_embeddings`, ...) are read
+    rather than the variable names; name-based (Google) checkpoints by name."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    reader = tf.train.load_checkpoint(prefix)
+    names = reader.get_variable_to_shape_map()
+    if "_CHECKPOINTABLE_OBJECT_GRAPH" not in names:
+        return any(is_condition_variable(name) for name in names)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    return any(child.local_name in CONDITION_VARIABLES
+               for node in graph.nodes for child in node.children)
 
 
 def shuffled(batch: dict, config) -> dict:

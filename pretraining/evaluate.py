@@ -1,5 +1,6 @@
 """Evaluate a checkpoint of a run without training:
-`python -m pretraining.evaluate --model_dir=RUN [--eval_dir=DIR] [--step=N]`.
+`python -m pretraining.evaluate --model_dir=RUN [--eval_dir=DIR] [--step=N]
+[--eval_condition=shuffled]`.
 
 Reads the run's `config.json` and `data_manifest.json`, restores the newest
 checkpoint (or `ckpt-N` with `--step=N`), with the EMA averages when the run
@@ -9,7 +10,8 @@ and NSP setting. The figures are the trainer's (`eval_loss`,
 `eval_masked_lm_accuracy` or `eval_accuracy`, `eval_perplexity`, NSP ones)
 and are written to `RUN/eval_results.json` (one entry per checkpoint step and
 eval directory; evaluating the same pair again replaces its entry) and
-printed as one JSON line. Takes no lock and writes nothing else: it can run
+printed as one JSON line. A conditioned run's `--eval_condition=shuffled`
+evaluates with every condition replaced by another (its own entry). Takes no lock and writes nothing else: it can run
 beside the trainer. Exit status 2 with one line for a user error.
 """
 
@@ -34,6 +36,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("step", 0, "Checkpoint step (ckpt-N). 0: the newest.", lower_bound=0)
     flags.DEFINE_integer("eval_steps", -1, "Batches to evaluate; 0: the whole split. "
                          "Default (-1): the run's train.eval_steps.", lower_bound=-1)
+    flags.DEFINE_enum("eval_condition", "true", ["true", "shuffled"], "Conditioned runs: "
+                      "evaluate with each example's own condition, or with another one "
+                      "(class c -> (c+1) mod K; vectors rolled by one row) to see that the "
+                      "model uses it.")
 
 
 def find_checkpoint(model_dir: str, step: int) -> str:
@@ -78,14 +84,17 @@ def _read_run(model_dir: str):
     return experiment, manifest, path
 
 
-def evaluate(model_dir: str, eval_dir: str = "", step: int = 0, eval_steps: int = -1) -> dict:
+def evaluate(model_dir: str, eval_dir: str = "", step: int = 0, eval_steps: int = -1,
+             eval_condition: str = "true") -> dict:
     """Evaluates checkpoint `step` (0: the newest) of the run in `model_dir`
     on `eval_dir` (the run's `data.eval_dir` when empty); writes and returns
-    the result: `step`, `checkpoint`, `eval_dir` and the `eval_*` figures."""
+    the result: `step`, `checkpoint`, `eval_dir` and the `eval_*` figures
+    (and `eval_condition` when "shuffled": every condition replaced by
+    another, `conditioning.shuffled`)."""
     import numpy as np
     import tensorflow as tf
     from data_pipeline import input as data_input
-    from pretraining import checkpoints, losses, progress
+    from pretraining import checkpoints, conditioning, losses, progress
     from pretraining.config import resolve_path
     from pretraining.data_checks import (DATA_ERRORS, check_data, check_eval_matches,
                                          raise_data_error)
@@ -97,6 +106,7 @@ def evaluate(model_dir: str, eval_dir: str = "", step: int = 0, eval_steps: int 
         raise ValueError(f"--model_dir={model_dir!r} is not a directory: give a run "
                          "directory written by pretraining.train.")
     experiment, run_manifest, manifest_path = _read_run(model_dir)
+    conditioning.check_eval_condition(eval_condition, experiment.model)
     eval_dir = resolve_path(eval_dir) if eval_dir else experiment.data.eval_dir
     if not eval_dir:
         raise ValueError(f"--eval_dir is needed: the run in {model_dir} has no data.eval_dir.")
@@ -116,6 +126,8 @@ def evaluate(model_dir: str, eval_dir: str = "", step: int = 0, eval_steps: int 
 
     @tf.function
     def eval_step(batch):
+        if eval_condition == "shuffled":
+            batch = conditioning.shuffled(batch, experiment.model)
         sums = losses.task_sums(experiment.task, model(batch, training=False), batch)
         return tf.stack([sums[k] for k in keys])
 
@@ -138,6 +150,8 @@ def evaluate(model_dir: str, eval_dir: str = "", step: int = 0, eval_steps: int 
     result = {"step": int(match.group(1)) if match else None, "checkpoint": prefix,
               "eval_dir": eval_dir, "batches": count,
               **{f"eval_{k}": float(v) for k, v in figures.items()}}
+    if eval_condition != "true":
+        result["eval_condition"] = eval_condition
     result["eval_predictions"] = int(result["eval_predictions"])
     logging.info("Eval of %s on %s: %s", prefix, eval_dir, progress.format_metrics(figures))
     _write_result(os.path.join(model_dir, RESULTS_FILE), result, write_json_atomic)
@@ -157,8 +171,8 @@ def _write_result(path: str, result: dict, write_json_atomic) -> None:
         except (json.JSONDecodeError, AttributeError):
             raise ValueError(f"{path} is not an eval_results.json written by "
                              "pretraining.evaluate: move it away and run again.") from None
-    entries = [e for e in entries if (e.get("step"), e.get("eval_dir")) != (
-        result["step"], result["eval_dir"])] + [result]
+    key = lambda e: (e.get("step"), e.get("eval_dir"), e.get("eval_condition"))  # noqa: E731
+    entries = [e for e in entries if key(e) != key(result)] + [result]
     entries.sort(key=lambda e: (e.get("step") or 0, e.get("eval_dir", "")))
     write_json_atomic(path, {"results": entries})
 
@@ -167,7 +181,8 @@ def main(argv):
     if len(argv) > 1:
         raise ValueError(f"Unexpected arguments: {argv[1:]} (every setting is a --flag).")
     f = flags.FLAGS
-    print(cli.to_json(evaluate(f.model_dir, f.eval_dir, f.step, f.eval_steps)))
+    print(cli.to_json(evaluate(f.model_dir, f.eval_dir, f.step, f.eval_steps,
+                               f.eval_condition)))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,14 @@
     python -m pretraining.generate --model_dir=runs/sample_seq2seq/model \\
         --tokenizer=runs/demo/data/spm.model --prompt="Open a file." --method=beam
 
+    python -m pretraining.generate --model_dir=runs/sample_conditional_lm/model \
+        --tokenizer=runs/demo/data/spm.model --prompt="Return the" --condition=email,json
+
 For `lm` runs the prompt is continued; for `seq2seq` runs it is the source
-and the target is generated. Prints one line per prompt. A prompt longer
+and the target is generated. Prints one line per prompt. A conditioned run
+needs its condition: `--condition=LABEL` (class labels of the run's records;
+`a,b` prints one block per label, each under a `[condition=LABEL]` line) or
+`--condition_vector=JSON` (a list of floats, or a list of such lists). A prompt longer
 than the model's length leaves room for --max_new_tokens by keeping its last
 tokens (a warning says how many were dropped). The checkpoint is checked
 against the run's config.json (every variable's shape, the layer count).
@@ -38,6 +44,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("min_new_tokens", 1, "No [SEP] before this many tokens.", lower_bound=0)
     flags.DEFINE_integer("seed", 0, "Sampling seed.")
     flags.DEFINE_bool("ema", False, "Use the run's EMA weights (if it kept them).")
+    flags.DEFINE_string("condition", "", "Class-conditioned runs: the label(s) to generate "
+                        "for, comma-separated (one block of output each).")
+    flags.DEFINE_string("condition_vector", "", "Vector-conditioned runs: a JSON list of "
+                        "condition_size floats, or a list of such lists (one block each).")
     flags.mark_flags_as_required(["model_dir", "tokenizer"])  # --prompt: checked in run
 
 
@@ -93,9 +103,35 @@ def context_ids(tokenizer, prompt: str, task: str, length: int, max_new_tokens: 
     return head + ids + tail
 
 
-def run(model_dir, tokenizer_path, prompts, options, ema=False) -> list[str]:
+def run(model_dir, tokenizer_path, prompts, options, ema=False, condition="",
+        condition_vector="") -> list[str]:
+    """The generated texts, one per prompt (per condition block, in order)."""
+    blocks = generate_blocks(model_dir, tokenizer_path, prompts, options, ema, condition,
+                             condition_vector)
+    return [text for _, texts in blocks for text in texts]
+
+
+def _run_condition(model_dir: str):
+    """The `condition` of the run's records (its `data_manifest.json`), or None."""
+    import tensorflow as tf
+    path = os.path.join(model_dir, "data_manifest.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            return json.loads(f.read()).get("condition")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise ValueError(f"{path} is not valid JSON ({e}).") from None
+
+
+def generate_blocks(model_dir, tokenizer_path, prompts, options, ema=False, condition="",
+                    condition_vector="") -> list[tuple]:
+    """`[(condition name or None, texts one per prompt)]`: one block per
+    condition given (`--condition=a,b`, `--condition_vector`), one unnamed
+    block for an unconditioned run."""
     import numpy as np
     from data_pipeline.tokenization import load_tokenizer
+    from pretraining import conditioning
     from pretraining.generation import Generator
 
     if not prompts:
@@ -104,6 +140,8 @@ def run(model_dir, tokenizer_path, prompts, options, ema=False) -> list[str]:
     if experiment.task not in ("lm", "seq2seq"):
         raise ValueError(f"--model_dir holds a {experiment.task!r} run; generation needs an "
                          "'lm' or 'seq2seq' run.")
+    names, conditions = conditioning.generation_conditions(
+        experiment.model, _run_condition(model_dir), condition, condition_vector)
     tokenizer = load_tokenizer(tokenizer_path)
     if tokenizer.vocab_size != experiment.model.vocab_size:
         raise ValueError(f"--tokenizer has {tokenizer.vocab_size} tokens, the model "
@@ -116,13 +154,17 @@ def run(model_dir, tokenizer_path, prompts, options, ema=False) -> list[str]:
         ids[i, :len(context)] = context
     mask = (np.arange(length)[None] < np.array([[len(c)] for c in contexts])).astype("int32")
     generator = Generator(model, length, tokenizer.sep_id)
-    out = generator.generate(ids, mask, np.zeros_like(ids), options)
-    texts = []
-    for row in out:
-        row = list(row)
-        row = row[:row.index(tokenizer.sep_id)] if tokenizer.sep_id in row else row
-        texts.append(tokenizer.decode([t for t in row if t > 0]))
-    return texts
+    blocks = []
+    for name, value in zip(names, conditions):
+        value = None if value is None else np.repeat(value, len(contexts), axis=0)
+        out = generator.generate(ids, mask, np.zeros_like(ids), options, condition=value)
+        texts = []
+        for row in out:
+            row = list(row)
+            row = row[:row.index(tokenizer.sep_id)] if tokenizer.sep_id in row else row
+            texts.append(tokenizer.decode([t for t in row if t > 0]))
+        blocks.append((name, texts))
+    return blocks
 
 
 def main(argv):
@@ -134,9 +176,13 @@ def main(argv):
         method=f.method, max_new_tokens=f.max_new_tokens,
         temperature=f.temperature, top_k=f.top_k, top_p=f.top_p, num_beams=f.num_beams,
         min_new_tokens=f.min_new_tokens, seed=f.seed)
-    texts = run(f.model_dir, f.tokenizer, f.prompt, options, f.ema)
-    for prompt, text in zip(f.prompt, texts):
-        sys.stdout.write(f"{prompt} => {text}\n")
+    blocks = generate_blocks(f.model_dir, f.tokenizer, f.prompt, options, f.ema, f.condition,
+                             f.condition_vector)
+    for name, texts in blocks:
+        if name is not None:
+            sys.stdout.write(f"[condition={name}]\n")
+        for prompt, text in zip(f.prompt, texts):
+            sys.stdout.write(f"{prompt} => {text}\n")
 
 
 if __name__ == "__main__":

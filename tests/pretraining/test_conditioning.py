@@ -39,6 +39,16 @@ def _perturb(model, seed=0, scale=0.3):
         v.assign(v.numpy() + rng.normal(0, scale, v.shape).astype("float32"))
 
 
+def _write_checkpoint(model, path):
+    """As the trainer saves: model and a built optimizer (which names the
+    variables by its slots, not by their layers)."""
+    import keras
+
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    return tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(path))
+
+
 @pytest.mark.parametrize("fields, condition", [
     ({"condition_size": 6, "condition_num_classes": CLASSES},
      np.array([[0], [2]], "int32")),
@@ -52,7 +62,7 @@ def test_plain_checkpoint_gives_the_plain_outputs(repo_root, tmp_path, fields, c
     whatever the condition; once W_γ, W_β move, the condition matters."""
     plain = BertPretrainer(BertEncoder(_config(repo_root, attention_mask_type="causal")), "lm")
     _perturb(plain, scale=0.05)
-    prefix = tf.train.Checkpoint(model=plain).write(str(tmp_path / "plain"))
+    prefix = _write_checkpoint(plain, tmp_path / "plain")
     model = BertPretrainer(BertEncoder(_config(repo_root, attention_mask_type="causal",
                                                **fields)), "lm")
     restored = checkpoints.load_init_checkpoint(prefix, model)
@@ -61,7 +71,7 @@ def test_plain_checkpoint_gives_the_plain_outputs(repo_root, tmp_path, fields, c
     expected = plain(inputs)["lm_logits"].numpy()
     got = model({**inputs, "condition": condition})["lm_logits"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
-    extra = [v for v in model.weights if conditioning.is_conditioned_checkpoint([v.path])]
+    extra = [v for v in model.weights if conditioning.is_condition_variable(v.path)]
     assert extra and all(not np.any(v.numpy()) for v in extra
                          if "gamma_dense" in v.path or "beta_dense" in v.path)
     for v in extra:
@@ -76,7 +86,7 @@ def test_plain_checkpoint_gives_the_plain_outputs(repo_root, tmp_path, fields, c
 def test_conditioned_checkpoint_into_a_plain_model_is_refused(repo_root, tmp_path):
     conditioned = BertPretrainer(BertEncoder(_config(
         repo_root, condition_size=4, condition_num_classes=CLASSES)))
-    prefix = tf.train.Checkpoint(model=conditioned).write(str(tmp_path / "cond"))
+    prefix = _write_checkpoint(conditioned, tmp_path / "cond")
     plain = BertPretrainer(BertEncoder(_config(repo_root)))
     with pytest.raises(ValueError, match="holds a conditioned model.*condition_size=0"):
         checkpoints.load_init_checkpoint(prefix, plain)
@@ -191,3 +201,34 @@ def test_cached_generation_with_a_class_condition_equals_full_forward(repo_root,
     with pytest.raises(ValueError, match=r"in \[0, 3\)"):
         generator.generate(ids, mask, np.zeros_like(ids), options,
                            condition=np.array([[3], [0]], "int32"))
+
+
+LABELS = ("alpha", "beta", "gamma")
+
+
+@pytest.mark.parametrize("labels, vector, match", [
+    ("", "", r"give --condition=LABEL\[,LABEL...\] \(labels: alpha,beta,gamma\)"),
+    ("", "[1, 2]", "--condition_vector is for a vector-conditioned run"),
+    ("alpha,zeta", "", "--condition='zeta' is not among the run's labels"),
+])
+def test_generation_condition_errors(labels, vector, match):
+    config = BertConfig(vocab_size=10, condition_size=4, condition_num_classes=3)
+    manifest = {"kind": "class", "size": 3, "labels": list(LABELS)}
+    with pytest.raises(ValueError, match=match):
+        conditioning.generation_conditions(config, manifest, labels, vector)
+
+
+def test_generation_conditions_map_labels_and_vectors():
+    config = BertConfig(vocab_size=10, condition_size=4, condition_num_classes=3)
+    names, arrays = conditioning.generation_conditions(
+        config, {"kind": "class", "size": 3, "labels": list(LABELS)}, "gamma,alpha", "")
+    assert names == ["gamma", "alpha"] and [a.tolist() for a in arrays] == [[[2]], [[0]]]
+    config = BertConfig(vocab_size=10, condition_size=2)
+    names, arrays = conditioning.generation_conditions(config, None, "", "[[1, 2], [3, 4]]")
+    assert [a.tolist() for a in arrays] == [[[1.0, 2.0]], [[3.0, 4.0]]]
+    with pytest.raises(ValueError, match="2 numbers per vector"):
+        conditioning.generation_conditions(config, None, "", "[1, 2, 3]")
+    with pytest.raises(ValueError, match="give --condition_vector"):
+        conditioning.generation_conditions(config, None, "", "")
+    with pytest.raises(ValueError, match="condition_size=0: drop the flag"):
+        conditioning.generation_conditions(BertConfig(vocab_size=10), None, "a", "")
