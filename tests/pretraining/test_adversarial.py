@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras import ops
 
 from pretraining import adversarial
-from pretraining.config import TrainConfig, check_adversarial
+from pretraining.config import ExperimentConfig, TrainConfig, check_adversarial
 from pretraining.finetune import losses
 from pretraining.trainer import Trainer
 from tests.conftest import tiny_experiment
@@ -107,6 +107,13 @@ def test_config_checks():
         TrainConfig(adversarial={"eps": 1.0})
     with pytest.raises(TypeError, match="Received: train.adversarial='fgm'"):
         TrainConfig(adversarial="fgm")
+    experiment = {"model": "bert_test", "data": {"train_dir": "records"}}
+    parsed = ExperimentConfig.from_dict(experiment,
+                                        overrides=['train.adversarial={"epsilon": 0.5}'])
+    assert parsed.train.adversarial == {"method": "fgm", "epsilon": 0.5}
+    assert ExperimentConfig.from_dict(experiment).train.adversarial == {}  # off by default
+    with pytest.raises(ValueError, match="train.adversarial must be of type dict. Received: 'fgm'"):
+        ExperimentConfig.from_dict(experiment, overrides=["train.adversarial=fgm"])
     with pytest.raises(ValueError, match="Received: 0 such variables"):
         adversarial.word_embedding_index([tf.Variable(1.0, name="kernel")])
 
