@@ -17,9 +17,11 @@ Semi-Supervised Text Classification"; config `{"method": "fgm", "epsilon": ε}`,
 The passes are whatever `forward_backward` computes: with gradient
 accumulation both passes run over every micro-batch and `g` is the
 accumulated gradient; under a loss scale (`mixed_float16`) `g` is scaled but
-`g/‖g‖` is not. The loss sums reported are the clean pass's. Cost: a second
-forward+backward pass per update (about 2× the step time), one all-reduce of
-`E`'s gradient, and one copy of `E` in memory.
+`g/‖g‖` is not. The loss sums reported are the clean pass's. In pretraining
+the masked-LM output layer is tied to `E`, so the second pass's output layer
+sees `E + r` too (as when the embedding layer is perturbed in a tied model).
+Cost: a second forward+backward pass per update (about 2× the step time), one
+all-reduce of `E`'s gradient, and one copy of `E` in memory.
 """
 
 import keras
