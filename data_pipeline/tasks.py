@@ -16,7 +16,8 @@ In a conditioned build every document carries a condition (`conditions`)
 and each record stores its document's: a split's documents are packed in
 groups of one condition (first-seen order), so no sequence mixes documents
 of two conditions (lm streams and NSP's random second segments stay within
-a condition's documents of the unit).
+a condition's documents of the unit; only a vector with one document in
+the unit takes NSP's random segments from the unit's other documents).
 """
 
 import dataclasses
@@ -101,7 +102,8 @@ def is_eval_document(seed: int, index: int, eval_fraction: float) -> bool:
 
 
 def _pack(cfg: TaskConfig, ids, starts, docs, dupes: int,
-          rng: np.random.Generator, layout) -> instances.PackedBatch:
+          rng: np.random.Generator, layout,
+          members=None) -> instances.PackedBatch:
     """The split's sequences as one padded batch.
 
     Args:
@@ -112,6 +114,9 @@ def _pack(cfg: TaskConfig, ids, starts, docs, dupes: int,
         dupes: int. Times each document is packed (mlm and seq2seq).
         rng: np.random.Generator. The split's packing draws.
         layout: VocabLayout. Special ids.
+        members: set[int] | None. NSP: make pairs of these documents only
+            (random segments still come from any of `docs`). Defaults to
+            None (all).
     """
     length = cfg.max_seq_length
     doc_ranges = [(d[0][0], d[-1][1]) for d in docs]
@@ -130,6 +135,8 @@ def _pack(cfg: TaskConfig, ids, starts, docs, dupes: int,
     pairs = []
     for _ in range(dupes):
         for d, document in enumerate(sentences):
+            if members is not None and d not in members:
+                continue
             if cfg.task == "seq2seq" and cfg.pairs:
                 pair = nsp.source_target_instance(document, rng, **special)
                 pairs.extend([pair] if pair else [])
@@ -144,12 +151,19 @@ def _pack_by_condition(cfg: TaskConfig, ids, starts, docs, values, dupes: int,
                        rng: np.random.Generator, layout,
                        condition: conditions.ConditionSpec):
     """(`_pack` of each group of documents of one condition, concatenated;
-    the `condition` column of its rows)."""
+    the `condition` column of its rows). NSP pairs of a vector's only
+    document in the unit take their random segments from the unit's other
+    documents (the pair keeps the first segment's vector)."""
     groups = conditions.group_documents(values) or [[]]
     batches, column = [], []
     for members in groups:
-        batch = _pack(cfg, ids, starts, [docs[i] for i in members], dupes,
-                      rng, layout)
+        if (cfg.next_sentence and condition.kind == "vector"
+                and len(members) == 1 and len(docs) > 1):
+            batch = _pack(cfg, ids, starts, docs, dupes, rng, layout,
+                          members=set(members))
+        else:
+            batch = _pack(cfg, ids, starts, [docs[i] for i in members], dupes,
+                          rng, layout)
         batches.append(batch)
         column.extend([values[members[0]]] * len(batch.tokens) if members
                       else [])

@@ -158,7 +158,7 @@ def test_lm_tokens_of_each_condition_are_its_documents(files, tmp_path):
 
 
 def test_jsonl_vector_round_trip(files, tmp_path):
-    manifests = _build(files, tmp_path, "mlm_static_nsp", condition_field="vec")
+    manifests = _build(files, tmp_path, "mlm_dynamic", condition_field="vec")
     assert manifests["train"].condition == {"kind": "vector", "size": 3,
                                             "labels": []}
     by_vector = {tuple(v): k for k, v in _VECTORS.items()}
@@ -357,3 +357,36 @@ def test_inspect_names_the_condition():
     example["condition_labels"] = ["alpha", "beta"]
     assert inspect.format_example(example).endswith(
         "\n    condition: beta (id 1)")
+
+
+def test_nsp_with_one_document_per_condition(files, tmp_path):
+    """One vector per document: every vector has one document, so NSP's
+    random segments come from other documents (here, others' words), while
+    segment A and the record's condition stay its own document's. (Class
+    conditions keep both segments within the class: the NSP case of the
+    round trip above.)"""
+    path = tmp_path / "unique.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for d, (label, sentences) in enumerate(files["docs"]):
+            f.write(json.dumps({"text": "\n".join(sentences),
+                                "vec": [float(d), 0.5]}) + "\n")
+    builder.build(str(path), files["vocab"], str(tmp_path / "out"),
+                  task=tasks.TaskConfig(**_TASKS["mlm_static_nsp"]),
+                  source=sources.SourceConfig(input_format="jsonl",
+                                              condition_field="vec"), **_BUILD)
+    ids = _ids_of(files["vocab"])
+    crossed = 0
+    for ex in input_lib.iterate_numpy(str(tmp_path / "out" / "train")):
+        tokens = ex["input_ids"].copy()
+        k = int(ex["masked_lm_weights"].sum())
+        tokens[ex["masked_lm_positions"][:k]] = ex["masked_lm_ids"][:k]
+        own = ids[files["docs"][int(ex["condition"][0])][0]]
+        used = ex["input_mask"] > 0
+        a = {int(t) for t in tokens[used & (ex["segment_ids"] == 0)]}
+        b = {int(t) for t in tokens[used & (ex["segment_ids"] == 1)]}
+        content = set().union(*ids.values())
+        assert a & content <= own
+        if ex["next_sentence_labels"][0] == 0:
+            assert b & content <= own
+        crossed += bool((b & content) - own)
+    assert crossed > 0
