@@ -32,8 +32,14 @@ def list_files(patterns: str | list[str], recursive: bool = False) -> list[str]:
                          "separated globs of corpus files).")
     files = set()
     for pattern in patterns:
-        matched = [f for f in glob.glob(os.path.expanduser(pattern), recursive=recursive)
-                   if os.path.isfile(f)]
+        if "://" in pattern:  # gs://…: through tf.io.gfile
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+            matched = [f for f in tf.io.gfile.glob(pattern)
+                       if not tf.io.gfile.isdir(f)]
+        else:
+            matched = [f for f in glob.glob(os.path.expanduser(pattern),
+                                            recursive=recursive)
+                       if os.path.isfile(f)]
         if not matched:
             raise ValueError(f"--input pattern {pattern!r} matches no file. Check "
                              "the path (globs are allowed, comma-separated"

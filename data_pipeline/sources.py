@@ -112,6 +112,44 @@ class ReadProgress:
         return min(self.done / self.total, 1.0)
 
 
+class _URLReader(io.RawIOBase):
+    """A `tf.io.gfile.GFile` (gs://, ram://) as a raw binary stream."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        super().__init__()
+        self._file = tf.io.gfile.GFile(path, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer) -> int:
+        data = self._file.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _open_binary(path: str):
+    """A local file, or a URL (`gs://…`) through `tf.io.gfile`."""
+    if "://" in path:
+        return io.BufferedReader(_URLReader(path))
+    return open(path, "rb")  # pylint: disable=consider-using-with
+
+
+def _size(path: str) -> int:
+    if "://" in path:
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        return tf.io.gfile.stat(path).length
+    return os.path.getsize(path)
+
+
 def _lines(path: str, progress: ReadProgress | None = None
            ) -> Iterator[tuple[int, str]]:
     """(line number, line) of a text or .gz file, errors naming the file;
@@ -119,7 +157,7 @@ def _lines(path: str, progress: ReadProgress | None = None
     .gz)."""
     base = progress.done if progress else 0
     try:
-        with open(path, "rb") as raw:
+        with _open_binary(path) as raw:
             stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
             with io.TextIOWrapper(stream, encoding="utf-8") as f:
                 for number, line in enumerate(f, 1):
@@ -266,7 +304,7 @@ def read_conditioned_documents(inputs, config: SourceConfig,
         return
     paths = corpus.list_files(inputs)
     if progress:
-        progress.total = sum(os.path.getsize(p) for p in paths)
+        progress.total = sum(_size(p) for p in paths)
     for path in paths:
         yield from _file_documents(path, config, progress)
 

@@ -22,6 +22,7 @@ import tempfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from data_pipeline import builder
 from data_pipeline import corpus
@@ -206,12 +207,12 @@ def write_inputs(directory: str) -> dict:
 
 def digest(split_dir: str) -> dict:
     """Records per shard, sha256 of each shard (in `shard_files` order) and
-    of the manifest less `_UNPINNED`."""
-    with open(os.path.join(split_dir, "manifest.json"), encoding="utf-8") as f:
+    of the manifest less `_UNPINNED` (`split_dir` local or a URL)."""
+    with tf.io.gfile.GFile(os.path.join(split_dir, "manifest.json")) as f:
         manifest = json.load(f)
     shards = []
     for name in manifest["shard_files"]:
-        with open(os.path.join(split_dir, name), "rb") as f:
+        with tf.io.gfile.GFile(os.path.join(split_dir, name), "rb") as f:
             shards.append(hashlib.sha256(f.read()).hexdigest())
     pinned = {k: v for k, v in manifest.items() if k not in _UNPINNED}
     return {"examples_per_shard": manifest["examples_per_shard"],

@@ -73,3 +73,24 @@ def test_input_pipeline_reads_a_url_like_a_local_directory(mlm_data, tmp_path):
     for a, b in zip(remote_batches, local_batches):
         for key in a:
             assert (a[key] == b[key]).all(), key
+
+
+def test_corpus_and_tokenizer_on_a_url_build_the_local_bytes(tmp_path):
+    """--input and --tokenizer on gs:// (ram:// here) read through tf.io.gfile:
+    the shards and manifest (less paths) of the same build from local files."""
+    from tests.data_pipeline import test_build_bytes
+
+    files = test_build_bytes.write_inputs(str(tmp_path))
+    remote = f"ram://inputs-{uuid.uuid4().hex}"
+    for name in ("corpus.txt", "vocab.txt"):
+        tf.io.gfile.copy(str(tmp_path / name), f"{remote}/{name}")
+    digests = []
+    for corpus, vocab, out in ((files["text"], files["vocab"], tmp_path / "local"),
+                               (f"{remote}/corpus*.txt", f"{remote}/vocab.txt",
+                                f"{remote}/out")):
+        build.build_mlm(corpus, vocab, str(out), max_seq_length=24,
+                        max_predictions_per_seq=4, num_shards=2, eval_fraction=0.2)
+        digests.append({split: test_build_bytes.digest(os.path.join(str(out), split))
+                        for split in ("train", "eval")})
+    assert digests[0] == digests[1]
+    assert sum(digests[0]["train"]["examples_per_shard"]) > 0
