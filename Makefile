@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(TF_EXTRA)$(if $(TF_VERSION),-$(TF_VERSION))
 COMPAT_TF_VERSION ?= 2.20.0
 COMPAT_VENV ?= .venv-tf$(COMPAT_TF_VERSION)
 
-.PHONY: install demo test test-all test-ports test-hf test-compat test-beam bench clean
+.PHONY: install demo demo-finetune test test-all test-ports test-hf test-compat test-beam bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ $(STAMP): setup.py data_pipeline/native/dynamic_mask_op.cc
 
 demo: install
 	$(BIN)/python -m pretraining.demo $(ARGS)
+
+# The demo checkpoint fine-tuned on a task of the same sample, against the same
+# model from random weights and the majority class (pretrains first if needed).
+demo-finetune: install
+	$(BIN)/python -m pretraining.demo --finetune $(ARGS)
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist): on two cores, 2
 # workers take ~7 minutes where one takes ~10 (much of a test is tracing, which

@@ -22,6 +22,9 @@ def define_flags() -> None:
     flags.DEFINE_string("run_dir", "runs/demo", "Where the demo writes data, checkpoints and "
                         "summary.json (relative to the current directory).")
     flags.DEFINE_bool("overwrite", False, "Delete --run_dir first and start clean.")
+    flags.DEFINE_bool("finetune", False, "Then fine-tune the checkpoint on a labelled task of "
+                      "the sample, against the same model from random weights and the "
+                      "majority class (pretraining.demo_finetune).")
     cli.define_experiment_flags("demo")
 
 MAX_SEQ_LENGTH = 128
@@ -157,6 +160,10 @@ def main(argv):
         raise ValueError(f"Unexpected arguments: {argv[1:]} (every setting is a --flag or an "
                          "--override).")
     f = flags.FLAGS
+    if f.finetune:  # Pretraining (a finished run resumes at once), then fine-tuning.
+        from pretraining import demo_finetune
+        demo_finetune.run_and_print(f.run_dir, f.overwrite, f.experiment, f.override)
+        return
     summary = run(f.run_dir, f.overwrite, f.experiment, f.override)
     sys.stdout.write(describe(summary))
     sys.stdout.write(cli.to_json({k: summary[k] for k in (
