@@ -11,7 +11,8 @@ import json
 import os
 import typing
 
-from pretraining.config import BertConfig, TrainConfig, _apply_override, resolve_path
+from pretraining.config import (BertConfig, TrainConfig, _apply_override, check_adversarial,
+                                resolve_path)
 from pretraining.config_base import (Config, check_keys, coerce, require_choice,
                                      require_positive, require_probability)
 from pretraining.optimizer_config import OptimizerConfig
@@ -111,9 +112,7 @@ class FinetuneConfig(Config):
         if not self.train_file and not self.tasks:
             raise ValueError("finetune.train_file is empty: pass --train_file=PATH (TSV with "
                              "a header, JSONL or tfds:NAME/split).")
-        if self.adversarial:
-            method = self.adversarial.get("method", "fgm")
-            require_choice("finetune.adversarial.method", method, ("fgm",))
+        self.adversarial = check_adversarial(self.adversarial, "finetune.adversarial")
         for i, spec in enumerate(self.tasks):
             check_keys_in(spec, TASK_FIELDS, f"finetune.tasks[{i}]")
             if not spec.get("name"):

@@ -19,7 +19,8 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import labelled
-from pretraining import checkpoints, metrics_log, preemption, progress, run_config, run_lock
+from pretraining import adversarial, checkpoints, metrics_log, preemption, progress
+from pretraining import run_config, run_lock
 from pretraining import strategy as strategies
 from pretraining.finetune import losses, results
 from pretraining.finetune.config import FinetuneExperiment
@@ -111,6 +112,7 @@ class FinetuneTrainer:
             if self.is_chief:
                 results.write_run_files(model_dir, experiment, task.spec)
             self.gradient_transform = build_gradient_transform(experiment.optimizer)
+            self.adversarial = adversarial.wrap(finetune.adversarial, self.variables)
             self.stop_vote = strategies.StopVote(self.strategy)
             self._train_loop = progress.log_first_call(self._make_train_loop(), "train step")
             self._predict_step = self._make_predict_step()
@@ -169,6 +171,8 @@ class FinetuneTrainer:
                     global_batch_size=train.global_batch_size,
                     seq_length=self.experiment.finetune.max_seq_length, flops_per_step=0.0)
                 record.pop("perplexity", None)
+                if self.task.spec.task != "single_label":
+                    record.pop("accuracy", None)
                 progress.log_train(record, train.steps, eta)
                 self.log.train_record(record)
                 window = progress.Window()
@@ -196,31 +200,34 @@ class FinetuneTrainer:
         return train_loop
 
     def _replica_step(self, batch):
-        """One update on this replica's rows of the global batch."""
+        """One update on this replica's rows of the global batch (with
+        `finetune.adversarial`: the FGM pass of `pretraining.adversarial`)."""
         context = tf.distribute.get_replica_context()
-        spec, finetune = self.task.spec, self.experiment.finetune
-        global_count = float(self.experiment.train.global_batch_size)
-
-        def loss_fn():
-            logits = self.model(batch, training=True)["logits"]
-            loss_sum = losses.loss_sum(spec.task, batch["label"], logits, batch["weight"],
-                                       finetune.multi_label_loss)
-            return loss_sum / global_count, (loss_sum, logits)
-
-        with tf.GradientTape() as tape:
-            loss, (loss_sum, logits) = loss_fn()
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
+        sums, grads = self.adversarial(lambda: self._forward_backward(batch))
         grads = context.all_reduce("SUM", grads)
         grads, grad_norm = self.gradient_transform(grads, self.variables,
                                                    self.optimizer.iterations)
         replicas = self.strategy.num_replicas_in_sync
         grads = [g / replicas for g in grads] if replicas > 1 else grads
         self.optimizer.apply_gradients(zip(grads, self.variables))
-        correct = (tf.reduce_sum(tf.cast(tf.equal(losses.predictions(spec.task, logits),
-                                                  tf.cast(batch["label"], tf.int32)), tf.float32))
-                   if spec.task == "single_label" else tf.constant(0.0))
-        return {"loss_sum": loss_sum, "correct": correct, "weight": tf.reduce_sum(
-            batch["weight"]), "grad_norm": grad_norm / replicas}
+        return dict(sums, weight=tf.reduce_sum(batch["weight"]), grad_norm=grad_norm / replicas)
+
+    def _forward_backward(self, batch):
+        """This replica's loss sum and correct count, and the gradients of the
+        loss sum over the *global* batch size."""
+        spec, finetune = self.task.spec, self.experiment.finetune
+        with tf.GradientTape() as tape:
+            logits = self.model(batch, training=True)["logits"]
+            loss_sum = losses.loss_sum(spec.task, batch["label"], logits, batch["weight"],
+                                       finetune.multi_label_loss)
+            loss = loss_sum / float(self.experiment.train.global_batch_size)
+        correct = tf.constant(0.0)
+        if spec.task == "single_label":
+            hits = tf.equal(losses.predictions(spec.task, logits), tf.cast(batch["label"],
+                                                                           tf.int32))
+            correct = tf.reduce_sum(tf.cast(hits, tf.float32))
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
+        return {"loss_sum": loss_sum, "correct": correct}, grads
 
     # ================================================================ evaluate
     def outputs(self, arrays: dict) -> np.ndarray:

@@ -83,6 +83,42 @@ def test_separable_task_reaches_95_percent(colours, tmp_path):
     assert [x["prediction"] for x in lines] == expected
 
 
+def _jsonl_rows(n, seed):
+    """Sentences of one colour family and fillers: labels a list field (one
+    family), value the warm share of the coloured words. (Rows with both
+    families, an AND of two word sets, take the 2-layer, 32-wide model far
+    more than 60 steps.)"""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        warm, cool = [(3, 0), (0, 3)][rng.integers(2)]
+        words = list(rng.choice(WARM, warm)) + list(rng.choice(COOL, cool)) + list(
+            rng.choice(FILLER, 3))
+        rng.shuffle(words)
+        rows.append({"sentence": " ".join(words), "value": float(warm / (warm + cool)),
+                     "families": ["warm"] * (warm > 1) + ["cool"] * (cool > 1)})
+    return rows
+
+
+# Baselines: one label set is right on about half of the rows (exact match
+# 0.5); a constant value has no correlation.
+@pytest.mark.parametrize("task,extra,metric,least", [
+    ("multi_label", ["finetune.label_field=families",
+                     'finetune.adversarial={"method": "fgm", "epsilon": 0.05}'], "exact_match", 0.9),
+    ("regression", ["finetune.label_field=value"], "pearson", 0.8),
+], ids=["multi_label_zlpr_fgm", "regression"])
+def test_multi_label_and_regression_learn(colours, tmp_path, task, extra, metric, least):
+    for split, (n, seed) in {"train": (256, 3), "dev": (64, 4)}.items():
+        with open(tmp_path / f"{split}.jsonl", "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in _jsonl_rows(n, seed))
+    experiment = _experiment(
+        colours, f"finetune.task={task}", f"finetune.train_file={tmp_path / 'train.jsonl'}",
+        f"finetune.eval_file={tmp_path / 'dev.jsonl'}", *extra)
+    summary = finetune_cli.run(experiment, str(tmp_path / "run"))
+    assert summary[f"eval_{metric}"] >= least, summary
+    assert summary["best_metric"] == ("micro_f1" if task == "multi_label" else metric)
+
+
 # ------------------------------------------------------------------ --init
 def _batch(vocab_size=128, seq=12, seed=3):
     rng = np.random.default_rng(seed)
