@@ -75,10 +75,10 @@ class BertConfig(Config):
             "gelu_tanh" and "gelu_new" are aliases) or "gelu_exact" (the erf
             form Hugging Face's "gelu" means) or "relu". Defaults to "gelu".
         hidden_dropout_prob: float. Dropout on embeddings and every residual
-            branch (applied as a multiple of 1/256: 0.1 runs as 0.1016).
+            branch (applied as a multiple of 1/65536: 0.1 runs as 0.100006).
             Defaults to 0.1.
         attention_probs_dropout_prob: float. Dropout on attention
-            probabilities (the same 1/256 rounding). Defaults to 0.1.
+            probabilities (the same 1/65536 rounding). Defaults to 0.1.
         max_position_embeddings: int. Longest sequence. Defaults to 512.
         type_vocab_size: int. Segment ids. Defaults to 2.
         initializer_range: float. Standard deviation of the truncated-normal

@@ -1,9 +1,12 @@
-"""Dropout with cheap random bits: a hashed counter instead of Philox.
+"""Dropout with cheap random bits, keyed on the example: a hashed counter.
 
 XLA on CPU lowers Keras's Philox generator to ~450 ns per 32-bit word; here
-the mask bits come from MurmurHash3's finaliser applied to a counter keyed on
-two seed words (`hashed_bits`), the same words on every Keras backend. Also
-used by generation's sampling noise.
+the mask bits come from MurmurHash3's finaliser applied to counters (the
+same words on every Keras backend). In training the trainer keys every mask
+on (run seed, global batch, layer, global example index, position in the
+example): an example gets the same mask whichever replica, host or
+accumulation micro-batch it lands on, so a run's numbers do not depend on
+its topology. `hashed_bits` also draws generation's sampling noise.
 """
 
 import math
@@ -19,6 +22,11 @@ from keras import ops
 # are the plain uint32 ones.
 _NATIVE_UINT32 = keras.backend.backend() != "torch"
 _LOW32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9  # 2**32 / φ: consecutive counters far apart
+
+# Bits of a word compared with the threshold per element: rates are
+# multiples of 1 / 2**FIELD_BITS (0.1 runs as 6554/65536 = 0.100006).
+FIELD_BITS = 16
 
 
 def _words(x):
@@ -51,6 +59,11 @@ def _mix32(h):
     return ops.bitwise_xor(h, ops.right_shift(h, 16))
 
 
+def _counter(count: int, key):
+    """`mix32(i * φ + key)` for i = 0…count-1."""
+    return _mix32(_add32(_mul32(_words(ops.arange(count, dtype="int32")), _GOLDEN), key))
+
+
 def hashed_bits(count: int, seed):
     """`count` pseudo-random 32-bit words: a counter hashed with a 2-word key.
 
@@ -62,66 +75,142 @@ def hashed_bits(count: int, seed):
     are uint32 (int64 under Keras's torch backend), the same on every backend.
     """
     key = _words(seed)
-    index = _words(ops.arange(count, dtype="int32"))
-    h = _mix32(_add32(_mul32(index, 0x9E3779B9), key[0]))
-    return _mix32(ops.bitwise_xor(h, key[1]))
+    return _mix32(ops.bitwise_xor(_counter(count, key[0]), key[1]))
 
 
-def _threshold(rate: float) -> int:
-    """Dropped 8-bit fields are those below this (of 256)."""
-    return min(255, max(1, round(rate * 256)))
+def fold_in(seed, data):
+    """2 seed words for `data` (an int or int scalar tensor) under `seed` (2
+    words): distinct `data` give unrelated words. None stays None."""
+    if seed is None:
+        return None
+    key = _words(seed)
+    data = _mix32(_add32(_mul32(_words(data), _GOLDEN), key[1]))
+    return ops.stack([_mix32(ops.bitwise_xor(key[0], data)),
+                      _mix32(_add32(data, _mix32(key[0])))])
+
+
+def step_seed(seed: int, step):
+    """The seed words of one training step's dropout: `train.seed` folded with
+    the step's global batch index (`step` an int or int scalar tensor)."""
+    seed = seed & _LOW32
+    words = [seed - 2 ** 32 if seed >= 2 ** 31 else seed, 0x5EED]
+    return fold_in(ops.convert_to_tensor(words, "int32"), ops.cast(step, "int32"))
+
+
+def _threshold(rate: float, bits: int = FIELD_BITS) -> int:
+    """Dropped fields are those below this (of 2**bits)."""
+    levels = 2 ** bits
+    return min(levels - 1, max(1, round(rate * levels)))
 
 
 def effective_rate(rate: float) -> float:
-    """The rate `Dropout` applies for `rate`: a multiple of 1/256 (0.1 runs
-    as 26/256 = 0.1015625), 0 for 0. Keras's dropout (the fallback) applies
-    `rate` itself."""
-    return _threshold(rate) / 256 if rate > 0 else 0.0
+    """The rate `Dropout` applies for `rate`: a multiple of 1/65536 (0.1 runs
+    as 6554/65536 = 0.100006), 0 for 0. Keras's dropout (the fallback)
+    applies `rate` itself."""
+    return _threshold(rate) / 2 ** FIELD_BITS if rate > 0 else 0.0
 
 
-def hashed_dropout(inputs, rate: float, seed):
-    """Dropout of `inputs` (static shape, element count a multiple of 4) with
-    the mask drawn from `hashed_bits` keyed on `seed` (2 int32 words): the same
-    mask on every backend for the same seed. See `Dropout`."""
+def hashed_dropout(inputs, rate: float, seed, example_index=None, field_bits: int = FIELD_BITS):
+    """Dropout of `inputs` `(batch, ...)` (the non-batch dimensions static)
+    with a mask keyed on `seed` (2 int words) and each row's example index.
+
+    The bits of element `j` (row-major within its example) of row `b` are
+    field `j % f` of word `mix32(mix32(⌊j / f⌋ · φ + seed[0]) ^ r[b])`, with
+    `f = 32 / field_bits` fields per word and `r[b] = mix32(example_index[b] ·
+    φ + seed[1])`: the inner counter is hashed once per call and shared by the
+    rows, so a word costs one xor and one finaliser. A row's mask depends on
+    `seed`, its example index and the example's shape only, not on which rows
+    share its batch.
+
+    Args:
+        inputs: float tensor `(batch, ...)`. Required.
+        rate: float. Fraction dropped, applied as a multiple of
+            `2**-field_bits`. Required.
+        seed: int tensor `(2,)`. The call's seed words. Required.
+        example_index: int tensor `(batch,)`. Each row's example index.
+            Defaults to None: `0 … batch-1`.
+        field_bits: int. 16 (2 fields per word, `Dropout`'s) or 8 (4).
+            Defaults to `FIELD_BITS`.
+    """
     shape = tuple(inputs.shape)
-    threshold = _threshold(rate)
-    bits = hashed_bits(math.prod(shape) // 4, seed)[None, :]
-    shifts = ops.convert_to_tensor([[0], [8], [16], [24]], dtype="uint32")
-    # (4, count/4) by broadcasting: no concatenate of the four fields.
-    fields = ops.bitwise_and(ops.right_shift(bits, shifts),
-                             ops.convert_to_tensor(255, "uint32"))
-    keep = ops.reshape(fields >= ops.convert_to_tensor(threshold, "uint32"), shape)
-    scale = ops.cast(256.0 / (256 - threshold), inputs.dtype)
+    per_example = math.prod(shape[1:])
+    fields = 32 // field_bits
+    words = -(-per_example // fields)
+    threshold = _threshold(rate, field_bits)
+    key = _words(seed)
+    if example_index is None:
+        example_index = ops.arange(ops.shape(inputs)[0], dtype="int32")
+    rows = _mix32(_add32(_mul32(_words(example_index), _GOLDEN), key[1]))  # (batch,)
+    bits = _mix32(ops.bitwise_xor(_counter(words, key[0])[None, :], rows[:, None]))
+    shifts = ops.convert_to_tensor([[k * field_bits] for k in range(fields)], "uint32")
+    # (batch, fields, words) by broadcasting: no concatenate of the fields.
+    values = ops.bitwise_and(ops.right_shift(bits[:, None, :], shifts),
+                             ops.convert_to_tensor(2 ** field_bits - 1, "uint32"))
+    values = ops.reshape(values, (-1, fields * words))
+    if fields * words != per_example:
+        values = values[:, :per_example]
+    keep = ops.reshape(values >= ops.convert_to_tensor(threshold, "uint32"),
+                       (-1,) + shape[1:])
+    scale = ops.cast(2 ** field_bits / (2 ** field_bits - threshold), inputs.dtype)
     return ops.where(keep, inputs * scale, ops.zeros_like(inputs))
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
 class Dropout(keras.layers.Dropout):
-    """`keras.layers.Dropout` with cheap random bits: a hashed counter, 8 bits
-    per element.
+    """`keras.layers.Dropout` with cheap random bits keyed on the example:
+    a hashed counter, 16 bits per element.
 
-    Per call, two 32-bit words are drawn from the layer's seed generator (as
-    Keras' dropout does); the mask bits come from `hashed_bits` keyed on
-    them, each 32-bit word split by shift-and-mask into four 8-bit fields,
-    each compared with the integer threshold `round(rate * 256)`. The rate is
-    thus quantised to 1/256: 0.1 → 26/256 ≈ 0.1016; kept values are scaled by
-    `256 / (256 - threshold)`, so the expectation is unchanged. On the S
-    benchmark under XLA, Keras' dropout was ≈25–30% of the step, and still
-    about half of each encoder layer's time with 8-bit Philox fields.
+    With a `key` (the trainer's: the step's seed words folded with the
+    layer's place in the model, and the rows' global example indices), the
+    mask of a row depends on the run seed, the global batch, the layer, the
+    example and the position within it: the same on any replica count, host
+    count or accumulation split. Without one (a model called outside the
+    trainer), two words are drawn per call from the layer's seed generator
+    (as Keras' dropout does) and the rows are numbered `0 … batch-1`.
 
-    Masks are a pure function of the seed generator's state (a variable the
-    checkpoint saves), so a resumed run draws the same masks. Falls back to
-    Keras' dropout when the element count is unknown when traced or not a
-    multiple of 4, or with `noise_shape`.
+    The mask bits come from `hashed_dropout`: each 32-bit word split into two
+    16-bit fields, each compared with the integer threshold
+    `round(rate * 65536)`; the rate is thus quantised to 1/65536 (0.1 →
+    6554/65536 = 0.100006; `effective_rate`), kept values are scaled by
+    `65536 / (65536 - threshold)`, so the expectation is unchanged. On the S
+    benchmark under XLA, Keras' dropout was ≈25–30% of the step. Falls back
+    to Keras' dropout when a non-batch dimension is unknown when traced, or
+    with `noise_shape`.
+
+    Args:
+        rate: float. Fraction of the inputs dropped. Required.
+        **kwargs: `seed`, `noise_shape`, `name`, `dtype`: as
+            `keras.layers.Dropout`'s.
+
+    Call arguments:
+        inputs: float tensor `(batch, ...)`.
+        training: bool. Whether dropout is applied. Defaults to False.
+        key: None, or a pair (seed words `(2,)`, example indices `(batch,)`
+            or None) from the caller. Defaults to None: drawn from the seed
+            generator.
     """
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, key=None):
         if not training or self.rate == 0 or self.noise_shape is not None:
             return super().call(inputs, training=training)
-        shape = tuple(inputs.shape)
-        count = math.prod(shape) if all(isinstance(d, int) for d in shape) else None
-        if not count or count % 4:
+        if not all(isinstance(d, int) for d in tuple(inputs.shape)[1:]):
             return super().call(inputs, training=training)
-        seed = keras.random.randint((2,), -2 ** 31, 2 ** 31 - 1, dtype="int32",
-                                    seed=self.seed_generator)
-        return hashed_dropout(inputs, self.rate, seed)
+        if key is None:
+            seed = keras.random.randint((2,), -2 ** 31, 2 ** 31 - 1, dtype="int32",
+                                        seed=self.seed_generator)
+            key = (seed, None)
+        return hashed_dropout(inputs, self.rate, key[0], key[1])
+
+
+def model_key(inputs: dict):
+    """The dropout key a model reads from its inputs: (`dropout_seed`,
+    `example_index`), or None without a `dropout_seed`."""
+    if inputs.get("dropout_seed") is None:
+        return None
+    return inputs["dropout_seed"], inputs.get("example_index")
+
+
+def fold_key(key, data: int):
+    """`key` for a sublayer: its seed words folded with `data`, the same
+    example indices. None stays None."""
+    return None if key is None else (fold_in(key[0], data), key[1])

@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from pretraining.config import ACTIVATIONS, TANH_GELUS  # the names (config imports no Keras)
-from pretraining.dropout import Dropout
+from pretraining.dropout import Dropout, fold_key
 
 LAYER_NORM_EPSILON = 1e-12
 
@@ -139,6 +139,8 @@ class BertEmbeddings(ConfigLayer):
             None for `0 … seq-1` (a whole sequence). A key/value-cached decoder
             passes the positions of its new tokens.
         training: bool. Whether dropout is applied.
+        dropout_key: the dropout key (`dropout.Dropout`'s `key`). Defaults
+            to None.
     """
 
     def __init__(self, vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
@@ -170,7 +172,8 @@ class BertEmbeddings(ConfigLayer):
         self.layer_norm.build((None, None, self.hidden_size))
         self.built = True
 
-    def call(self, input_ids, segment_ids, condition=None, positions=None, training=False):
+    def call(self, input_ids, segment_ids, condition=None, positions=None, training=False,
+             dropout_key=None):
         x = self.word_embeddings(input_ids)  # (batch, seq, hidden)
         x = x + self.token_type_embeddings(segment_ids)
         if positions is None:  # 0 … seq-1: a slice of the table, broadcast over the batch
@@ -179,7 +182,7 @@ class BertEmbeddings(ConfigLayer):
         else:
             x = x + ops.cast(self.position_embeddings(positions), x.dtype)
         x = self.layer_norm(x, condition)
-        return self.dropout(ops.cast(x, self.compute_dtype), training=training)
+        return self.dropout(ops.cast(x, self.compute_dtype), training=training, key=dropout_key)
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -209,6 +212,8 @@ class SelfAttention(ConfigLayer):
         cache_index: int tensor `(batch,)`, the position of the first new
             token in each row's cache. Defaults to None.
         training: bool. Whether dropout is applied.
+        dropout_key: the dropout key (`dropout.Dropout`'s `key`). Defaults
+            to None.
 
     Returns:
         `(batch, T, hidden)`; with a cache, `(output, updated cache)`.
@@ -256,7 +261,7 @@ class SelfAttention(ConfigLayer):
         keys_values = ops.stack([k, v], axis=1)  # (batch, 2, heads, T, head_size)
         return cache * keep + ops.einsum("btl,bkhtd->bkhld", write, keys_values)
 
-    def call(self, x, bias, cache=None, cache_index=None, training=False):
+    def call(self, x, bias, cache=None, cache_index=None, training=False, dropout_key=None):
         q = self._split_heads(self.query(x))
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
@@ -266,7 +271,8 @@ class SelfAttention(ConfigLayer):
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (batch, heads, seq, keys)
         scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_size))
         probs = ops.softmax(scores + ops.cast(bias, "float32"), axis=-1)
-        probs = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
+        probs = self.dropout(ops.cast(probs, self.compute_dtype), training=training,
+                             key=dropout_key)
         context = ops.matmul(probs, v)  # (batch, heads, seq, head_size)
         context = ops.transpose(context, (0, 2, 1, 3))
         output = ops.reshape(context, (ops.shape(x)[0], ops.shape(x)[1], self.hidden_size))
@@ -301,6 +307,8 @@ class TransformerLayer(ConfigLayer):
         cache, cache_index: the attention's key/value cache and where the new
             tokens go in it (see `SelfAttention`). Default to None.
         training: bool. Whether dropout is applied.
+        dropout_key: the block's dropout key (`dropout.Dropout`'s `key`),
+            folded with 0, 1, 2 for its three dropouts. Defaults to None.
 
     Returns:
         `(batch, T, hidden)`; with a cache, `(output, updated cache)`.
@@ -345,14 +353,16 @@ class TransformerLayer(ConfigLayer):
         self.output_layer_norm.build(input_shape)
         self.built = True
 
-    def call(self, x, bias, condition=None, cache=None, cache_index=None, training=False):
+    def call(self, x, bias, condition=None, cache=None, cache_index=None, training=False,
+             dropout_key=None):
         attended = self.attention(x, bias, cache=cache, cache_index=cache_index,
-                                  training=training)
+                                  training=training, dropout_key=fold_key(dropout_key, 0))
         if cache is not None:
             attended, cache = attended
-        attended = self.attention_dropout(self.attention_output(attended), training=training)
+        attended = self.attention_dropout(self.attention_output(attended), training=training,
+                                          key=fold_key(dropout_key, 1))
         x = ops.cast(self.attention_layer_norm(x + attended, condition), self.compute_dtype)
         hidden = self.output_dense(self.intermediate(x))  # (batch, T, hidden)
-        hidden = self.output_dropout(hidden, training=training)
+        hidden = self.output_dropout(hidden, training=training, key=fold_key(dropout_key, 2))
         x = ops.cast(self.output_layer_norm(x + hidden, condition), self.compute_dtype)
         return x if cache is None else (x, cache)

@@ -9,7 +9,7 @@ from keras import ops
 
 from pretraining import attention_masks
 from pretraining.config import BertConfig
-from pretraining.dropout import effective_rate
+from pretraining.dropout import effective_rate, fold_key, model_key
 from pretraining.layers import BertEmbeddings, TransformerLayer, initializer
 
 
@@ -34,7 +34,12 @@ class BertEncoder(keras.Model):
             each `(batch, seq)`, and a `condition` when Conditional LayerNorm
             is on: float `(batch, condition_size)`, or int class ids
             `(batch, 1)` with `condition_num_classes`.
-        training: bool. Whether dropout is applied.
+        training: bool. Whether dropout is applied. In training, `inputs`
+            may also carry the dropout key: `dropout_seed` (2 int words,
+            the step's) and `example_index` `(batch,)` (each row's global
+            example index), so that masks do not depend on how the batch
+            was split (`dropout.Dropout`); without them masks come from the
+            dropout layers' seed generators.
 
     Returns:
         dict with `sequence_output` `(batch, seq, hidden)` and `pooled_output`
@@ -112,10 +117,11 @@ class BertEncoder(keras.Model):
         bias = attention_masks.mask_bias(attention_masks.attention_mask(
             config.attention_mask_type, input_mask, segment_ids, config.prefix_length))
         condition = self._condition(inputs)
-        x = self.embeddings(input_ids, segment_ids, condition,
-                            training=training)  # (batch, seq, hidden)
-        for layer in self.transformer_layers:
-            x = layer(x, bias, condition, training=training)
+        key = model_key(inputs)  # each layer's: the step's seed folded with its index
+        x = self.embeddings(input_ids, segment_ids, condition, training=training,
+                            dropout_key=fold_key(key, 0))  # (batch, seq, hidden)
+        for i, layer in enumerate(self.transformer_layers):
+            x = layer(x, bias, condition, training=training, dropout_key=fold_key(key, i + 1))
         pooled = self.pooler(x[:, 0])  # (batch, hidden)
         return {"sequence_output": x, "pooled_output": pooled}
 
@@ -197,8 +203,8 @@ class BertEncoder(keras.Model):
 
 
 def dropout_rates(config: BertConfig) -> str:
-    """The dropout rates of `config` as the 8-bit hashed dropout applies
-    them (multiples of 1/256, `dropout.effective_rate`), for the start-up log."""
+    """The dropout rates of `config` as the 16-bit hashed dropout applies
+    them (multiples of 1/65536, `dropout.effective_rate`), for the start-up log."""
     return ", ".join(
         f"{name} {rate:g} runs as {effective_rate(rate):.6g}"
         for name, rate in (("hidden_dropout_prob", config.hidden_dropout_prob),

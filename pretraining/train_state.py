@@ -38,8 +38,8 @@ def build_state(experiment: ExperimentConfig, strategy, model_dir: str,
         model = BertPretrainer(encoder, experiment.task, next_sentence, dtype=policy)
         # Initial weights from their own stream: (train.seed, variable path).
         initialize_weights(model, experiment.train.seed)
-        logging.info("Dropout (8-bit hashed masks, rates in 1/256): %s.",
-                     dropout_rates(experiment.model))
+        logging.info("Dropout (16-bit hashed masks keyed on the example, rates in 1/65536): "
+                     "%s.", dropout_rates(experiment.model))
         optimizer = create_optimizer(experiment.optimizer, experiment.train.steps,
                                      model.trainable_variables)
         if policy == "mixed_float16":

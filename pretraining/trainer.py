@@ -19,7 +19,8 @@ from absl import logging
 
 from data_pipeline import input as data_input
 from pretraining import checkpoints, data_checks, losses, metrics_log, preemption, progress
-from pretraining import adversarial, eval_samples, run_config, run_lock, strategy as strategies
+from pretraining import adversarial, dropout, eval_samples, run_config, run_lock, topology
+from pretraining import strategy as strategies
 from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.data_checks import DATA_ERRORS, check_data, probe_eval, raise_data_error
 from pretraining.flops import mlm_train_flops
@@ -109,6 +110,7 @@ class Trainer:
         elif self.resumed_from is None:
             logging.info("Starting from scratch (no checkpoint, no train.init_checkpoint).")
         run_config.log_schedule(self.changes, experiment, self.resumed_from)
+        topology.log_resume(model_dir, self.strategy, train, self.resumed_from, self.is_chief)
         # Every check has passed: only now is the run directory written.
         self.log.drop_partial_line()  # (a damaged earlier line: refused, nothing written)
         self.log.write_config(experiment, self.manifest, self.resumed_from or 0)
@@ -212,10 +214,7 @@ class Trainer:
         strategy, step = self.strategy, self.state.step
         keys = self.sum_keys + ("grad_norm",)
         if self.whole_step_xla:
-            compiled_step = tf.function(self._replica_step, jit_compile=True)
-
-            def run_step(batch):
-                return compiled_step(batch)
+            run_step = tf.function(self._replica_step, jit_compile=True)
         else:
             def run_step(batch):
                 return strategy.run(self._replica_step, args=(batch,))
@@ -236,6 +235,7 @@ class Trainer:
         """One optimizer update on this replica's share of the global batch."""
         state = self.state
         context = tf.distribute.get_replica_context()
+        batch = dict(batch, example_index=topology.example_index(context, batch))
         # The global prediction counts, from the labels, before the forward pass: each
         # replica's loss is its sum over them, so summed gradients equal one device's.
         counts = losses.prediction_counts(self.experiment.task, batch, self.next_sentence)
@@ -260,14 +260,11 @@ class Trainer:
         if k == 1:
             sums, grads = self._compiled_forward_backward(batch, counts)
             return sums, [tf.convert_to_tensor(g) for g in grads]
-        micro = tf.nest.map_structure(
-            lambda t: tf.reshape(t, [k, t.shape[0] // k] + t.shape[1:]), batch)
-        sums, grads = self._compiled_forward_backward(
-            tf.nest.map_structure(lambda t: t[0], micro), counts)
+        sums, grads = self._compiled_forward_backward(topology.micro_batch(batch, k, 0), counts)
         grads = [tf.convert_to_tensor(g) for g in grads]
         for i in tf.range(1, k):
             more_sums, more = self._compiled_forward_backward(
-                tf.nest.map_structure(lambda t: t[i], micro), counts)
+                topology.micro_batch(batch, k, i), counts)
             sums = {key: value + more_sums[key] for key, value in sums.items()}
             grads = [g + tf.convert_to_tensor(m) for g, m in zip(grads, more)]
         return sums, grads
@@ -277,9 +274,11 @@ class Trainer:
         prediction `counts`, for the variables the task trains (the part XLA
         compiles with `train.jit_compile`; the all-reduce and the update stay
         outside)."""
-        model = self.state.model
+        model, state = self.state.model, self.state
+        seed = dropout.step_seed(self.experiment.train.seed, state.step + state.data_offset)
         with tf.GradientTape() as tape:
-            sums = losses.task_sums(self.experiment.task, model(batch, training=True), batch)
+            outputs = model(dict(batch, dropout_seed=seed), training=True)
+            sums = losses.task_sums(self.experiment.task, outputs, batch)
             loss = losses.total_loss(sums, counts)
             scale = self._loss_scale()
             if scale is not None:

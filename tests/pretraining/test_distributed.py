@@ -1,4 +1,5 @@
-"""The trainer under MirroredStrategy (2 logical CPUs) equals one device."""
+"""The trainer under MirroredStrategy (2 logical CPUs) equals one device,
+dropout on (masks keyed on the example: see also test_topology.py)."""
 
 import numpy as np
 import pytest
@@ -12,8 +13,8 @@ def _run(mlm_data, model_dir, strategy=None, task="mlm", **train):
     experiment = tiny_experiment(mlm_data, **train)
     experiment.task = task
     experiment.model.attention_mask_type = {"mlm": "bidirectional", "seq2seq": "unilm"}[task]
-    experiment.model.hidden_dropout_prob = 0.0
-    experiment.model.attention_probs_dropout_prob = 0.0
+    experiment.model.hidden_dropout_prob = 0.1
+    experiment.model.attention_probs_dropout_prob = 0.1
     trainer = Trainer(experiment, str(model_dir), strategy)
     summary = trainer.train()
     weights = {v.path: v.numpy() for v in trainer.state.model.weights}
@@ -28,29 +29,30 @@ def _relative_differences(w_one, w_two):
             for path, value in w_one.items()}
 
 
-# seq2seq under two replicas runs in make test-all; the task itself is covered on one
-# device by test_tasks.py and test_trainer.py, the replicated step by the mlm case.
-@pytest.mark.parametrize("task", ["mlm", pytest.param("seq2seq", marks=pytest.mark.extended)])
-def test_mirrored_equals_default(request, tmp_path, mirrored, task):
-    data = (request.getfixturevalue("mlm_data") if task == "mlm"
-            else request.getfixturevalue("task_data")["seq2seq"])
-    settings = dict(steps=10, global_batch_size=8, steps_per_loop=5, checkpoint_every=10,
+# make test-all: the replicated step with dropout is covered by test_topology.py
+# (masked LM + NSP), the task on one device by test_tasks.py and test_trainer.py.
+@pytest.mark.extended
+def test_seq2seq_mirrored_equals_default(task_data, tmp_path, mirrored):
+    data, task = task_data["seq2seq"], "seq2seq"
+    settings = dict(steps=20, global_batch_size=8, steps_per_loop=5, checkpoint_every=10,
                     task=task)
     one, w_one, rec_one = _run(data, tmp_path / "default", **settings)
     two, w_two, rec_two = _run(data, tmp_path / "mirrored", mirrored, **settings)
     assert mirrored.num_replicas_in_sync == 2
     # Same loss at every logged step, same eval over the same tokens.
     for a, b in zip(rec_one, rec_two):
-        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
-        np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-5)
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+        np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-4)
     assert one["eval_predictions"] == two["eval_predictions"]
     np.testing.assert_allclose(one["eval_loss"], two["eval_loss"], rtol=1e-5)
     for path, diff in _relative_differences(w_one, w_two).items():
         assert diff < 1e-5, (path, diff)
 
 
-@pytest.mark.parametrize("use_mirrored", [pytest.param(False, marks=pytest.mark.extended), True],
-                         ids=["default", "mirrored"])
+# make test-all: test_topology.py compares accumulation (one device, and 2 replicas
+# after a resume) with the whole batch in make test.
+@pytest.mark.extended
+@pytest.mark.parametrize("use_mirrored", [False, True], ids=["default", "mirrored"])
 def test_gradient_accumulation_equals_the_whole_batch(mlm_data, tmp_path, mirrored,
                                                       use_mirrored):
     """4 micro-batches summed per update == the 16-example batch at once, and
@@ -62,10 +64,10 @@ def test_gradient_accumulation_equals_the_whole_batch(mlm_data, tmp_path, mirror
     acc, w_acc, rec_acc = _run(mlm_data, tmp_path / "accumulated", strategy,
                                gradient_accumulation_steps=k, **settings)
     for a, b in zip(rec_one, rec_acc):
-        np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-6)
+        np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
         assert a["learning_rate"] == b["learning_rate"]
     for path, diff in _relative_differences(w_one, w_acc).items():
-        assert diff < 1e-6, (path, diff)
+        assert diff < 1e-5, (path, diff)
 
 
 def test_ema_weights_are_used_for_eval_and_saved(mlm_data, tmp_path):

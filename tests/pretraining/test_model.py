@@ -184,28 +184,29 @@ def test_checkpoint_tracks_every_weight_through_the_model(config, tmp_path):
 
 
 def test_dropout_rate_scale_and_determinism():
-    """Hashed 8-bit dropout: rate quantised to 26/256, kept values scaled so
-    the mean is unchanged, the same mask for the same seed-generator state,
-    a new independent mask on the next call, no correlation between
-    neighbouring elements (the four 8-bit fields of one word included)."""
+    """Hashed 16-bit dropout (outside the trainer: seed-generator words, rows
+    numbered 0…63): rate quantised to 6554/65536, kept values scaled so the
+    mean is unchanged, the same mask for the same seed-generator state, a new
+    independent mask on the next call, no correlation between neighbouring
+    elements, the two 16-bit fields of one word, or rows."""
     from pretraining.dropout import Dropout
 
     layer = Dropout(0.1, seed=3)
     x = np.ones((64, 128, 32), "float32")
     state = layer.seed_generator.state.numpy().copy()
     out = np.asarray(layer(x, training=True))
+    p = 6554 / 65536
     dropped = (out == 0).mean()
-    assert abs(dropped - 26 / 256) < 0.003, dropped
-    np.testing.assert_allclose(out[out != 0], 256 / 230, rtol=1e-6)
+    assert abs(dropped - p) < 0.003, dropped
+    np.testing.assert_allclose(out[out != 0], 65536 / (65536 - 6554), rtol=1e-6)
     assert abs(out.mean() - 1.0) < 0.01
     following = np.asarray(layer(x, training=True))
-    p = 26 / 256
     both = ((out == 0) & (following == 0)).mean()
     assert abs(both - p * p) < 0.002, both  # independent calls
     flat = (out == 0).reshape(-1)
-    # Neighbouring counters, rows, and the 8-bit fields of one 32-bit word
-    # (a quarter of the tensor apart).
-    for lag in (1, 2, 3, 32, flat.size // 4, flat.size // 2):
+    # Neighbouring counters, the two 16-bit fields of one 32-bit word (half
+    # an example apart), the same position in the next row, far apart.
+    for lag in (1, 2, 3, 32, 2048, 4096, flat.size // 2):
         pair = (flat[:-lag] & flat[lag:]).mean()
         assert abs(pair - p * p) < 0.002, (lag, pair)
     layer.seed_generator.state.assign(state)

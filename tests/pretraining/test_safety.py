@@ -111,7 +111,8 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes(long_experiment, tmp_path
                                    ("--strategy=mirrored", "--num_logical_cpus=2")],
                          ids=["default", "mirrored"])
 def test_sigkill_then_resume_is_bit_identical(mlm_data, tmp_path, flags):
-    """Dropout on: the data position and the dropout RNG state are restored."""
+    """Dropout on: the data position is restored, and the masks are keyed on
+    the step and the example (no generator state to restore)."""
     experiment = tiny_experiment(mlm_data, steps=120, steps_per_loop=2, checkpoint_every=4,
                                  log_every=10, keep_checkpoints=2)
     path = tmp_path / "experiment.json"
