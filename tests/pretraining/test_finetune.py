@@ -334,3 +334,32 @@ def test_sigkill_then_sigterm_then_resume_is_bit_identical(colours, tmp_path):
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0 and "Resumed from" in stderr, stderr[-2000:]
     _assert_same_weights(straight_dir, killed_dir)
+
+
+@pytest.mark.slow
+def test_mirrored_two_replicas_equal_one_device(colours, tmp_path, mirrored):
+    """Each replica's rows of the global batch, the loss over the global
+    batch, all-reduce then clip: the weights of one device (1e-5 relative),
+    and the same dev logits gathered across replicas."""
+    from pretraining.finetune import prepare
+    from pretraining.finetune.trainer import FinetuneTrainer
+    experiment = _experiment(colours, "model.hidden_dropout_prob=0.0",
+                             "finetune.classifier_dropout=0.0", "train.eval_every=0", steps=8)
+    runs = {}
+    for name, strategy in (("one", None), ("mirrored", mirrored)):
+        model_dir = str(tmp_path / name)
+        prepared = prepare.prepare(experiment, model_dir)
+        trainer = FinetuneTrainer(prepared.experiment, model_dir, prepared.task, strategy)
+        try:
+            summary = trainer.train()
+            runs[name] = (summary, trainer.outputs(prepared.task.eval))
+        finally:
+            trainer.close()
+    one, two = _weights(str(tmp_path / "one")), _weights(str(tmp_path / "mirrored"))
+    assert one.keys() == two.keys()
+    for name in one:
+        scale = max(np.abs(one[name]).max(), 1e-6)
+        np.testing.assert_allclose(two[name] / scale, one[name] / scale, atol=1e-5,
+                                   err_msg=name)
+    np.testing.assert_allclose(runs["mirrored"][1], runs["one"][1], atol=1e-4)
+    assert runs["mirrored"][0]["eval_examples"] == runs["one"][0]["eval_examples"] == 64
