@@ -43,10 +43,12 @@ _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ASCII_TOKEN = re.compile(r"[A-Za-z0-9]+|[!-/:-@\[-`{-~]")
 
 
+_CJK = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK_RANGES) + "]")
+
+
 def is_cjk(char: str) -> bool:
     """Whether `char` is a CJK Unified Ideograph (Google's definition)."""
-    cp = ord(char)
-    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+    return _CJK.fullmatch(char) is not None
 
 
 def _is_punctuation(char: str) -> bool:
@@ -81,36 +83,58 @@ def basic_tokenize(text: str, do_lower_case: bool = True,
         return _ASCII_TOKEN.findall(text.lower() if do_lower_case else text)
     if strip_accents is None:
         strip_accents = do_lower_case
-    chars = []
-    for char in text:
-        cp = ord(char)
+    # Google's per-character rules as two str.translate tables (C loops over
+    # per-character decisions cached on first sight): lower-casing and accent
+    # stripping of the whole text equal the per-word ones, as the words are
+    # whitespace-separated (final sigma included).
+    text = text.translate(_FIRST_PASS)
+    if do_lower_case:
+        text = text.lower()
+    if strip_accents:
+        text = unicodedata.normalize("NFD", text).translate(_NONSPACING_MARKS)
+    return text.translate(_PUNCTUATION).split()
+
+
+class _FirstPass(dict):
+    """Translate table: control characters, NUL and U+FFFD dropped,
+    whitespace to a space, CJK ideographs padded with spaces."""
+
+    def __missing__(self, cp: int):
+        char = chr(cp)
         if cp == 0 or cp == 0xFFFD or _is_control(char):
-            continue
-        if _is_whitespace(char):
-            chars.append(" ")
+            value = None
+        elif _is_whitespace(char):
+            value = " "
         elif is_cjk(char):
-            chars.extend((" ", char, " "))
+            value = f" {char} "
         else:
-            chars.append(char)
-    tokens = []
-    for token in "".join(chars).split():
-        if do_lower_case:
-            token = token.lower()
-        if strip_accents:
-            token = "".join(c for c in unicodedata.normalize("NFD", token)
-                            if unicodedata.category(c) != "Mn")
-        current = []
-        for char in token:
-            if _is_punctuation(char):
-                if current:
-                    tokens.append("".join(current))
-                    current = []
-                tokens.append(char)
-            else:
-                current.append(char)
-        if current:
-            tokens.append("".join(current))
-    return tokens
+            value = char
+        self[cp] = value
+        return value
+
+
+class _Punctuation(dict):
+    """Translate table: each punctuation character padded with spaces."""
+
+    def __missing__(self, cp: int):
+        char = chr(cp)
+        value = f" {char} " if _is_punctuation(char) else char
+        self[cp] = value
+        return value
+
+
+class _NonspacingMarks(dict):
+    """Translate table: combining marks (category Mn) dropped."""
+
+    def __missing__(self, cp: int):
+        value = None if unicodedata.category(chr(cp)) == "Mn" else chr(cp)
+        self[cp] = value
+        return value
+
+
+_FIRST_PASS = _FirstPass()
+_PUNCTUATION = _Punctuation()
+_NONSPACING_MARKS = _NonspacingMarks()
 
 
 def load_vocab(vocab_file: str) -> dict[str, int]:

@@ -1,3 +1,5 @@
+import unicodedata
+
 import numpy as np
 import pytest
 
@@ -200,3 +202,79 @@ def test_ascii_fast_path_equals_the_character_rules():
             assert fast + ["e" if lower else "\u00e9"] == slow, repr(text)
             if reference is not None:
                 assert fast == reference.tokenize(text), repr(text)
+
+
+# Google's _is_chinese_char ranges.
+_GOOGLE_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+def _google_is_cjk(char):
+    return any(lo <= ord(char) <= hi for lo, hi in _GOOGLE_CJK)
+
+
+def test_is_cjk_at_every_range_edge():
+    for lo, hi in _GOOGLE_CJK:
+        for cp in (lo - 1, lo, (lo + hi) // 2, hi, hi + 1):
+            assert wordpiece.is_cjk(chr(cp)) == _google_is_cjk(chr(cp)), hex(cp)
+
+
+def _google_basic_tokenize(text, do_lower_case=True, strip_accents=None):
+    """Google's BasicTokenizer, one character at a time (its tokenization.py
+    with the optional strip_accents of later versions): the reference."""
+    if strip_accents is None:
+        strip_accents = do_lower_case
+    chars = []
+    for char in text:
+        cp = ord(char)
+        if cp == 0 or cp == 0xFFFD or (char not in "\t\n\r" and
+                                       unicodedata.category(char) in ("Cc", "Cf")):
+            continue
+        if char in " \t\n\r" or unicodedata.category(char) == "Zs":
+            chars.append(" ")
+        elif _google_is_cjk(char):
+            chars.extend((" ", char, " "))
+        else:
+            chars.append(char)
+    tokens = []
+    for token in "".join(chars).split():
+        if do_lower_case:
+            token = token.lower()
+        if strip_accents:
+            token = "".join(c for c in unicodedata.normalize("NFD", token)
+                            if unicodedata.category(c) != "Mn")
+        current = []
+        for char in token:
+            cp = ord(char)
+            if (33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126
+                    or unicodedata.category(char).startswith("P")):
+                if current:
+                    tokens.append("".join(current))
+                    current = []
+                tokens.append(char)
+            else:
+                current.append(char)
+        if current:
+            tokens.append("".join(current))
+    return tokens
+
+
+def test_unicode_translate_path_equals_the_character_rules():
+    """Non-ASCII text goes through cached str.translate tables: the same
+    tokens as Google's per-character loop on random strings drawn from
+    accented Latin, Greek (final sigma), combining marks, CJK and its
+    punctuation, full-width forms, Unicode spaces and line separators,
+    format and control characters, Hangul, Arabic, emoji."""
+    rng = np.random.default_rng(1)
+    blocks = [(0x20, 0x7F), (0x80, 0x24F), (0x370, 0x3FF), (0x300, 0x36F),
+              (0x4E00, 0x4E40), (0x3000, 0x303F), (0xFF00, 0xFF5E), (0x2000, 0x206F),
+              (0xAC00, 0xAC20), (0x600, 0x660), (0x1F600, 0x1F610), (0xF900, 0xF910),
+              (0x1E00, 0x1EFF), (0xFFF0, 0xFFFF)]
+    pool = [chr(c) for lo, hi in blocks for c in range(lo, hi)] + ["Σ", "Σ", " ", " "] * 20
+    texts = ["".join(rng.choice(pool, size=int(rng.integers(1, 30)))) for _ in range(1500)]
+    texts += ["ΟΔΟΣ ΟΔΟΣ, ΣΑΣ.", "Héllo Wörld!", "a\u2028b\u00a0c\u200bd", "我是ab中国人。"]
+    for options in ({}, {"do_lower_case": False}, {"strip_accents": False},
+                    {"do_lower_case": False, "strip_accents": True}):
+        for text in texts:
+            assert wordpiece.basic_tokenize(text, **options) == \
+                _google_basic_tokenize(text, **options), (repr(text), options)
