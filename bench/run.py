@@ -24,6 +24,7 @@ Examples:
   python -m bench.run --suite M --rounds 3
   python -m bench.run --suite S --only ours_jit1,kerashub_jit1 --rounds 2
   python -m bench.run --suite data --rounds 3
+  python -m bench.run --suite beam --rounds 3    # local builder vs Beam DirectRunner
   python -m bench.run --suite S --also 'ours_newdropout=.venv/bin/python -m bench.train_step --config S'
 """
 import argparse
@@ -161,7 +162,7 @@ def run_child(cmd):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default="S", choices=["S", "M", "bf16", "input", "data", "all"])
+    ap.add_argument("--suite", default="S", choices=["S", "M", "bf16", "input", "data", "beam", "all"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--blocks", type=int, default=8, help="timed steps per process (S)")
     ap.add_argument("--only", default="", help="comma-separated item names to keep")
@@ -174,8 +175,9 @@ def main(argv=None):
     os.chdir(ROOT)
     suites = ["S", "M", "bf16", "input"] if args.suite == "all" else [args.suite]
     for suite in suites:
-        if suite == "data":  # Its own runner: corpus, tokenizers, goals.
-            cmd = [args.python, "-m", "bench.data_build", "--rounds", str(args.rounds)]
+        if suite in ("data", "beam"):  # Own runners: corpus, tokenizers, goals.
+            module = {"data": "bench.data_build", "beam": "bench.beam_build"}[suite]
+            cmd = [args.python, "-m", module, "--rounds", str(args.rounds)]
             run_child(cmd + (["--only", args.only] if args.only else []))
             continue
         items = items_for(suite, args.python, args.torch_py, args.tf_py, args.blocks)
