@@ -71,8 +71,9 @@ def detect_kind(path: str) -> str:
     try:
         prefix = checkpoints.find_prefix(path, "--init")
         google = checkpoints.is_google_layout(prefix)
-    except (ValueError, tf.errors.OpError) as e:
-        raise _no_encoder(path, str(e).split(":")[0]) from None
+    except (ValueError, tf.errors.OpError):
+        raise _no_encoder(path, "no checkpoint, config.json or bert_config.json there") \
+            from None
     if google:
         return "google"
     names = [n for n, _ in tf.train.list_variables(prefix)]

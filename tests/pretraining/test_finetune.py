@@ -228,11 +228,18 @@ def test_init_from_hugging_face_directory_matches_transformers(tmp_path):
 
 
 # ------------------------------------------------------------------ bad input
-def test_init_without_an_encoder_is_one_error(tmp_path):
+def test_init_without_an_encoder_is_one_line_exit_2(colours, tmp_path, capsys):
+    from pretraining import cli
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("nothing here")
-    with pytest.raises(ValueError, match=r"--init=.*empty.* holds no BERT encoder"):
-        _trainer_from_init(str(tmp_path / "empty"), tmp_path / "ft")
+    experiment = FinetuneExperiment.from_dict({"finetune": {}}, overrides=[
+        f"finetune.train_file={colours['train']}", f"finetune.init={tmp_path / 'empty'}"])
+    with pytest.raises(SystemExit) as refused:
+        cli.run_or_exit(finetune_cli.run, experiment, str(tmp_path / "ft"))
+    err = capsys.readouterr().err.strip()
+    assert refused.value.code == 2 and "\n" not in err and "Traceback" not in err, err
+    assert f"--init='{tmp_path / 'empty'}' holds no BERT encoder" in err, err
+    assert not os.path.exists(tmp_path / "ft")
 
 
 def test_max_seq_length_above_the_positions_is_refused(colours, tmp_path):
