@@ -53,9 +53,14 @@ class LabelSpec:
     """A task and its label list: the model's outputs, in order.
 
     Args:
-        task: str. "single_label", "multi_label" or "regression".
+        task: str. "single_label", "multi_label" or "regression". Required.
         labels: tuple[str, ...]. Class names, index = class id; empty for
             regression. Defaults to ().
+
+    Example:
+        spec = LabelSpec.from_examples(train)   # or LabelSpec("single_label", ("neg", "pos"))
+        spec.save(model_dir)                    # model_dir/labels.json
+        assert LabelSpec.load(model_dir) == spec
     """
 
     task: str

@@ -84,14 +84,18 @@ class LabelledExamples:
     """The examples of one split, in file order.
 
     Args:
-        source: str. Where they were read from (for messages).
-        texts: list[str]. First texts.
+        source: str. Where they were read from (for messages). Required.
+        texts: list[str]. First texts. Required.
         pairs: list[str] | None. Second texts, or None (single sentences).
+            Required.
         labels: list | None. Normalised labels (see the module docstring),
-            or None for an unlabelled split.
+            or None for an unlabelled split. Required.
         lines: list[int]. Line number (TFDS: example index) of each example.
-        task: str. The task the labels were read for.
-        where: str. "line" or "example": what `lines` count.
+            Required.
+        task: str. The task the labels were read for. Defaults to
+            "single_label".
+        where: str. "line" or "example": what `lines` count. Defaults to
+            "line".
     """
 
     source: str
