@@ -58,10 +58,10 @@ class BertClassifier(keras.Model):
 
     One task: the head is `classifier` (`classifier/output_weights`,
     `classifier/output_bias`). Several tasks (`num_labels` a list): heads
-    `classifier_0`, `classifier_1`, …, and the task id, looked up in
-    `task_embedding` (`(num_tasks, condition_size)`), is the encoder's
-    Conditional LayerNorm condition; the encoder's `W_γ, W_β` start at zero,
-    so at step 0 every task sees the plain encoder.
+    `classifier_0`, `classifier_1`, …, and the task id is the encoder's
+    Conditional LayerNorm condition (a class id: the encoder's
+    `condition_num_classes` must be the number of tasks); the encoder's
+    `W_γ, W_β` start at zero, so at step 0 every task sees the plain encoder.
 
     Args:
         encoder: `BertEncoder`. With `condition_size` > 0 for several tasks.
@@ -69,7 +69,7 @@ class BertClassifier(keras.Model):
         num_labels: int or list of int. Outputs of the head (of each task's
             head). Required.
         classifier_dropout: float. Dropout on the pooled output. Defaults to 0.1.
-        seed: int. Seed of the heads' and task embedding's initial values.
+        seed: int. Seed of the heads' initial values.
             Defaults to 0.
         name: str. Defaults to "classifier_model".
         **kwargs: `dtype` and the other `keras.Model` arguments.
@@ -101,10 +101,11 @@ class BertClassifier(keras.Model):
         self.classifier_dropout, self.seed = classifier_dropout, seed
         self.multi_task = isinstance(num_labels, (list, tuple))
         counts = list(num_labels) if self.multi_task else [num_labels]
-        if self.multi_task and not config.condition_size:
-            raise ValueError("Several tasks need the encoder's Conditional LayerNorm: "
-                             f"model.condition_size must be > 0. Received: "
-                             f"condition_size={config.condition_size}")
+        if self.multi_task and config.condition_num_classes != len(counts):
+            raise ValueError(f"{len(counts)} tasks need the encoder's Conditional LayerNorm "
+                             f"on the task id: model.condition_num_classes must be "
+                             f"{len(counts)}. Received: condition_num_classes="
+                             f"{config.condition_num_classes}")
         self.dropout = Dropout(classifier_dropout, name="classifier_dropout")
         self.heads = []
         for i, count in enumerate(counts):
@@ -113,18 +114,12 @@ class BertClassifier(keras.Model):
                                   name=f"classifier_{i}" if self.multi_task else "classifier")
             setattr(self, head.name, head)  # tracked as an attribute, not a list
             self.heads.append(head)
-        if self.multi_task:
-            self.task_embedding = self.add_weight(
-                name="task_embedding", shape=(len(counts), config.condition_size),
-                initializer=keras.initializers.TruncatedNormal(
-                    stddev=config.initializer_range, seed=seed + len(counts)))
         self.built = True
 
     def call(self, inputs, training=False):
         features = dict(inputs)
         if self.multi_task:
-            features["condition"] = ops.take(self.task_embedding,
-                                             ops.cast(inputs["task"], "int32"), axis=0)
+            features["condition"] = ops.reshape(ops.cast(inputs["task"], "int32"), (-1, 1))
         pooled = self.encoder(features, training=training)["pooled_output"]  # (batch, hidden)
         pooled = self.dropout(pooled, training=training)
         if not self.multi_task:

@@ -20,12 +20,12 @@ class Prepared:
     Args:
         experiment: `FinetuneExperiment`, `model` set. Required.
         init: `InitSource` or None. Required.
-        task: `TaskData`. Required.
+        task: `TaskData`, or a list of them (several tasks). Required.
     """
 
     experiment: FinetuneExperiment
     init: InitSource | None
-    task: TaskData
+    task: TaskData | list
 
 
 def resolve_model(experiment: FinetuneExperiment) -> tuple[FinetuneExperiment, InitSource | None]:
@@ -37,6 +37,12 @@ def resolve_model(experiment: FinetuneExperiment) -> tuple[FinetuneExperiment, I
             raise ValueError("No model: pass --init=PATH (our run, a Google checkpoint or a "
                              "Hugging Face directory), or give the experiment a `model`.")
         experiment = dataclasses.replace(experiment, model=init.config)
+    tasks = len(finetune.tasks)
+    if tasks > 1 and experiment.model.condition_num_classes != tasks:
+        # The task id conditions every LayerNorm (zero-initialised W_γ, W_β).
+        experiment = dataclasses.replace(experiment, model=dataclasses.replace(
+            experiment.model, condition_size=finetune.condition_size,
+            condition_num_classes=tasks))
     return experiment, init
 
 
@@ -53,39 +59,47 @@ def tokenizer_path(experiment: FinetuneExperiment, init: InitSource | None) -> s
 
 
 def label_spec(spec: dict, train, model_dir: str) -> labelled.LabelSpec:
-    """The label list: given, else the run's `labels.json` (a resume), else
-    the sorted labels of the train split."""
+    """The label list: given, else the run's `labels.json` (a resume; ""
+    for none), else the sorted labels of the train split."""
     if spec["labels"]:
         return labelled.LabelSpec(spec["task"], tuple(spec["labels"]))
     saved = os.path.join(model_dir, labelled.LABELS_FILE)
-    if os.path.isfile(saved):
+    if model_dir and os.path.isfile(saved):
         return labelled.LabelSpec.load(saved)
     return labelled.LabelSpec.from_examples(train)
 
 
 def load_data(experiment: FinetuneExperiment, init: InitSource | None,
-              model_dir: str) -> TaskData:
-    """Reads, labels and tokenizes the train, eval and test splits."""
+              model_dir: str) -> list[TaskData]:
+    """Reads, labels and tokenizes every task's train, eval and test splits."""
     from data_pipeline.tokenization import load_tokenizer
-    finetune = experiment.finetune
-    spec = finetune.task_specs()[0]
     path = tokenizer_path(experiment, init)
     tokenizer = load_tokenizer(path)
     if tokenizer.vocab_size > experiment.model.vocab_size:
         raise ValueError(f"--tokenizer={path!r} has {tokenizer.vocab_size} tokens, more than "
                          f"the model's vocab_size={experiment.model.vocab_size}: use the "
                          "tokenizer the checkpoint was trained with.")
+    specs = experiment.finetune.task_specs()
+    return [load_task(spec, tokenizer, experiment.finetune,
+                      model_dir if len(specs) == 1 else "") for spec in specs]
+
+
+def load_task(spec: dict, tokenizer, finetune, model_dir: str) -> TaskData:
+    """One task's splits (`spec`: its fields, `FinetuneConfig.task_specs`)."""
     read = labelled.ReadConfig(
         task=spec["task"], text_field=spec["text_field"],
         text_pair_field=spec["text_pair_field"] or None, label_field=spec["label_field"],
         label_separator=spec["label_separator"] or None,
         tfds_data_dir=finetune.tfds_data_dir or None)
+    if not spec["train_file"]:
+        raise ValueError(f"Task {spec['name']!r} has no train_file: give each task of "
+                         "finetune.tasks its train_file.")
     train = labelled.read_examples(spec["train_file"], read)
     labels = label_spec(spec, train, model_dir)
     length = finetune.max_seq_length
     arrays = {"train": labelled.encode(train, tokenizer, labels, length)}
-    logging.info("Train: %d examples of %s; %d labels.", len(train), spec["train_file"],
-                 len(labels.labels))
+    logging.info("Task %s: %d train examples of %s; %d labels.", spec["name"], len(train),
+                 spec["train_file"], len(labels.labels))
     test_texts = None
     for split, required in (("eval", True), ("test", False)):
         name = spec[f"{split}_file"]
@@ -103,4 +117,5 @@ def load_data(experiment: FinetuneExperiment, init: InitSource | None,
 def prepare(experiment: FinetuneExperiment, model_dir: str) -> Prepared:
     """The model config, `--init` and data of `experiment`."""
     experiment, init = resolve_model(experiment)
-    return Prepared(experiment, init, load_data(experiment, init, model_dir))
+    tasks = load_data(experiment, init, model_dir)
+    return Prepared(experiment, init, tasks if len(tasks) > 1 else tasks[0])

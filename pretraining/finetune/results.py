@@ -17,13 +17,14 @@ from pretraining.metrics_log import write_json_atomic
 
 EVAL_RESULTS = "eval_results.json"
 PREDICTIONS = "predictions.jsonl"
+TASKS_FILE = "tasks.json"
 BEST_DIR = "best"
 # Metrics where lower is better (the rest: higher).
 LOWER_IS_BETTER = ("loss",)
 
 
-def check_resume(model_dir: str, experiment, spec, overwrite: bool) -> None:
-    """A run with a checkpoint resumes only with its model, task and labels."""
+def check_resume(model_dir: str, experiment, specs, overwrite: bool) -> None:
+    """A run with a checkpoint resumes only with its model, task(s) and labels."""
     if overwrite or not run_config.has_checkpoint(model_dir):
         return
     path = os.path.join(model_dir, run_config.CONFIG_FILE)
@@ -34,10 +35,11 @@ def check_resume(model_dir: str, experiment, spec, overwrite: bool) -> None:
         old = json.load(f)
     new = json.loads(json.dumps(experiment.to_dict()))
     changed = {k: v for k, v in run_config.differences(old, new).items()
-               if k.split(".")[0] == "model" or k == "finetune.task"}
-    if os.path.isfile(labels_path) and labelled.LabelSpec.load(labels_path) != spec:
+               if k.split(".")[0] == "model" or k in ("finetune.task", "finetune.tasks")}
+    if len(specs) == 1 and os.path.isfile(labels_path) \
+            and labelled.LabelSpec.load(labels_path) != specs[0]:
         changed["labels"] = (list(labelled.LabelSpec.load(labels_path).labels),
-                             list(spec.labels))
+                             list(specs[0].labels))
     if changed:
         name, (was, now) = next(iter(changed.items()))
         raise ValueError(f"model_dir={model_dir!r} was fine-tuned with {name}={was!r} "
@@ -45,10 +47,16 @@ def check_resume(model_dir: str, experiment, spec, overwrite: bool) -> None:
                          "new --model_dir, or --overwrite to start this one again.")
 
 
-def write_run_files(model_dir: str, experiment, spec) -> None:
-    """`config.json` (the resolved experiment, model included) and `labels.json`."""
+def write_run_files(model_dir: str, experiment, specs, names) -> None:
+    """`config.json` (the resolved experiment, model included) and
+    `labels.json` (several tasks: `tasks.json`, each task's name, task and
+    labels, in head order)."""
     write_json_atomic(os.path.join(model_dir, run_config.CONFIG_FILE), experiment.to_dict())
-    spec.save(os.path.join(model_dir, labelled.LABELS_FILE))
+    if len(specs) == 1:
+        specs[0].save(os.path.join(model_dir, labelled.LABELS_FILE))
+        return
+    write_json_atomic(os.path.join(model_dir, TASKS_FILE), [
+        {"name": name, **spec.to_dict()} for name, spec in zip(names, specs)])
 
 
 def append_eval_results(model_dir: str, step: int, result: dict, enabled: bool) -> None:
@@ -135,11 +143,11 @@ class BestCheckpoint:
 
 
 def write_predictions(model_dir: str, spec, logits: np.ndarray, texts=None,
-                      enabled: bool = True) -> str:
+                      enabled: bool = True, name: str | None = None) -> str:
     """`predictions.jsonl`: one line per test example, in order: `index`,
     `prediction` (a label name, a list of names, or a number) and the
     `scores` (logits) — plus the `text` when given."""
-    path = os.path.join(model_dir, PREDICTIONS)
+    path = os.path.join(model_dir, name or PREDICTIONS)
     if not enabled:
         return path
     lines = []

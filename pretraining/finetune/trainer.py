@@ -22,7 +22,7 @@ from data_pipeline import labelled
 from pretraining import adversarial, checkpoints, metrics_log, preemption, progress
 from pretraining import run_config, run_lock
 from pretraining import strategy as strategies
-from pretraining.finetune import losses, results
+from pretraining.finetune import losses, multitask, results
 from pretraining.finetune.config import FinetuneExperiment
 from pretraining.finetune.init_source import InitSource, assign_encoder
 from pretraining.finetune.model import build_classifier
@@ -60,7 +60,8 @@ class FinetuneTrainer:
         model_dir: str. Run directory: checkpoints, `config.json`,
             `labels.json`, `metrics.jsonl`, `eval_results.json`, `best/`,
             `predictions.jsonl`, TensorBoard events. Required.
-        task: `TaskData`. The data. Required.
+        task: `TaskData`, or a list of them (`finetune.tasks`: one head per
+            task, the task id as the Conditional LayerNorm condition). Required.
         strategy: `tf.distribute.Strategy`. Defaults to None: the default one.
         init: `InitSource` or None. The encoder to start from (unless
             `finetune.from_scratch`). Defaults to None: random weights.
@@ -70,25 +71,30 @@ class FinetuneTrainer:
 
     def __init__(self, experiment: FinetuneExperiment, model_dir: str, task: TaskData,
                  strategy=None, *, init: InitSource | None = None, overwrite: bool = False):
-        self.experiment, self.model_dir, self.task = experiment, model_dir, task
+        self.experiment, self.model_dir = experiment, model_dir
+        self.tasks = list(task) if isinstance(task, (list, tuple)) else [task]
+        self.multi_task = len(self.tasks) > 1
+        specs = [t.spec for t in self.tasks]
         self.strategy = strategy or tf.distribute.get_strategy()
         train, finetune, model_config = experiment.train, experiment.finetune, experiment.model
         run_config.check_model_dir(model_dir)
         check_experiment(experiment, self.strategy.num_replicas_in_sync)
-        self.select_by = finetune.metric({"task": task.spec.task})
+        self.select_by = "mean" if self.multi_task else finetune.metric({"task": specs[0].task})
         self.is_chief, worker_id = strategies.chief_and_worker(self.strategy)
         self.log = metrics_log.MetricsLog(model_dir, enabled=self.is_chief)
         tf.io.gfile.makedirs(model_dir)
         self.lock = run_lock.RunLock(model_dir) if self.is_chief else None
         try:
-            results.check_resume(model_dir, experiment, task.spec, overwrite)
+            results.check_resume(model_dir, experiment, specs, overwrite)
             if overwrite and self.is_chief:
                 run_config.clear(model_dir)
             strategies.log_batch_arithmetic(self.strategy, train.global_batch_size, 1)
             keras.utils.set_random_seed(train.seed)
             policy = train.mixed_precision
             with self.strategy.scope():
-                self.model = build_classifier(model_config, task.spec.num_labels,
+                num_labels = [s.num_labels for s in specs] if self.multi_task \
+                    else specs[0].num_labels
+                self.model = build_classifier(model_config, num_labels,
                                               finetune.classifier_dropout, train.seed, policy)
                 initialize_weights(self.model, train.seed)
                 self.optimizer = create_optimizer(experiment.optimizer, train.steps,
@@ -110,9 +116,14 @@ class FinetuneTrainer:
             self.best = results.BestCheckpoint(model_dir, self.select_by, self.is_chief)
             self.log.drop_partial_line()
             if self.is_chief:
-                results.write_run_files(model_dir, experiment, task.spec)
+                results.write_run_files(model_dir, experiment, specs,
+                                        [t.name for t in self.tasks])
             self.gradient_transform = build_gradient_transform(experiment.optimizer)
             self.adversarial = adversarial.wrap(finetune.adversarial, self.variables)
+            self.objective = multitask.Objective(specs, finetune.multi_label_loss)
+            self.train_arrays = (multitask.merge_train(
+                self.tasks, [s["weight"] for s in finetune.task_specs()], train.seed)
+                if self.multi_task else self.tasks[0].train)
             self.stop_vote = strategies.StopVote(self.strategy)
             self._train_loop = progress.log_first_call(self._make_train_loop(), "train step")
             self._predict_step = self._make_predict_step()
@@ -144,14 +155,14 @@ class FinetuneTrainer:
         if self.best.step is not None:
             summary.update(best_step=self.best.step, best_metric=self.select_by,
                            best_value=self.best.value)
-        if step >= train.steps and self.task.test is not None:
+        if step >= train.steps and any(t.test is not None for t in self.tasks):
             summary["predictions"] = self.predict_test()
         self.log.write_summary(summary)
         return summary
 
     def _train_until(self, step: int, end: int, sigterm):
         train = self.experiment.train
-        iterator = iter(self._dataset(self.task.train, training=True, skip=step))
+        iterator = iter(self._dataset(self.train_arrays, training=True, skip=step))
         window, eta, start = progress.Window(), progress.Eta(step, train.steps), step
         log_every = train.log_every or train.steps_per_loop
         while step < end:
@@ -171,7 +182,7 @@ class FinetuneTrainer:
                     global_batch_size=train.global_batch_size,
                     seq_length=self.experiment.finetune.max_seq_length, flops_per_step=0.0)
                 record.pop("perplexity", None)
-                if self.task.spec.task != "single_label":
+                if all(t.spec.task != "single_label" for t in self.tasks):
                     record.pop("accuracy", None)
                 progress.log_train(record, train.steps, eta)
                 self.log.train_record(record)
@@ -215,70 +226,84 @@ class FinetuneTrainer:
     def _forward_backward(self, batch):
         """This replica's loss sum and correct count, and the gradients of the
         loss sum over the *global* batch size."""
-        spec, finetune = self.task.spec, self.experiment.finetune
         with tf.GradientTape() as tape:
-            logits = self.model(batch, training=True)["logits"]
-            loss_sum = losses.loss_sum(spec.task, batch["label"], logits, batch["weight"],
-                                       finetune.multi_label_loss)
+            loss_sum, correct = self.objective(batch, self.model(batch, training=True))
             loss = loss_sum / float(self.experiment.train.global_batch_size)
-        correct = tf.constant(0.0)
-        if spec.task == "single_label":
-            hits = tf.equal(losses.predictions(spec.task, logits), tf.cast(batch["label"],
-                                                                           tf.int32))
-            correct = tf.reduce_sum(tf.cast(hits, tf.float32))
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
         return {"loss_sum": loss_sum, "correct": correct}, grads
 
     # ================================================================ evaluate
-    def outputs(self, arrays: dict) -> np.ndarray:
-        """The model's logits for every row of `arrays`, in order."""
-        found = []
-        for batch in self._dataset(arrays, training=False):
-            found.append(self._predict_step(batch).numpy())
-        n = len(arrays["input_ids"])
-        return np.concatenate(found)[:n]
+    def outputs(self, arrays: dict, index: int = 0) -> np.ndarray:
+        """Head `index`'s logits for every row of `arrays`, in order."""
+        if self.multi_task:
+            arrays = multitask.with_task({k: v for k, v in arrays.items() if k != "label"},
+                                         index, self.tasks[index].spec, 1)
+        key = f"logits_{index}" if self.multi_task else "logits"
+        found = [self._predict_step(batch)[key].numpy()
+                 for batch in self._dataset(arrays, training=False)]
+        return np.concatenate(found)[:len(arrays["input_ids"])]
 
     def _make_predict_step(self):
         strategy, model = self.strategy, self.model
 
         @tf.function
         def predict_step(batch):
-            logits = strategy.run(lambda b: model(b, training=False)["logits"], args=(batch,))
-            return strategy.gather(logits, axis=0)
+            logits = strategy.run(lambda b: model(b, training=False), args=(batch,))
+            return {k: strategy.gather(v, axis=0) for k, v in logits.items()}
 
         return predict_step
 
     def evaluate(self) -> dict:
-        """The task's metrics on the dev split ({} without one)."""
-        arrays = self.task.eval
-        if arrays is None:
-            return {}
+        """Each task's metrics on its dev split ({} without one); several
+        tasks: `<name>/<metric>` and `mean`, the mean of their `select_by`."""
         from pretraining.finetune import metrics
-        logits = self.outputs(arrays)
-        spec = self.task.spec
-        loss = float(losses.loss_sum(spec.task, arrays["label"], logits, None,
-                                     self.experiment.finetune.multi_label_loss)) / len(logits)
-        return {"loss": loss, **metrics.compute_metrics(spec.task, arrays["label"], logits),
+        result, selected = {}, []
+        for i, task in enumerate(self.tasks):
+            if task.eval is None:
+                continue
+            logits = self.outputs(task.eval, i)
+            figures = {"loss": float(losses.loss_sum(
+                task.spec.task, task.eval["label"], logits, None,
+                self.experiment.finetune.multi_label_loss)) / len(logits),
+                **metrics.compute_metrics(task.spec.task, task.eval["label"], logits),
                 "examples": len(logits)}
+            if not self.multi_task:
+                return figures
+            selected.append(figures[self.experiment.finetune.metric(
+                {"task": task.spec.task, **self._task_fields(i)})])
+            result.update({f"{task.name}/{k}": v for k, v in figures.items()})
+        if selected:
+            result["mean"] = float(np.mean(selected))
+        return result
+
+    def _task_fields(self, index: int) -> dict:
+        return self.experiment.finetune.task_specs()[index]
 
     def _evaluate_and_keep(self, step: int) -> dict:
         result = self.evaluate()
         if not result:
             return result
         logging.info("Eval at step %d: %s", step, "  ".join(
-            f"{k} {v:.4f}" for k, v in result.items() if k != "examples"))
+            f"{k} {v:.4f}" for k, v in result.items() if not k.endswith("examples")))
         self.log.eval_record(step, result)
         results.append_eval_results(self.model_dir, step, result, self.is_chief)
         self.best.update(step, result, self.model)
         return result
 
     def predict_test(self) -> str:
-        """Writes `predictions.jsonl` for the test split (with the best
-        checkpoint's weights when there is one); returns its path."""
+        """Writes `predictions.jsonl` (several tasks: `predictions_<name>.jsonl`)
+        for the test splits, with the best checkpoint's weights when there is
+        one; returns the (last) path."""
+        path = ""
         with self.best.weights_in(self.model):
-            logits = self.outputs(self.task.test)
-        return results.write_predictions(self.model_dir, self.task.spec, logits,
-                                         self.task.test_texts, self.is_chief)
+            for i, task in enumerate(self.tasks):
+                if task.test is None:
+                    continue
+                name = f"predictions_{task.name}.jsonl" if self.multi_task else None
+                path = results.write_predictions(self.model_dir, task.spec,
+                                                 self.outputs(task.test, i), task.test_texts,
+                                                 self.is_chief, name)
+        return path
 
     # ================================================================ data
     def _dataset(self, arrays: dict, training: bool, skip: int = 0):

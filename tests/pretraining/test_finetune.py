@@ -105,7 +105,8 @@ def _jsonl_rows(n, seed):
 @pytest.mark.parametrize("task,extra,metric,least", [
     ("multi_label", ["finetune.label_field=families",
                      'finetune.adversarial={"method": "fgm", "epsilon": 0.05}'], "exact_match", 0.9),
-    ("regression", ["finetune.label_field=value"], "pearson", 0.8),
+    pytest.param("regression", ["finetune.label_field=value"], "pearson", 0.8,
+                 marks=pytest.mark.extended),  # (MSE: also trained by the multi-task test)
 ], ids=["multi_label_zlpr_fgm", "regression"])
 def test_multi_label_and_regression_learn(colours, tmp_path, task, extra, metric, least):
     for split, (n, seed) in {"train": (256, 3), "dev": (64, 4)}.items():
@@ -265,6 +266,7 @@ def _assert_same_weights(a_dir, b_dir):
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_run_is_bit_identical(colours, tmp_path):
     """Dropout on (encoder and classifier): data position and RNG restored."""
     from pretraining.finetune import prepare
@@ -344,6 +346,7 @@ def test_sigkill_then_sigterm_then_resume_is_bit_identical(colours, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # ~1 min on a busy machine; FGM's mirrored equality: test_adversarial
 def test_mirrored_two_replicas_equal_one_device(colours, tmp_path, mirrored):
     """Each replica's rows of the global batch, the loss over the global
     batch, all-reduce then clip: the weights of one device (1e-5 relative),
@@ -370,3 +373,56 @@ def test_mirrored_two_replicas_equal_one_device(colours, tmp_path, mirrored):
                                    err_msg=name)
     np.testing.assert_allclose(runs["mirrored"][1], runs["one"][1], atol=1e-4)
     assert runs["mirrored"][0]["eval_examples"] == runs["one"][0]["eval_examples"] == 64
+
+
+# ------------------------------------------------------------------ multi-task
+def test_multi_task_starts_as_the_encoder_then_tasks_diverge(colours, tmp_path, repo_root):
+    """Two tasks on one encoder from a Google checkpoint: the task id is the
+    Conditional LayerNorm condition, zero-initialised, so at step 0 both
+    tasks get the checkpoint's encoder outputs (NumPy BERT, 1e-5); after
+    training they differ. Eval reports each task's metric and their mean."""
+    from pretraining.config import BertConfig
+    from pretraining.finetune import prepare
+    from pretraining.finetune.trainer import FinetuneTrainer
+    from tests.pretraining import numpy_bert
+    from tests.pretraining.test_convert import _write_google_checkpoint
+    config = BertConfig.from_json(f"{repo_root}/configs/models/bert_test.json")
+    g = _write_google_checkpoint(str(tmp_path / "google"), config)
+    with open(tmp_path / "values.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in _jsonl_rows(128, 5))
+    tasks = [{"name": "family", "train_file": colours["train"], "eval_file": colours["eval"]},
+             {"name": "share", "task": "regression", "train_file": str(tmp_path / "values.jsonl"),
+              "eval_file": str(tmp_path / "values.jsonl"), "label_field": "value"}]
+    experiment = FinetuneExperiment.from_dict({"finetune": {
+        "tasks": tasks, "init": str(tmp_path / "google"), "tokenizer": colours["vocab"],
+        "text_field": "sentence", "max_seq_length": 16}}, overrides=[
+        "optimizer.learning_rate=0.003", "train.steps=20", "train.global_batch_size=16",
+        "train.steps_per_loop=10", "train.checkpoint_every=20"])
+    model_dir = str(tmp_path / "multi")
+    prepared = prepare.prepare(experiment, model_dir)
+    assert prepared.experiment.model.condition_num_classes == 2
+    trainer = FinetuneTrainer(prepared.experiment, model_dir, prepared.task,
+                              init=prepared.init)
+    batch = _batch()
+    valid = batch["input_mask"].astype(bool)
+    expected = numpy_bert.google_sequence_output(g, batch, config.num_hidden_layers,
+                                                 config.num_attention_heads)
+
+    def sequence(task_id):
+        condition = np.full((2, 1), task_id, "int32")
+        return np.asarray(trainer.model.encoder({**batch, "condition": condition})[
+            "sequence_output"])
+
+    try:
+        for task_id in (0, 1):
+            np.testing.assert_allclose(sequence(task_id)[valid], expected[valid], rtol=1e-5,
+                                       atol=1e-5)
+        summary = trainer.train()
+    finally:
+        trainer.close()
+    assert np.abs(sequence(0) - sequence(1))[valid].max() > 1e-3
+    assert {"eval_family/accuracy", "eval_share/pearson", "eval_mean"} <= set(summary)
+    assert summary["eval_mean"] == pytest.approx(
+        (summary["eval_family/accuracy"] + summary["eval_share/pearson"]) / 2)
+    names = [t["name"] for t in json.load(open(os.path.join(model_dir, "tasks.json")))]
+    assert names == ["family", "share"]
