@@ -62,7 +62,8 @@ def log_resume(model_dir: str, strategy: tf.distribute.Strategy, train,
     if resumed_from is not None and tf.io.gfile.exists(path):
         try:
             with tf.io.gfile.GFile(path) as f:
-                previous = {k: json.loads(f.read())[k] for k in current}
+                recorded = json.loads(f.read())
+            previous = {k: recorded[k] for k in current}
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             logging.warning("%s cannot be read (%s): the previous topology is unknown.",
                             path, e)
@@ -70,7 +71,7 @@ def log_resume(model_dir: str, strategy: tf.distribute.Strategy, train,
     if changed:
         logging.warning("Resuming at step %d across a topology change: the run had %s, it now "
                         "has %s. Dropout masks, data order and optimizer state do not depend "
-                        "on it; float sums may differ in the last bits.", resumed_from,
+                        "on it; the order of float sums does (rounding).", resumed_from,
                         _text(previous), _text(current))
     if write:
         write_json_atomic(path, dict(current, step=resumed_from or 0))
