@@ -110,10 +110,10 @@ class Trainer:
         elif self.resumed_from is None:
             logging.info("Starting from scratch (no checkpoint, no train.init_checkpoint).")
         run_config.log_schedule(self.changes, experiment, self.resumed_from)
-        topology.log_resume(model_dir, self.strategy, train, self.resumed_from, self.is_chief)
         # Every check has passed: only now is the run directory written.
         self.log.drop_partial_line()  # (a damaged earlier line: refused, nothing written)
         self.log.write_config(experiment, self.manifest, self.resumed_from or 0)
+        topology.log_resume(model_dir, self.strategy, train, self.resumed_from, self.is_chief)
         if self.resumed_from is None and train.save_initial_checkpoint:
             self.state.checkpoint.save(0)  # ckpt-0: the weights before the first update
         self.gradient_transform = build_gradient_transform(experiment.optimizer)
