@@ -9,14 +9,12 @@ a record, so the local builder (`builder`, one process pool) and the Beam
 pipeline (`beam_build`, any runner) write the same bytes.
 
 The local builder does not hold the corpus in memory: `SpillWriter` appends
-`(key, record)` entries to one spill file per shard, then sorts and writes
-the shards one at a time (`write_shard`), so peak memory is about the
-largest shard. A spill entry is the key (8 bytes, little endian), the record
-length (4 bytes) and the record.
+each unit's records to per-shard spill files (the records back to back, and
+an index of their keys and lengths), then sorts and writes the shards one at
+a time, so peak memory is about the largest shard.
 """
 
 import os
-import struct
 
 import numpy as np
 import tensorflow as tf
@@ -26,7 +24,7 @@ from data_pipeline import records
 _MASK = (1 << 64) - 1
 _C1 = np.uint64(0xFF51AFD7ED558CCD)
 _C2 = np.uint64(0xC4CEB9FE1A85EC53)
-_ENTRY = struct.Struct("<QI")
+_INDEX = np.dtype([("key", "<u8"), ("length", "<u4")])
 # Spill entries buffered in memory (bytes, all shards) before an append.
 _FLUSH_BYTES = 32 << 20
 
@@ -76,43 +74,51 @@ def by_shard(keys: np.ndarray, batch, num_shards: int) -> dict:
     return out
 
 
+def shard_order(keys: np.ndarray, records_bytes) -> np.ndarray:
+    """The order of a shard's records: by key, equal keys (a 2^-64 event)
+    by record bytes, so the order never depends on arrival."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
+        key_list = keys.tolist()
+        order = np.array(sorted(range(len(key_list)), key=lambda i: (
+            key_list[i], records_bytes[i])), np.int64)
+    return order
+
+
 def write_shard(path: str, entries: list, compression: str = "") -> int:
-    """Writes one shard: `entries` (key, record) sorted by key (ties by
-    record bytes), through `tf.io` (local paths and URLs, GZIP).
+    """Writes one shard from `(key, record)` entries in `shard_order`,
+    through `tf.io` (local paths and URLs, GZIP).
 
     Returns:
         The number of records written.
     """
-    entries.sort()
+    keys = np.fromiter((key for key, _ in entries), np.uint64, len(entries))
+    return _write_records(path, keys, [record for _, record in entries],
+                          compression)
+
+
+def _write_records(path, keys, records_bytes, compression) -> int:
     options = tf.io.TFRecordOptions(compression_type=compression or None)
     with tf.io.TFRecordWriter(path, options) as writer:
-        for _, record in entries:
-            writer.write(record)
-    return len(entries)
+        write = writer.write
+        for i in shard_order(keys, records_bytes).tolist():
+            write(records_bytes[i])
+    return len(records_bytes)
 
 
-def read_spill(path: str) -> list:
-    """(key, record) entries of a spill file (empty list if absent)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        data = f.read()
-    entries, offset, end = [], 0, len(data)
-    unpack = _ENTRY.unpack_from
-    while offset < end:
-        key, size = unpack(data, offset)
-        offset += _ENTRY.size
-        entries.append((key, data[offset:offset + size]))
-        offset += size
-    return entries
+def _split_blob(blob: bytes, lengths: np.ndarray) -> list:
+    ends = np.cumsum(lengths).tolist()
+    return [blob[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
 class SpillWriter:
     """Writes one split's shards through per-shard spill files.
 
-    `add` files a unit's records under their shards (entries buffered up to
-    32 MB in all, then appended to `spill_dir/spill-NNNNN`); `close` sorts
-    and writes each shard in turn and removes its spill file.
+    `add` files a unit's records under their shards (buffered up to 32 MB in
+    all, then appended to `spill_dir/spill-NNNNN.data`, with each record's
+    key and length in `spill-NNNNN.index`); `close` sorts and writes each
+    shard in turn and removes its spill files.
 
     Args:
         directory: str. Where the shards go (local path or URL; it exists).
@@ -134,31 +140,59 @@ class SpillWriter:
         self._num_shards = num_shards
         self._seed, self._split = seed, split_index
         self._compression = compression
-        self._buffers = {}
+        self._buffers = {}  # shard -> ([index arrays], [data bytes])
         self._buffered = 0
 
-    def _spill_path(self, shard: int) -> str:
-        return os.path.join(self._spill_dir, f"spill-{shard:05d}")
+    def _spill_path(self, shard: int, part: str) -> str:
+        return os.path.join(self._spill_dir, f"spill-{shard:05d}.{part}")
 
     def add(self, unit: int, batch) -> None:
         """Files the records (RecordBatch or list) unit `unit` made."""
-        keys = record_keys(self._seed, self._split, unit, len(batch))
-        self.count += len(batch)
-        pack = _ENTRY.pack
-        for shard, entries in by_shard(keys, batch, self._num_shards).items():
-            parts = self._buffers.setdefault(shard, [])
-            for key, record in entries:
-                parts.append(pack(key, len(record)))
-                parts.append(record)
-                self._buffered += len(record) + _ENTRY.size
+        if not isinstance(batch, records.RecordBatch):
+            lengths = np.array([len(r) for r in batch], np.int64)
+            batch = records.RecordBatch(
+                b"".join(batch), np.concatenate([[0], np.cumsum(lengths)]))
+        num = len(batch)
+        if not num:
+            return
+        self.count += num
+        keys = record_keys(self._seed, self._split, unit, num)
+        shard = shards_of(keys, self._num_shards)
+        lengths = np.diff(batch.offsets)
+        order = np.argsort(shard, kind="stable")  # records grouped by shard
+        per_shard = np.bincount(shard, minlength=self._num_shards)
+        index = np.empty(num, _INDEX)
+        index["key"], index["length"] = keys[order], lengths[order]
+        blob, offsets, order = batch.blob, batch.offsets.tolist(), order.tolist()
+        first, size = 0, 0
+        for s in np.flatnonzero(per_shard).tolist():
+            end = first + int(per_shard[s])
+            data = b"".join([blob[offsets[i]:offsets[i + 1]]
+                             for i in order[first:end]])
+            parts = self._buffers.setdefault(s, ([], []))
+            parts[0].append(index[first:end])
+            parts[1].append(data)
+            first, size = end, size + len(data)
+        self._buffered += size + index.nbytes
         if self._buffered >= _FLUSH_BYTES:
             self._flush()
 
     def _flush(self) -> None:
-        for shard, parts in sorted(self._buffers.items()):
-            with open(self._spill_path(shard), "ab") as f:
-                f.write(b"".join(parts))
+        for shard, (index, data) in sorted(self._buffers.items()):
+            with open(self._spill_path(shard, "index"), "ab") as f:
+                f.write(np.concatenate(index).tobytes())
+            with open(self._spill_path(shard, "data"), "ab") as f:
+                f.write(b"".join(data))
         self._buffers, self._buffered = {}, 0
+
+    def _read(self, shard: int):
+        path = self._spill_path(shard, "index")
+        if not os.path.exists(path):
+            return np.zeros(0, np.uint64), []
+        index = np.fromfile(path, _INDEX)
+        with open(self._spill_path(shard, "data"), "rb") as f:
+            data = f.read()
+        return index["key"], _split_blob(data, index["length"])
 
     def close(self) -> tuple[list[str], list[int]]:
         """Sorts and writes every shard; returns (basenames, records each)."""
@@ -167,12 +201,14 @@ class SpillWriter:
         for shard in range(self._num_shards):
             name = records.shard_name(shard, self._num_shards,
                                       self._compression)
-            spill = self._spill_path(shard)
-            counts.append(write_shard(os.path.join(self.directory, name),
-                                      read_spill(spill), self._compression))
+            keys, shard_records = self._read(shard)
+            counts.append(_write_records(os.path.join(self.directory, name),
+                                         keys, shard_records,
+                                         self._compression))
             names.append(name)
-            if os.path.exists(spill):
-                os.remove(spill)
+            for part in ("index", "data"):
+                if os.path.exists(self._spill_path(shard, part)):
+                    os.remove(self._spill_path(shard, part))
         return names, counts
 
     def abort(self) -> None:
