@@ -9,6 +9,7 @@ Entry points (absl apps):
   python -m pretraining.evaluate   evaluate any checkpoint of a run on compatible records
   python -m pretraining.plot       a run's loss/accuracy curves as a PNG (matplotlib)
   python -m pretraining.export_batches  the global batches steps 1..N of a run train on
+  python -m pretraining.finetune   fine-tune a run or a Google/HF checkpoint on labelled data
 
 Shipped configs (model and experiment JSON) are in `pretraining.configs`.
 
@@ -34,5 +35,6 @@ if sys.argv[:1] != ["-m"]:
     import keras
 
     from pretraining import pretrainer  # noqa: F401  (BertPretrainer, its head, encoder, layers)
+    from pretraining.finetune import model as _classifier  # noqa: F401  (BertClassifier)
     if keras.backend.backend() == "tensorflow":
         from pretraining import optimizers  # noqa: F401  (AdamW, LAMB, SGD, schedules)

@@ -118,6 +118,17 @@ class FinetuneConfig(Config):
             if not spec.get("name"):
                 raise ValueError(f"finetune.tasks[{i}] has no `name`: give each task a name.")
             require_choice(f"finetune.tasks[{i}].task", spec.get("task", self.task), TASKS)
+        names = [spec["name"] for spec in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"finetune.tasks repeats a name: {names}. Give each task its own.")
+        if len(self.tasks) == 1:
+            raise ValueError("finetune.tasks has one task: put its fields in the `finetune` "
+                             "section itself (tasks are for two or more).")
+        from pretraining.finetune.metrics import METRICS  # NumPy only
+        for spec in self.task_specs():
+            allowed = (*METRICS[spec["task"]], "loss")
+            require_choice(f"finetune.select_by (task {spec['name']!r}, {spec['task']})",
+                           self.metric(spec), allowed)
 
     def task_specs(self) -> list[dict]:
         """Every task's data fields (the section's own for a single task)."""
