@@ -112,7 +112,8 @@ def save(bundle: Bundle, path: str, output_format: str) -> ConversionResult:
                             left_out)
         config = bundle.config
         extras = {name: getattr(config, name) for name, default in (
-            ("attention_mask_type", "bidirectional"), ("condition_size", 0))
+            ("attention_mask_type", "bidirectional"), ("condition_size", 0),
+            ("condition_num_classes", 0))
             if getattr(config, name) != default}
         if extras:
             logging.warning("Config fields with no %s equivalent (not written): %s",
