@@ -456,3 +456,21 @@ def test_google_checkpoint_into_a_conditioned_model(repo_root, tmp_path):
     np.testing.assert_allclose(
         model({**inputs, "condition": np.array([[2], [1]], "int32")})["lm_logits"].numpy(),
         plain(inputs)["lm_logits"].numpy(), atol=1e-6, rtol=0)
+
+
+def test_conditional_lm_recipe_loads():
+    """The shipped recipe: a causal LM on the demo's tokenizer, one class per
+    package of the sample task, evaluated several times."""
+    import inspect
+
+    from data_pipeline import sample_task
+    from pretraining.config import ExperimentConfig
+
+    experiment = ExperimentConfig.from_json("sample_conditional_lm")
+    model = experiment.model
+    assert experiment.task == "lm" and model.attention_mask_type == "causal"
+    assert model.vocab_size == 8000 and model.condition_size > 0
+    default = inspect.signature(sample_task.write_sample_task).parameters["num_classes"].default
+    assert model.condition_num_classes == default
+    assert experiment.train.steps // experiment.train.eval_every >= 2
+    assert "--eval_condition=shuffled" in experiment.description
