@@ -196,14 +196,26 @@ class FinetuneTrainer:
                 self._evaluate_and_keep(step)
 
     def _make_train_loop(self):
+        """`num_steps` updates per call. `train.jit_compile`, as in pretraining:
+        XLA compiles the whole step on one device, forward+backward only
+        under a distribution strategy."""
         strategy, step = self.strategy, self.step
         keys = ("loss_sum", "correct", "weight", "grad_norm")
+        jit = self.experiment.train.jit_compile
+        if jit and strategies.is_default_strategy(strategy):
+            run_step = tf.function(self._replica_step, jit_compile=True)
+        else:
+            if jit:
+                self._forward_backward = tf.function(self._forward_backward, jit_compile=True)
+
+            def run_step(batch):
+                return strategy.run(self._replica_step, args=(batch,))
 
         @tf.function
         def train_loop(iterator, num_steps):
             totals = tf.zeros([len(keys)])
             for _ in tf.range(num_steps):
-                out = strategy.run(self._replica_step, args=(next(iterator),))
+                out = run_step(next(iterator))
                 totals += tf.stack([strategy.reduce("SUM", out[k], axis=None) for k in keys])
                 step.assign_add(1)
             return dict(zip(keys, tf.unstack(totals)))
