@@ -26,6 +26,7 @@ from pretraining.finetune import losses, multitask, results
 from pretraining.finetune.config import FinetuneExperiment
 from pretraining.finetune.init_source import InitSource, assign_encoder
 from pretraining.finetune.model import build_classifier
+from pretraining.flops import mlm_train_flops
 from pretraining.model import initialize_weights
 from pretraining.optimizers import build_gradient_transform, create_optimizer
 
@@ -124,6 +125,9 @@ class FinetuneTrainer:
             self.train_arrays = (multitask.merge_train(
                 self.tasks, [s["weight"] for s in finetune.task_specs()], train.seed)
                 if self.multi_task else self.tasks[0].train)
+            # The encoder's matmuls (the masked-LM count without a head), for MFU.
+            self.flops_per_step = mlm_train_flops(model_config, train.global_batch_size,
+                                                  finetune.max_seq_length, 0)
             self.stop_vote = strategies.StopVote(self.strategy)
             self._train_loop = progress.log_first_call(self._make_train_loop(), "train step")
             self._predict_step = self._make_predict_step()
@@ -180,10 +184,11 @@ class FinetuneTrainer:
                 record = window.record(
                     step, float(self.optimizer.learning_rate), task="finetune",
                     global_batch_size=train.global_batch_size,
-                    seq_length=self.experiment.finetune.max_seq_length, flops_per_step=0.0)
+                    seq_length=self.experiment.finetune.max_seq_length,
+                    flops_per_step=self.flops_per_step, peak_flops=train.peak_tflops * 1e12)
                 record.pop("perplexity", None)
-                if all(t.spec.task != "single_label" for t in self.tasks):
-                    record.pop("accuracy", None)
+                if self.multi_task or self.tasks[0].spec.task != "single_label":
+                    record.pop("accuracy", None)  # (the dev metrics say more)
                 progress.log_train(record, train.steps, eta)
                 self.log.train_record(record)
                 window = progress.Window()
