@@ -13,8 +13,10 @@ call to its return, imports excluded):
               2 workers (--beam_python: a venv with apache-beam), 20 MB
   local_w2_80 this builder, 2 workers, 80 MB (peak memory must stay flat)
 Peak memory is the process tree's (RSS summed, and PSS), sampled from /proc
-as in bench/data_build.py; its corpus and SentencePiece model are reused
-(--workdir).
+as in bench/data_build.py. Corpus: bench/data_build.py's shuffled copies of a
+distinct text, here the built-in sample alone (pydoc topics + stdlib
+docstrings; data_build's site-packages walk takes minutes on a loaded
+machine), with a SentencePiece model of --vocab_size 8,000 pieces.
 
   python -m bench.beam_build --rounds 3           # or: make bench SUITE=beam
 Prints a table of medians [min-max], the same-round ratios, and one
@@ -99,16 +101,17 @@ def table(recs, names, args):
             rows[name] = dict(values=v, median=statistics.median(v), min=min(v), max=max(v),
                               rss=max(r["tree_peak_rss_mib"] for r in rs),
                               pss=max(r["tree_peak_pss_mib"] for r in rs),
+                              per_cpu=statistics.median(r["inst_per_cpu_s"] for r in rs),
                               instances=rs[0]["instances"], mb=rs[0]["corpus_mb"],
                               load=[r["load1_before"] for r in rs])
     print(f"\n## data build, local vs Beam: median of {args.rounds} rounds [min-max], "
           f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {os.cpu_count()} CPUs, "
           f"uptime load {os.getloadavg()[0]:.2f}")
-    print("| item | corpus MB | instances | instances/s | tree peak PSS / RSS MiB | load before |")
-    print("|---|---|---|---|---|---|")
+    print("| item | corpus MB | instances | instances/s | instances per CPU-s | tree peak PSS / RSS MiB | load before |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['mb']} | {r['instances']} | {r['median']:.0f} "
-              f"[{r['min']:.0f}-{r['max']:.0f}] | {r['pss']:.0f} / {r['rss']:.0f} | "
+              f"[{r['min']:.0f}-{r['max']:.0f}] | {r['per_cpu']:.0f} | {r['pss']:.0f} / {r['rss']:.0f} | "
               f"{min(r['load']):.1f}-{max(r['load']):.1f} |")
     result = {}
     for a, b in (("local_w2", "base_w2"), ("direct_w2", "local_w2")):
@@ -124,6 +127,7 @@ def table(recs, names, args):
               f"{rows['local_w2']['mb']} MB, {rows['local_w2_80']['pss']:.0f} MiB at "
               f"{rows['local_w2_80']['mb']} MB")
     result.update({f"{k}_inst_per_s": r["median"] for k, r in rows.items()})
+    result.update({f"{k}_inst_per_cpu_s": r["per_cpu"] for k, r in rows.items()})
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -133,8 +137,8 @@ def main(argv=None):
     ap.add_argument("--side", action="store_true", help="(internal) one item")
     ap.add_argument("--tag")
     ap.add_argument("--code", default=ROOT, help="(internal) tree to import")
-    ap.add_argument("--workdir", default="/tmp/bench_data_build")
-    ap.add_argument("--vocab_size", type=int, default=30000)
+    ap.add_argument("--workdir", default="/tmp/bench_beam_build")
+    ap.add_argument("--vocab_size", type=int, default=8000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated item names")
     ap.add_argument("--python", default=sys.executable, help="our venv's python")
@@ -153,6 +157,11 @@ def main(argv=None):
     sys.path.insert(0, os.path.join(HERE, "peers"))
     import run_peers  # noqa: E402
     from bench import data_build
+    from data_pipeline import corpus, sample_corpus
+    os.makedirs(args.workdir, exist_ok=True)
+    distinct = os.path.join(args.workdir, "distinct.txt")
+    if not os.path.exists(distinct):  # data_build.prepare takes it as is
+        corpus.write_documents(sample_corpus.sample_documents(), distinct)
     data = {"spm": None}
     for mb in (20, 80):
         prepared = data_build.prepare(args.workdir, mb, args.vocab_size)
