@@ -302,8 +302,21 @@ def make_replica_dataset(data_dir: str, global_batch_size: int,
             dataset = dataset.concatenate(padding.repeat(replicas_per_pipeline - 1))
         return dataset
     dataset = make_dataset(data_dir, global_batch_size, skip_batches=skip_batches, **options)
+    return replica_rows(dataset, global_batch_size, context)
+
+
+def replica_rows(dataset: tf.data.Dataset, global_batch_size: int,
+                 input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    """A dataset of global batches → this input pipeline's rows of each, as
+    one batch per local replica, in replica order (what
+    `strategy.distribute_datasets_from_function` wants): all replicas
+    together see exactly the global batches, so any strategy computes one
+    device's numbers. Also used by fine-tuning's in-memory batches."""
+    context = input_context
     if context.num_replicas_in_sync == 1:
         return dataset
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
     rows = replicas_per_pipeline * per_replica
     start = context.input_pipeline_id * rows
 

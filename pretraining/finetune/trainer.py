@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from data_pipeline import input as data_input
 from data_pipeline import labelled
 from pretraining import adversarial, checkpoints, metrics_log, preemption, progress
 from pretraining import run_config, run_lock
@@ -332,25 +333,9 @@ class FinetuneTrainer:
         def dataset_fn(context):
             dataset = labelled.finetune_dataset(arrays, size, training=training,
                                                 seed=train.seed, skip_batches=skip)
-            return replica_rows(dataset, size, context)
+            return data_input.replica_rows(dataset, size, context)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
-
-
-def replica_rows(dataset, global_batch_size: int, context):
-    """One input pipeline's rows of each global batch, as one batch per
-    local replica (`distribute_datasets_from_function`'s contract)."""
-    if context.num_replicas_in_sync == 1:
-        return dataset
-    per_replica = context.get_per_replica_batch_size(global_batch_size)
-    local = context.num_replicas_in_sync // context.num_input_pipelines
-    start = context.input_pipeline_id * local * per_replica
-
-    def split(batch):  # (global, ...) -> (local replicas, per replica, ...)
-        return {k: tf.reshape(v[start:start + local * per_replica],
-                              [local, per_replica] + v.shape[1:]) for k, v in batch.items()}
-
-    return dataset.map(split).unbatch()
 
 
 def check_experiment(experiment: FinetuneExperiment, replicas: int) -> None:
