@@ -26,17 +26,19 @@ TOPOLOGY_FILE = "topology.json"
 
 def example_index(context: tf.distribute.ReplicaContext, batch: dict):
     """int32 `(rows,)`: the global-batch index of each row of this replica's
-    `batch` (`context`, the replica context the step runs in)."""
-    rows = batch["input_ids"].shape[0]
+    `batch` (`context`, the replica context the step runs in). The row count
+    is read at run time: under MultiWorkerMirroredStrategy the batch
+    dimension is not static."""
+    rows = tf.shape(batch["input_ids"])[0]
     replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
     return replica * rows + tf.range(rows, dtype=tf.int32)
 
 
 def micro_batch(batch: dict, k: int, i):
     """Micro-batch `i` (an int or int scalar tensor) of `k`: the `i`-th of
-    `k` equal runs of consecutive rows of `batch`."""
-    return tf.nest.map_structure(
-        lambda t: tf.reshape(t, [k, t.shape[0] // k] + t.shape[1:])[i], batch)
+    `k` equal runs of consecutive rows of `batch` (whose row count may be
+    unknown when traced, as under MultiWorkerMirroredStrategy)."""
+    return tf.nest.map_structure(lambda t: tf.reshape(t, [k, -1] + list(t.shape[1:]))[i], batch)
 
 
 def describe(strategy: tf.distribute.Strategy, accumulation_steps: int) -> dict:

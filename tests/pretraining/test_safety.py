@@ -75,7 +75,9 @@ def long_experiment(mlm_data, tmp_path):
 
 def _final_weights(model_dir):
     reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
-    names = [n for n in reader.get_variable_to_shape_map() if n.startswith("model/")]
+    # Most weights are saved under the first path to them, the optimizer's.
+    names = [n for n in reader.get_variable_to_shape_map()
+             if n.startswith(("model/", "optimizer/_trainable_variables/"))]
     return {n: reader.get_tensor(n) for n in names}
 
 
