@@ -154,13 +154,13 @@ def evaluate(model_dir: str, eval_dir: str = "", step: int = 0, eval_steps: int 
         result["eval_condition"] = eval_condition
     result["eval_predictions"] = int(result["eval_predictions"])
     logging.info("Eval of %s on %s: %s", prefix, eval_dir, progress.format_metrics(figures))
-    _write_result(os.path.join(model_dir, RESULTS_FILE), result, write_json_atomic)
+    add_result(os.path.join(model_dir, RESULTS_FILE), result, write_json_atomic)
     return result
 
 
-def _write_result(path: str, result: dict, write_json_atomic) -> None:
+def add_result(path: str, result: dict, write_json_atomic) -> None:
     """Adds `result` to the list in `path`, replacing an entry of the same
-    step and eval directory."""
+    step and eval directory (also fine-tuning's evaluations)."""
     import tensorflow as tf
 
     entries = []

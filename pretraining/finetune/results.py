@@ -15,7 +15,6 @@ from data_pipeline import labelled
 from pretraining import run_config
 from pretraining.metrics_log import write_json_atomic
 
-EVAL_RESULTS = "eval_results.json"
 PREDICTIONS = "predictions.jsonl"
 TASKS_FILE = "tasks.json"
 BEST_DIR = "best"
@@ -59,18 +58,17 @@ def write_run_files(model_dir: str, experiment, specs, names) -> None:
         {"name": name, **spec.to_dict()} for name, spec in zip(names, specs)])
 
 
-def append_eval_results(model_dir: str, step: int, result: dict, enabled: bool) -> None:
-    """Adds (or replaces) the evaluation at `step` in `eval_results.json`:
-    `{"<step>": {metric: value}}`."""
+def append_eval_results(model_dir: str, step: int, result: dict, enabled: bool,
+                        eval_file: str = "") -> None:
+    """Adds (or replaces) the evaluation at `step` in `eval_results.json`, in
+    `pretraining.evaluate`'s layout: `{"results": [{"step", "eval_file",
+    "eval_<metric>": value, ...}]}`."""
     if not enabled:
         return
-    path = os.path.join(model_dir, EVAL_RESULTS)
-    data = {}
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    data[str(step)] = {k: float(v) for k, v in result.items()}
-    write_json_atomic(path, data)
+    from pretraining.evaluate import RESULTS_FILE, add_result
+    entry = {"step": step, "eval_file": eval_file,
+             **{f"eval_{k}": float(v) for k, v in result.items()}}
+    add_result(os.path.join(model_dir, RESULTS_FILE), entry, write_json_atomic)
 
 
 class BestCheckpoint:

@@ -304,7 +304,8 @@ class FinetuneTrainer:
         logging.info("Eval at step %d: %s", step, "  ".join(
             f"{k} {v:.4f}" for k, v in result.items() if not k.endswith("examples")))
         self.log.eval_record(step, result)
-        results.append_eval_results(self.model_dir, step, result, self.is_chief)
+        results.append_eval_results(self.model_dir, step, result, self.is_chief,
+                                    self.experiment.finetune.eval_file)
         self.best.update(step, result, self.model)
         return result
 

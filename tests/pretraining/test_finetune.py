@@ -70,11 +70,12 @@ def test_separable_task_reaches_95_percent(colours, tmp_path):
     assert experiment.optimizer.warmup_steps == 6  # the recipe: 10% of the steps
     summary = finetune_cli.run(experiment, model_dir)
     assert summary["eval_accuracy"] >= 0.95
-    results = json.load(open(os.path.join(model_dir, "eval_results.json")))
-    assert sorted(results, key=int) == ["30", "60"]
-    assert set(results["60"]) >= {"accuracy", "macro_f1", "mcc", "loss"}
+    results = json.load(open(os.path.join(model_dir, "eval_results.json")))["results"]
+    assert [r["step"] for r in results] == [30, 60]
+    assert set(results[1]) >= {"eval_accuracy", "eval_macro_f1", "eval_mcc", "eval_loss"}
+    assert results[1]["eval_accuracy"] == summary["eval_accuracy"]
     best = json.load(open(os.path.join(model_dir, "best", "best.json")))
-    assert best["value"] == max(r["accuracy"] for r in results.values())
+    assert best["value"] == max(r["eval_accuracy"] for r in results)
     assert summary["best_step"] == best["step"]
     assert json.load(open(os.path.join(model_dir, "labels.json"))) == {
         "task": "single_label", "labels": ["cool", "warm"]}
