@@ -112,7 +112,7 @@ def read(run_dir: str, vocab_path: str = "", checkpoint: str = "best") -> Finetu
     where = os.path.join(run_dir, "config.json")
     data = read_json(where)
     finetune = data["finetune"]
-    if finetune.get("tasks"):
+    if len(finetune.get("tasks") or []) > 1:
         raise ValueError(f"{where}: a multi-task run ({len(finetune['tasks'])} tasks, "
                          "Conditional LayerNorm on the task) has no Hugging Face or Google "
                          "form; fine-tune one task per run to export it.")

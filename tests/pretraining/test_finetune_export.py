@@ -264,3 +264,13 @@ def test_classifier_stays_one_between_hf_and_google(task, config, tmp_path):
         np.testing.assert_array_equal(back.weights[path], value, err_msg=path)
     convert.save(bundle, str(tmp_path / "plain"), "hf")
     assert hf_classifier.read_head(str(tmp_path / "plain"), "hf") is None
+
+
+def test_multi_task_run_is_refused_in_one_line(tmp_path):
+    from pretraining.formats import finetuned_run
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"finetune": {"tasks": [{"name": "a"}, {"name": "b"}]}, "model": {}}))
+    assert finetuned_run.is_finetune_run(str(tmp_path))
+    with pytest.raises(ValueError, match="multi-task run .2 tasks") as error:
+        convert.convert(str(tmp_path), "native", str(tmp_path / "hf"), "hf")
+    assert "\n" not in str(error.value) and not (tmp_path / "hf").exists()
