@@ -120,6 +120,7 @@ class BuildPlan:
         shards: dict. Shard files per split name (`train`, `eval`).
         compression: str. "" or "GZIP".
         condition: conditions.ConditionSpec | None. Per-document condition.
+            Defaults to None.
     """
 
     inputs: object
@@ -155,7 +156,8 @@ class SplitsWritten:
     Args:
         shards: dict. Split name -> (shard basenames, records per shard).
         documents: int | None. Documents read (None: unknown).
-        one_sentence_documents: int. Documents of one sentence.
+        one_sentence_documents: int. Documents of one sentence. Defaults
+            to 0.
     """
 
     shards: dict
