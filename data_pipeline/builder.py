@@ -359,7 +359,8 @@ def build(inputs, tokenizer_path: str, output_dir: str, *,
 def _manifests(plan: BuildPlan, tokenizer, written: SplitsWritten,
                description: str | None) -> dict[str, features.Manifest]:
     """The splits' manifests (ValueError for an empty split)."""
-    task, docs = plan.task, written.documents
+    task = plan.task
+    docs = "?" if written.documents is None else written.documents
     counts = {name: sum(per_shard)
               for name, (_, per_shard) in written.shards.items()}
     if task.next_sentence and written.one_sentence_documents:
