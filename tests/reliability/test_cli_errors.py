@@ -333,7 +333,8 @@ CLIS = ("data_pipeline.build", "data_pipeline.inspect", "data_pipeline.train_tok
         "data_pipeline.sample_corpus",
         "pretraining.train",
         "pretraining.demo", "pretraining.convert", "pretraining.generate",
-        "pretraining.evaluate", "pretraining.export_batches", "pretraining.finetune")
+        "pretraining.evaluate", "pretraining.export_batches", "pretraining.finetune",
+        "pretraining.demo_finetune")
 
 # Runs a tool as `python -m` would (sys.argv[0] is "-m" while the package is
 # imported, then the module's path), then reports its exit status and whether
