@@ -24,7 +24,8 @@ setup(
     # `python -m data_pipeline.native` (against the TensorFlow installed).
     package_data={"data_pipeline.native": ["*.cc"],
                   # The shipped model and experiment configs (`--experiment=demo`).
-                  "pretraining.configs": ["models/*.json", "experiments/*.json"]},
+                  "pretraining.configs": ["models/*.json", "experiments/*.json",
+                                          "finetune/*.json"]},
     install_requires=[
         "tensorflow-datasets",
         "sentencepiece",
