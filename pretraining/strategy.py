@@ -161,3 +161,23 @@ def log_batch_arithmetic(strategy: tf.distribute.Strategy, global_batch_size: in
                  tf.__version__, keras.__version__, type(strategy).__name__, global_batch_size,
                  hosts, replicas // hosts, global_batch_size // (replicas * accumulation_steps),
                  accumulation_steps)
+
+
+def compiled_train_loop(strategy: tf.distribute.Strategy, step: tf.Variable,
+                        keys: tuple, run_step):
+    """`train_loop(iterator, num_steps)`: a `tf.function` running `run_step`
+    (one update on a global batch, returning per-replica sums) `num_steps`
+    times in one call (no host round trip between steps), adding 1 to `step`
+    after each; returns the values of `keys` summed over replicas and steps.
+    Shared by the pretraining and fine-tuning trainers."""
+
+    @tf.function
+    def train_loop(iterator, num_steps):
+        totals = tf.zeros([len(keys)])
+        for _ in tf.range(num_steps):
+            out = run_step(next(iterator))
+            totals += tf.stack([strategy.reduce("SUM", out[k], axis=None) for k in keys])
+            step.assign_add(1)
+        return dict(zip(keys, tf.unstack(totals)))
+
+    return train_loop

@@ -217,16 +217,7 @@ class FinetuneTrainer:
             def run_step(batch):
                 return strategy.run(self._replica_step, args=(batch,))
 
-        @tf.function
-        def train_loop(iterator, num_steps):
-            totals = tf.zeros([len(keys)])
-            for _ in tf.range(num_steps):
-                out = run_step(next(iterator))
-                totals += tf.stack([strategy.reduce("SUM", out[k], axis=None) for k in keys])
-                step.assign_add(1)
-            return dict(zip(keys, tf.unstack(totals)))
-
-        return train_loop
+        return strategies.compiled_train_loop(strategy, step, keys, run_step)
 
     def _replica_step(self, batch):
         """One update on this replica's rows of the global batch (with
