@@ -58,8 +58,10 @@ def test_exported_batches_are_the_ones_steps_1_to_n_train_on(mlm_data, tmp_path)
     finally:
         trainer.close()
     np.testing.assert_allclose(ours, logged, rtol=1e-5)
-    for k in range(n - 1):  # another step's batch would not match
-        assert abs(ours[k] - logged[k + 1]) > 1e-3
+    for k in range(n - 1):  # another step's batch would not match: its loss is
+        # off by over 10x the tolerance above (near ln(vocab) at random weights,
+        # batches' losses differ by ~1e-3, so a loss-level check is all there is)
+        assert abs(ours[k] - logged[k + 1]) > 10 * 1e-5 * abs(logged[k + 1])
 
 
 def _initial_weights(experiment, model_dir):
