@@ -33,8 +33,11 @@ from pretraining.optimizer_config import OptimizerConfig
 CONFIG_FILE = "config.json"
 HISTORY_DIR = "config_history"
 FIXED = ("model", "task")  # sections/fields a resumed run can never change
+# `train.gradient_accumulation_steps` is not among them: with the global batch
+# unchanged, another micro-batch split continues the same run (dropout is keyed
+# on the global example), as another replica count does.
 GUARDED = ("train.steps", "train.global_batch_size", "train.seed",
-           "train.gradient_accumulation_steps", "train.mixed_precision", "train.adversarial",
+           "train.mixed_precision", "train.adversarial",
            "data.train_dir", "data.shuffle_buffer", "data.shard_by",
            *(f"optimizer.{name}" for name in OptimizerConfig.__dataclass_fields__))
 # The fields whose change rebuilds the learning-rate schedule.
