@@ -41,14 +41,16 @@ demo-finetune: install
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist): on two cores, 2
 # workers take ~7 minutes where one takes ~10 (much of a test is tracing, which
-# is single-threaded). TEST_WORKERS=0 runs it in this process.
+# is single-threaded). Tests of one module run in one worker (--dist loadscope),
+# so a module-scoped fixture (a set of training runs) is made once.
+# TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(ARGS)
 
 # Also the `extended` tests (pytest.ini): about 3 minutes more.
 test-all: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "" $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope -m "" $(ARGS)
 
 # The package and portability checks (marker `ports`): a wheel installed in a
 # fresh venv and run from an empty directory, the model under Keras's JAX and

@@ -107,10 +107,12 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes(long_experiment, tmp_path
 
 
 @pytest.mark.slow
-# The default strategy's resume is also checked by test_trainer.py (resume equality)
-# and the SIGTERM test above; the mirrored variant runs by default.
-@pytest.mark.parametrize("flags", [pytest.param((), marks=pytest.mark.extended),
-                                   ("--strategy=mirrored", "--num_logical_cpus=2")],
+# The default strategy's variant runs in make test; the mirrored one (twice its
+# time) in make test-all: test_topology.py resumes across replica counts in
+# make test, and the masks are keyed the same way under every strategy.
+@pytest.mark.parametrize("flags", [(), pytest.param(
+                             ("--strategy=mirrored", "--num_logical_cpus=2"),
+                             marks=pytest.mark.extended)],
                          ids=["default", "mirrored"])
 def test_sigkill_then_resume_is_bit_identical(mlm_data, tmp_path, flags):
     """Dropout on: the data position is restored, and the masks are keyed on
