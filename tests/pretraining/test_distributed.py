@@ -29,9 +29,8 @@ def _relative_differences(w_one, w_two):
             for path, value in w_one.items()}
 
 
-# make test-all: the replicated step with dropout is covered by test_topology.py
-# (masked LM + NSP), the task on one device by test_tasks.py and test_trainer.py.
-@pytest.mark.extended
+# Dropout on: seq2seq's replicated step (UniLM mask), beside test_topology.py's
+# masked LM + NSP; ~25 s, in make test so that both tasks' equality is checked.
 def test_seq2seq_mirrored_equals_default(task_data, tmp_path, mirrored):
     data, task = task_data["seq2seq"], "seq2seq"
     settings = dict(steps=20, global_batch_size=8, steps_per_loop=5, checkpoint_every=10,

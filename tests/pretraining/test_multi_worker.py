@@ -60,7 +60,7 @@ def _weights_of(model_dir):
 
 
 @pytest.mark.slow
-# seq2seq under a collective strategy: also test_distributed.py::test_mirrored_equals_default.
+# seq2seq under a collective strategy: also test_distributed.py::test_seq2seq_mirrored_equals_default.
 @pytest.mark.parametrize("task", ["mlm", pytest.param("seq2seq", marks=pytest.mark.extended)])
 def test_multi_worker_equals_default(request, tmp_path, task):
     """Dropout on: each example's masks are keyed on its global index, so the
