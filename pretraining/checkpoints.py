@@ -379,7 +379,8 @@ def _check_layer_count(prefix, config, config_source) -> None:
                              config.intermediate_size, config.hidden_act, 0.0, 0.0,
                              config.initializer_range,
                              condition_size=config.condition_hidden_size or config.condition_size,
-                             name=f"layer_{n}")
+                             layer_norm_position=config.layer_norm_position,
+                             feed_forward=config.feed_forward, name=f"layer_{n}")
     probe.build((None, None, config.hidden_size))
     extra = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=tf.train.Checkpoint(
         **{f"layer_{n}": probe})))

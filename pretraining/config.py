@@ -27,6 +27,10 @@ TASK_MASKS = {"mlm": MASK_TYPES, "lm": ("causal",), "seq2seq": ("unilm",)}
 # approximation; the format readers/writers map Hugging Face's names onto these.
 TANH_GELUS = ("gelu", "gelu_new", "gelu_tanh")
 ACTIVATIONS = (*TANH_GELUS, "gelu_exact", "relu")
+# `BertConfig.layer_norm_position` and `feed_forward` values; the first of
+# each is Google's BERT (and the only one its and Hugging Face's formats hold).
+LAYER_NORM_POSITIONS = ("post", "pre")
+FEED_FORWARDS = ("dense", "glu")
 # Keras's policy names; "float32" is Keras's own default.
 MIXED_PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -101,6 +105,18 @@ class BertConfig(Config):
         layer_norm_eps: float. LayerNorm epsilon (Hugging Face's
             `layer_norm_eps` when read from its config.json). Defaults to
             1e-12, Google's.
+        layer_norm_position: str. "post": Google's BERT, `LN(x + f(x))` in
+            every block; "pre": pre-LayerNorm, `x + f(LN(x))` in every block
+            and a LayerNorm after the last block (`final_layer_norm`; the
+            embeddings keep theirs), which trains stably at higher learning
+            rates. Google's and Hugging Face's BERT formats cannot hold "pre":
+            the converter refuses to export it to them. Defaults to "post".
+        feed_forward: str. "dense": Google's `act(x W1) W3`; "glu": the gated
+            linear unit `(act(x W1) * (x W2)) W3` (GEGLU with a GELU
+            `hidden_act`), `W2` (`intermediate_linear`) as wide as `W1`
+            (`intermediate_size`): one more `hidden × intermediate_size`
+            matrix per block. Not exportable to Google's or Hugging Face's
+            BERT formats either. Defaults to "dense".
     """
 
     _section = "model"
@@ -127,6 +143,10 @@ class BertConfig(Config):
     # LayerNorm epsilon: Google's 1e-12; Hugging Face's `layer_norm_eps` when
     # read from its config.json.
     layer_norm_eps: float = 1e-12
+    # Recipe options (MosaicBERT, Cramming); the defaults are Google's BERT,
+    # and neither Google's nor Hugging Face's BERT format can hold the others.
+    layer_norm_position: str = "post"  # | pre
+    feed_forward: str = "dense"  # | glu
 
     @classmethod
     def from_dict(cls, data: dict, where: str | None = None, tolerated=_GOOGLE_EXTRA_KEYS):
@@ -143,6 +163,8 @@ class BertConfig(Config):
                 "`hidden_size` must be divisible by `num_attention_heads`. Received: "
                 f"hidden_size={self.hidden_size}, num_attention_heads={self.num_attention_heads}")
         require_choice("attention_mask_type", self.attention_mask_type, MASK_TYPES)
+        require_choice("layer_norm_position", self.layer_norm_position, LAYER_NORM_POSITIONS)
+        require_choice("feed_forward", self.feed_forward, FEED_FORWARDS)
         if self.attention_mask_type == "prefix" and not (
                 0 < self.prefix_length <= self.max_position_embeddings):
             raise ValueError("`prefix_length` must be in [1, max_position_embeddings] with "

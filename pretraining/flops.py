@@ -2,6 +2,7 @@
 
     6·N·T + 12·L·B·S²·H + 6·M·(H² + H·V),   N = L·(4H² + 2HI), T = B·S
 
+(with `feed_forward="glu"`, N = L·(4H² + 3HI): the gate's second matrix).
 N: encoder matmul parameters, T: tokens, M: masked positions scored by the
 head (only those: the head gathers them before the vocabulary matmul).
 Embedding lookups, LayerNorm, softmax and the optimizer are not counted, as
@@ -20,7 +21,8 @@ def mlm_train_flops(config, batch_size: int, seq_length: int, masked_per_seq: in
     """
     layers, hidden = config.num_hidden_layers, config.hidden_size
     intermediate, vocab = config.intermediate_size, config.vocab_size
-    params = layers * (4 * hidden * hidden + 2 * hidden * intermediate)
+    feed_forward_matrices = 3 if getattr(config, "feed_forward", "dense") == "glu" else 2
+    params = layers * (4 * hidden * hidden + feed_forward_matrices * hidden * intermediate)
     tokens = batch_size * seq_length
     masked = batch_size * masked_per_seq
     return float(6 * params * tokens

@@ -13,7 +13,9 @@ import math
 import keras
 from keras import ops
 
-from pretraining.config import ACTIVATIONS, TANH_GELUS  # the names (config imports no Keras)
+# The names (config imports no Keras).
+from pretraining.config import ACTIVATIONS, FEED_FORWARDS, LAYER_NORM_POSITIONS, TANH_GELUS
+from pretraining.config_base import require_choice
 from pretraining.dropout import Dropout, fold_key
 
 LAYER_NORM_EPSILON = 1e-12
@@ -281,7 +283,15 @@ class SelfAttention(ConfigLayer):
 
 @keras.saving.register_keras_serializable(package="pretraining")
 class TransformerLayer(ConfigLayer):
-    """One post-LayerNorm BERT encoder block (Google's `transformer_model` body).
+    """One BERT encoder block: Google's `transformer_model` body (post-LayerNorm,
+    dense feed-forward layer) by default.
+
+    Post-LayerNorm: `x = LN1(x + attention(x))`, `x = LN2(x + ffn(x))`.
+    Pre-LayerNorm: `x = x + attention(LN1(x))`, `x = x + ffn(LN2(x))` (the
+    encoder then normalises the last block's output). Dense feed-forward:
+    `act(x W1) W3`; GLU: `(act(x W1) * (x W2)) W3`. Variable names are the
+    same in every variant (`attention_layer_norm` is LN1, `output_layer_norm`
+    LN2, `intermediate` W1, `output` W3); the GLU adds `intermediate_linear` (W2).
 
     Args:
         hidden_size: int. Model width.
@@ -299,6 +309,8 @@ class TransformerLayer(ConfigLayer):
             feed-forward layer) are conditional on a vector of this size.
             Defaults to 0.
         layer_norm_eps: float. Epsilon of both LayerNorms. Defaults to 1e-12 (Google's).
+        layer_norm_position: str. "post" (Google's) or "pre". Defaults to "post".
+        feed_forward: str. "dense" (Google's) or "glu". Defaults to "dense".
 
     Call arguments:
         x: float tensor `(batch, T, hidden)`.
@@ -317,14 +329,17 @@ class TransformerLayer(ConfigLayer):
     def __init__(self, hidden_size, num_attention_heads, intermediate_size, hidden_act="gelu",
                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
                  initializer_range=0.02, condition_size=0, layer_norm_eps=LAYER_NORM_EPSILON,
-                 **kwargs):
+                 layer_norm_position="post", feed_forward="dense", **kwargs):
         super().__init__(**kwargs)
+        require_choice("layer_norm_position", layer_norm_position, LAYER_NORM_POSITIONS)
+        require_choice("feed_forward", feed_forward, FEED_FORWARDS)
         self._keep_args(hidden_size=hidden_size, num_attention_heads=num_attention_heads,
                         intermediate_size=intermediate_size, hidden_act=hidden_act,
                         hidden_dropout_prob=hidden_dropout_prob,
                         attention_probs_dropout_prob=attention_probs_dropout_prob,
                         initializer_range=initializer_range, condition_size=condition_size,
-                        layer_norm_eps=layer_norm_eps)
+                        layer_norm_eps=layer_norm_eps, layer_norm_position=layer_norm_position,
+                        feed_forward=feed_forward)
         init = initializer(initializer_range)
         self.attention = SelfAttention(hidden_size, num_attention_heads,
                                        attention_probs_dropout_prob, initializer_range,
@@ -338,6 +353,10 @@ class TransformerLayer(ConfigLayer):
         self.intermediate = keras.layers.Dense(
             intermediate_size, activation=get_activation(hidden_act), kernel_initializer=init,
             dtype=self.dtype_policy, name="intermediate")
+        if feed_forward == "glu":  # W2, the linear half of the gated unit
+            self.intermediate_linear = keras.layers.Dense(
+                intermediate_size, kernel_initializer=init, dtype=self.dtype_policy,
+                name="intermediate_linear")
         self.output_dense = keras.layers.Dense(hidden_size, kernel_initializer=init,
                                                dtype=self.dtype_policy, name="output")
         self.output_dropout = Dropout(hidden_dropout_prob, dtype=self.dtype_policy,
@@ -349,20 +368,39 @@ class TransformerLayer(ConfigLayer):
         self.attention_output.build(input_shape)
         self.attention_layer_norm.build(input_shape)
         self.intermediate.build(input_shape)
+        if self.feed_forward == "glu":
+            self.intermediate_linear.build(input_shape)
         self.output_dense.build(tuple(input_shape[:-1]) + (self.intermediate_size,))
         self.output_layer_norm.build(input_shape)
         self.built = True
 
     def call(self, x, bias, condition=None, cache=None, cache_index=None, training=False,
              dropout_key=None):
-        attended = self.attention(x, bias, cache=cache, cache_index=cache_index,
+        pre = self.layer_norm_position == "pre"
+        normed = self._norm(self.attention_layer_norm, x, condition) if pre else x
+        attended = self.attention(normed, bias, cache=cache, cache_index=cache_index,
                                   training=training, dropout_key=fold_key(dropout_key, 0))
         if cache is not None:
             attended, cache = attended
         attended = self.attention_dropout(self.attention_output(attended), training=training,
                                           key=fold_key(dropout_key, 1))
-        x = ops.cast(self.attention_layer_norm(x + attended, condition), self.compute_dtype)
-        hidden = self.output_dense(self.intermediate(x))  # (batch, T, hidden)
+        if pre:
+            x = x + attended
+            normed = self._norm(self.output_layer_norm, x, condition)
+        else:
+            x = normed = self._norm(self.attention_layer_norm, x + attended, condition)
+        hidden = self.output_dense(self._feed_forward(normed))  # (batch, T, hidden)
         hidden = self.output_dropout(hidden, training=training, key=fold_key(dropout_key, 2))
-        x = ops.cast(self.output_layer_norm(x + hidden, condition), self.compute_dtype)
+        x = x + hidden if pre else self._norm(self.output_layer_norm, x + hidden, condition)
         return x if cache is None else (x, cache)
+
+    def _norm(self, norm, x, condition):
+        """`norm(x)` (float32) back in the compute dtype."""
+        return ops.cast(norm(x, condition), self.compute_dtype)
+
+    def _feed_forward(self, x):
+        """`act(x W1)`, times `x W2` with the GLU: `(batch, T, intermediate_size)`."""
+        hidden = self.intermediate(x)
+        if self.feed_forward == "glu":
+            hidden = hidden * self.intermediate_linear(x)
+        return hidden

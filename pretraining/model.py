@@ -10,7 +10,7 @@ from keras import ops
 from pretraining import attention_masks
 from pretraining.config import BertConfig
 from pretraining.dropout import effective_rate, fold_key, model_key
-from pretraining.layers import BertEmbeddings, TransformerLayer, initializer
+from pretraining.layers import BertEmbeddings, TransformerLayer, initializer, layer_norm
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -26,7 +26,10 @@ class BertEncoder(keras.Model):
             selects which tokens see which (see `attention_masks`);
             `condition_size` > 0 turns on Conditional LayerNorm;
             `condition_num_classes` > 0 makes the condition a class id
-            looked up in a learned embedding (`condition_embeddings`).
+            looked up in a learned embedding (`condition_embeddings`);
+            `layer_norm_position="pre"` adds a LayerNorm after the last
+            block (`final_layer_norm`, conditional as the others), which
+            `sequence_output`, the pooler and the heads read.
         name: str. Prefix of every variable path. Defaults to `"bert"`.
 
     Call arguments:
@@ -84,8 +87,12 @@ class BertEncoder(keras.Model):
                 hidden_act=config.hidden_act, hidden_dropout_prob=config.hidden_dropout_prob,
                 attention_probs_dropout_prob=config.attention_probs_dropout_prob,
                 initializer_range=config.initializer_range, condition_size=condition_size,
-                layer_norm_eps=config.layer_norm_eps, dtype=self.dtype_policy,
-                name=f"layer_{i}"))
+                layer_norm_eps=config.layer_norm_eps,
+                layer_norm_position=config.layer_norm_position,
+                feed_forward=config.feed_forward, dtype=self.dtype_policy, name=f"layer_{i}"))
+        if config.layer_norm_position == "pre":  # the residual stream is not normalised
+            self.final_layer_norm = layer_norm("final_layer_norm", condition_size,
+                                               config.layer_norm_eps)
         self.pooler = keras.layers.Dense(
             config.hidden_size, activation="tanh",
             kernel_initializer=initializer(config.initializer_range), dtype=self.dtype_policy,
@@ -105,6 +112,8 @@ class BertEncoder(keras.Model):
         self.embeddings.build(None)
         for layer in self.transformer_layers:
             layer.build(hidden_shape)
+        if self.config.layer_norm_position == "pre":
+            self.final_layer_norm.build(hidden_shape)
         self.pooler.build((None, self.config.hidden_size))
         self.built = True
 
@@ -122,6 +131,7 @@ class BertEncoder(keras.Model):
                             dropout_key=fold_key(key, 0))  # (batch, seq, hidden)
         for i, layer in enumerate(self.transformer_layers):
             x = layer(x, bias, condition, training=training, dropout_key=fold_key(key, i + 1))
+        x = self._final_norm(x, condition)
         pooled = self.pooler(x[:, 0])  # (batch, hidden)
         return {"sequence_output": x, "pooled_output": pooled}
 
@@ -192,7 +202,14 @@ class BertEncoder(keras.Model):
         for i, layer in enumerate(self.transformer_layers):
             x, layer_cache = layer(x, bias, condition, cache=cache[:, i], cache_index=cache_index)
             caches.append(layer_cache)
-        return x, ops.stack(caches, axis=1)
+        return self._final_norm(x, condition), ops.stack(caches, axis=1)
+
+    def _final_norm(self, x, condition):
+        """The last block's output as the heads see it: normalised by
+        `final_layer_norm` with pre-LayerNorm blocks, else unchanged."""
+        if self.config.layer_norm_position != "pre":
+            return x
+        return ops.cast(self.final_layer_norm(x, condition), self.compute_dtype)
 
     def get_config(self):
         return {"config": self.config.to_dict(), "name": self.name}

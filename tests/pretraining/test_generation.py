@@ -49,7 +49,10 @@ def _condition(model, seed=2, batch=2):
     ("causal", "lm", {"condition_size": 6, "condition_hidden_size": 8,
                       "condition_hidden_act": "tanh"}),
     ("unilm", "seq2seq", {"condition_size": 4}),
-], ids=["causal", "unilm", "prefix", "causal-condition", "unilm-condition"])
+    ("causal", "lm", {"layer_norm_position": "pre", "feed_forward": "glu",
+                      "condition_size": 4}),
+], ids=["causal", "unilm", "prefix", "causal-condition", "unilm-condition",
+        "causal-pre-glu-condition"])
 def test_cached_steps_equal_full_forward(repo_root, mask_type, task, fields):
     model = _model(repo_root, mask_type, task, **fields)
     generator = Generator(model, L, sep_id=3)
