@@ -18,7 +18,10 @@
   Between hf and google a classifier stays one (labels: `config.json`'s
   `id2label`, or a `labels.json` beside a Google checkpoint).
 
-Every variable is mapped by its Keras path through `checkpoint_names`.
+Every variable is mapped by its Keras path through `checkpoint_names`. A model
+with an option Google's or Hugging Face's BERT cannot run (`model.
+layer_norm_position="pre"`, `model.feed_forward="glu"`) is refused for those
+formats (`formats.bundle.check_holdable`); native holds every option.
 Exit status: 0 done, 2 bad flag, file or config (one-line message on stderr).
 """
 
@@ -33,7 +36,7 @@ from pretraining.config_base import require_choice
 from pretraining.formats import hf_classifier, huggingface
 from pretraining.formats import vocab as vocab_lib
 from pretraining.formats.bundle import HEADS, Bundle, assign, build_model, resize_vocabulary
-from pretraining.formats.bundle import untabled
+from pretraining.formats.bundle import check_holdable, untabled
 
 FORMATS = ("google", "hf", "native")
 
@@ -90,6 +93,7 @@ def load(path: str, input_format: str, config_path: str = "", heads: str = "all"
 def save(bundle: Bundle, path: str, output_format: str) -> ConversionResult:
     """Writes a `Bundle` in `output_format`; reports what the format cannot hold."""
     require_choice("output_format", output_format, FORMATS)
+    check_holdable(bundle.config, output_format)
     if not path:
         raise ValueError("`output` must name a file or directory. Received: output=''")
     keras_file = output_format == "native" and path.endswith(".keras")

@@ -286,6 +286,37 @@ def resize_vocabulary(bundle: Bundle, keep_ids=None, add_tokens=None) -> Bundle:
     return dataclasses.replace(bundle, config=config, weights=weights, vocab=vocab)
 
 
+# Model options that Google's and Hugging Face's BERT formats cannot hold:
+# (field, the only value they hold, why). Their code runs every block
+# post-LayerNorm with a dense feed-forward layer, whatever the file says.
+UNHOLDABLE = (
+    ("layer_norm_position", "post",
+     "its BERT runs every block post-LayerNorm and has no final LayerNorm"),
+    ("feed_forward", "dense",
+     "its BERT feed-forward layer is one dense matrix, with no gate (no intermediate_linear)"),
+)
+FORMAT_NAMES = {"google": "Google", "hf": "Hugging Face"}
+
+
+def check_holdable(config: BertConfig, output_format: str) -> None:
+    """Refuses to write a model to `output_format` ("google" or "hf") when it
+    uses a model option that format cannot hold (`UNHOLDABLE`): the file
+    would load there as another model. Other formats hold every option.
+
+    Raises:
+        ValueError: one line naming the field, its value and why.
+    """
+    name = FORMAT_NAMES.get(output_format)
+    if name is None:
+        return
+    for field, held, why in UNHOLDABLE:
+        value = getattr(config, field)
+        if value != held:
+            raise ValueError(
+                f"model.{field}={value!r} cannot be exported to the {name} format: {why} "
+                f"(only {field}={held!r}). Export it with --output_format=native instead.")
+
+
 def untabled(bundle: Bundle) -> list:
     """Paths of `bundle` with no Google/Hugging Face name."""
     return [p for p in bundle.weights if checkpoint_names.lookup(p) is None]

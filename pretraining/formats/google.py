@@ -16,7 +16,7 @@ from absl import logging
 from pretraining import checkpoint_names
 from pretraining.config import BertConfig, to_google_dict
 from pretraining.formats import vocab as vocab_lib
-from pretraining.formats.bundle import Bundle, read_by_table
+from pretraining.formats.bundle import Bundle, check_holdable, read_by_table
 
 CHECKPOINT_NAME = "bert_model.ckpt"
 
@@ -94,7 +94,9 @@ def write(directory: str, bundle: Bundle, extra: dict | None = None) -> str:
     """Writes `bert_model.ckpt`, `checkpoint`, `bert_config.json` and the
     vocabulary (`vocab.txt`; a SentencePiece model is copied too). Returns
     the checkpoint prefix. Untabled variables are skipped (the caller reports them).
-    `extra`: more tensors by Google name (a classifier's `output_weights`, `output_bias`)."""
+    `extra`: more tensors by Google name (a classifier's `output_weights`, `output_bias`).
+    A model option Google's BERT cannot run is refused (`bundle.check_holdable`)."""
+    check_holdable(bundle.config, "google")
     tf.io.gfile.makedirs(directory)
     names, tensors = [], []
     for entry, value in bundle.exported().values():

@@ -33,7 +33,7 @@ import numpy as np
 from absl import logging
 
 from pretraining.formats import huggingface
-from pretraining.formats.bundle import Bundle
+from pretraining.formats.bundle import Bundle, check_holdable
 
 TASKS = ("single_label", "multi_label", "regression")
 # Ours → Hugging Face's `problem_type`.
@@ -112,6 +112,7 @@ def write(directory: str, bundle: Bundle, head: ClassifierHead) -> str:
     pooler was freshly initialised (read from a `BertForMaskedLM` save) is
     refused, since the classifier reads the pooler."""
     from safetensors.numpy import save_file
+    check_holdable(bundle.config, "hf")
     if bundle.fresh:
         raise ValueError(f"{bundle.source} has no trained pooler ({list(bundle.fresh)}); a "
                          "classifier export needs the pooler the head was trained on.")
@@ -224,6 +225,7 @@ def write_with_head(output: str, output_format: str, bundle: Bundle,
     """Writes encoder + classifier: `hf` → `BertForSequenceClassification`;
     `google` → `bert_model.ckpt` with `output_weights`/`output_bias` and a
     `labels.json` (`{"task", "labels"}`; regression: no labels) beside it."""
+    check_holdable(bundle.config, output_format)
     if output_format == "hf":
         return write(output, bundle, head)
     if output_format != "google":

@@ -28,7 +28,7 @@ from pretraining import checkpoint_names
 from pretraining.config import GOOGLE_FIELDS, BertConfig
 from pretraining.formats import hf_tokenizer
 from pretraining.formats import vocab as vocab_lib
-from pretraining.formats.bundle import Bundle, read_by_table, read_json
+from pretraining.formats.bundle import Bundle, check_holdable, read_by_table, read_json
 
 WEIGHTS_NAME = "model.safetensors"
 TORCH_WEIGHTS_NAME = "pytorch_model.bin"
@@ -236,8 +236,10 @@ def read(directory: str, config: BertConfig | None = None, config_source: str = 
 def write(directory: str, bundle: Bundle) -> str:
     """Writes `config.json`, `model.safetensors` and the vocabulary files.
     Untabled and freshly initialised variables are skipped (the caller
-    reports the untabled ones)."""
+    reports the untabled ones). A model option Hugging Face's BERT cannot run
+    is refused (`bundle.check_holdable`)."""
     from safetensors.numpy import save_file
+    check_holdable(bundle.config, "hf")
     os.makedirs(directory, exist_ok=True)
     head = bundle.has_head
     tensors = {}
