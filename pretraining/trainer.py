@@ -359,7 +359,7 @@ class Trainer:
             return data_input.make_replica_dataset(
                 data_dir, train.global_batch_size, context, training=training,
                 seed=train.seed, shuffle_buffer=data.shuffle_buffer, skip_batches=skip,
-                shard_by=data.shard_by)
+                shard_by=data.shard_by, masked_lm_prob=data.masked_lm_prob if training else None)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
