@@ -285,6 +285,60 @@ def _take_greedily(sizes, target):
     return taken
 
 
+def masking_rate(manifest, masked_lm_prob: float | None = None,
+                 data_dir: str = "") -> float:
+    """The rate dynamic masking draws `manifest`'s records at: the records'
+    own (`manifest.masked_lm_prob`) when `masked_lm_prob` is None, else
+    `masked_lm_prob`, checked against the records.
+
+    A rate of its own needs dynamic-masking records (static ones carry their
+    masks), and must fit the records' `max_predictions_per_seq` P: a full
+    sequence has `max_seq_length - 2` eligible tokens (`- 3` with NSP pairs:
+    [CLS] and one [SEP] per segment), of which `round(n * rate)` are masked
+    but at most P, so a rate beyond P / n would silently mask fewer.
+
+    Args:
+        manifest: `features.Manifest`. The records'. Required.
+        masked_lm_prob: float | None. The fraction of eligible tokens to mask,
+            in (0, 1); None for the records' own. Defaults to None.
+        data_dir: str. Where the records are (for messages). Defaults to "".
+
+    Returns:
+        The rate (float).
+
+    Raises:
+        ValueError: a rate out of (0, 1), for static or non-MLM records, or
+            over what P holds; the message names the fix.
+    """
+    if masked_lm_prob is None:
+        return float(manifest.masked_lm_prob)
+    where = f"the records in {data_dir!r}" if data_dir else "the records"
+    if isinstance(masked_lm_prob, bool) or not isinstance(masked_lm_prob, (int, float)) \
+            or not 0.0 < masked_lm_prob < 1.0:
+        raise ValueError(f"`masked_lm_prob` (data.masked_lm_prob) must be a number in (0, 1), "
+                         f"or null for the records' own rate. Received: "
+                         f"masked_lm_prob={masked_lm_prob!r}")
+    if manifest.masking != "dynamic":
+        held = (f"masks drawn at {manifest.masked_lm_prob:g} when built"
+                if manifest.masking == "static" else f"task {manifest.task!r}, no masks")
+        raise ValueError(
+            f"masked_lm_prob={masked_lm_prob} (data.masked_lm_prob) needs dynamic-masking "
+            f"records, but {where} have masking={manifest.masking!r} ({held}). Rebuild them "
+            "with `python -m data_pipeline.build --masking=dynamic`, or leave "
+            "data.masked_lm_prob null.")
+    eligible = manifest.max_seq_length - (3 if manifest.next_sentence else 2)
+    wanted = int(np.round(np.float64(eligible) * np.float64(masked_lm_prob)))
+    if wanted > manifest.max_predictions_per_seq:
+        raise ValueError(
+            f"masked_lm_prob={masked_lm_prob} (data.masked_lm_prob) masks up to {wanted} of "
+            f"the {eligible} maskable tokens of a full sequence, more than {where} hold "
+            f"(max_predictions_per_seq={manifest.max_predictions_per_seq}): the rate would "
+            f"be cut to {manifest.max_predictions_per_seq / eligible:.3g}. Rebuild them with "
+            f"--max_predictions_per_seq={wanted} or more, or lower data.masked_lm_prob to "
+            f"{manifest.max_predictions_per_seq / eligible:.3g} or less.")
+    return float(masked_lm_prob)
+
+
 def batch_seed(seed: int, pipeline_id: int, batch_index) -> tf.Tensor:
     """The stateless key of one batch: (seed, pipeline id, batch index)."""
     base = tf.constant([np.int64(seed), np.int64(pipeline_id)], tf.int64)

@@ -46,6 +46,9 @@ find_bad_record = integrity.find_bad_record
 explain_error = integrity.explain_error
 check_same_tokenizer = integrity.check_same_tokenizer
 check_resume_tokenizer = integrity.check_resume_tokenizer
+# The dynamic-masking rate of a split (`data.masked_lm_prob` checked against
+# its manifest), for the trainer's start-up checks.
+masking_rate = dynamic_masking.masking_rate
 
 
 def read_manifest(data_dir: str) -> features.Manifest:
@@ -64,8 +67,10 @@ def _read_file(path, count, compression):
 
 
 def _parse_fn(manifest: features.Manifest, seed: int = 0,
-              pipeline_id: int = 0, mask: bool = True):
-    """Parses a batch of records; masks dynamic-masking records when `mask`.
+              pipeline_id: int = 0, mask: bool = True,
+              masked_lm_prob: float | None = None):
+    """Parses a batch of records; masks dynamic-masking records when `mask`,
+    at `masked_lm_prob` (None: the manifest's rate).
 
     The returned function takes (batch index, serialized batch)."""
     spec = features.feature_spec(manifest)
@@ -73,7 +78,8 @@ def _parse_fn(manifest: features.Manifest, seed: int = 0,
     if mask and manifest.masking == "dynamic":
         masker = dynamic_masking.DynamicMasker(
             vocab_layout.VocabLayout.from_manifest(manifest),
-            manifest.max_predictions_per_seq, manifest.masked_lm_prob,
+            manifest.max_predictions_per_seq,
+            dynamic_masking.masking_rate(manifest, masked_lm_prob),
             manifest.whole_word_masking)
 
     def parse(index, serialized):
@@ -141,7 +147,8 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
                  seed: int = 0,
                  input_context: tf.distribute.InputContext | None = None,
                  skip_batches: int = 0,
-                 shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+                 shuffle_buffer: int = 10_000,
+                 masked_lm_prob: float | None = None) -> tf.data.Dataset:
     """Builds the batched, parsed dataset of one split directory.
 
     Args:
@@ -165,6 +172,12 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
         shuffle_buffer: int. Records shuffled together: the chunks of 16
             records (see `_BLOCK_LENGTH`) are put in random order within each
             window of `shuffle_buffer` records. Defaults to 10,000.
+        masked_lm_prob: float | None. Dynamic-masking records: the fraction
+            of eligible tokens masked, instead of the manifest's
+            `masked_lm_prob` (the trainer's `data.masked_lm_prob`); None: the
+            manifest's. ValueError for static records, or a rate the
+            records' `max_predictions_per_seq` cannot hold
+            (`dynamic_masking.masking_rate`). Defaults to None.
 
     Returns:
         A `tf.data.Dataset` of feature dicts with static shapes.
@@ -179,6 +192,7 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
         raise ValueError(f"`shuffle_buffer` must be an int >= 1. Received: "
                          f"shuffle_buffer={shuffle_buffer!r}")
     manifest = read_manifest(data_dir)
+    dynamic_masking.masking_rate(manifest, masked_lm_prob, data_dir)  # refused before reading
     compression = manifest.compression or None
     shards = list(zip(manifest.shard_files, manifest.examples_per_shard))
     if training:
@@ -244,7 +258,7 @@ def make_dataset(data_dir: str, batch_size: int, *, training: bool = True,
     ds = ds.enumerate()  # Batch index: the dynamic-masking key.
     if skip_batches:
         ds = ds.skip(skip_batches)
-    ds = ds.map(_parse_fn(manifest, seed, pipeline_id),
+    ds = ds.map(_parse_fn(manifest, seed, pipeline_id, masked_lm_prob=masked_lm_prob),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -259,7 +273,8 @@ def make_replica_dataset(data_dir: str, global_batch_size: int,
                          input_context: tf.distribute.InputContext, *,
                          training: bool = True, seed: int = 0,
                          shuffle_buffer: int = 10_000, skip_batches: int = 0,
-                         shard_by: str = "batch") -> tf.data.Dataset:
+                         shard_by: str = "batch",
+                         masked_lm_prob: float | None = None) -> tf.data.Dataset:
     """One input pipeline's share of every global batch, as one batch per
     local replica: the dataset `strategy.distribute_datasets_from_function`
     wants (the single owner of splitting batches across hosts and replicas).
@@ -280,6 +295,7 @@ def make_replica_dataset(data_dir: str, global_batch_size: int,
             batches one device would see, in the same order. "files":
             disjoint files (or records) per pipeline, batched per replica.
             Defaults to "batch".
+        masked_lm_prob: float | None. As in `make_dataset`. Defaults to None.
 
     Returns:
         A `tf.data.Dataset` of per-replica batches (the global batch itself
@@ -288,7 +304,8 @@ def make_replica_dataset(data_dir: str, global_batch_size: int,
     context = input_context
     per_replica = context.get_per_replica_batch_size(global_batch_size)
     replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
-    options = dict(training=training, seed=seed, shuffle_buffer=shuffle_buffer)
+    options = dict(training=training, seed=seed, shuffle_buffer=shuffle_buffer,
+                   masked_lm_prob=masked_lm_prob)
     if shard_by == "files" and context.num_input_pipelines > 1:
         # `skip_batches` counts global batches; this pipeline yields one
         # batch per local replica and step.

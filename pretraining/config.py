@@ -198,7 +198,23 @@ def to_google_dict(config: BertConfig) -> dict:
 
 @dataclasses.dataclass
 class DataConfig(Config):
-    """Where the records are: directories written by `data_pipeline.build`."""
+    """Where the records are (directories written by `data_pipeline.build`),
+    and how they are read.
+
+    Args:
+        train_dir: str. The train records. Required.
+        eval_dir: str. The eval records; "" for none. Defaults to "".
+        shuffle_buffer: int. Records shuffled together. Defaults to 10,000.
+        shard_by: str. How hosts split the data, "batch" or "files".
+            Defaults to "batch".
+        masked_lm_prob: float | None. Dynamic-masking train records: the
+            fraction of eligible tokens masked in each sequence (0.15 is
+            Google's, 0.3 MosaicBERT's), instead of the rate the records were
+            built with; it must fit their `max_predictions_per_seq` (refused
+            otherwise), and static records are refused. The eval records keep
+            their own rate, so held-out figures stay comparable across
+            runs. None (null): the train records' own rate. Defaults to None.
+    """
 
     _section = "data"
 
@@ -210,8 +226,18 @@ class DataConfig(Config):
     # what one device sees (same numbers). "files": each host reads disjoint
     # shard files (less I/O on large pods; the order then depends on the hosts).
     shard_by: str = "batch"
+    # Dynamic masking's rate at training time; None: the train records' own.
+    masked_lm_prob: float | None = None
 
     def __post_init__(self):
+        if self.masked_lm_prob is not None:
+            value = self.masked_lm_prob
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0.0 < value < 1.0:
+                raise ValueError("`data.masked_lm_prob` must be a number in (0, 1) (the "
+                                 "fraction of tokens masked), or null for the records' own "
+                                 f"rate. Received: masked_lm_prob={value!r}")
+            self.masked_lm_prob = float(value)
         if not self.train_dir:
             raise ValueError("`data.train_dir` must name a directory of records made by "
                              "`python -m data_pipeline.build`. Received: train_dir=''")
@@ -393,13 +419,15 @@ def _apply_override(data: dict, item: str):
             value = raw.lower() in ("true", "1")
         elif kind in (int, float):
             value = kind(raw)
+        elif kind == float | None:  # data.masked_lm_prob=0.3, or =null
+            value = None if raw.lower() in ("null", "none") else float(raw)
         elif kind in (dict, list):  # JSON: train.adversarial={"epsilon": 0.5}
             value = json.loads(raw)
         else:
             value = raw
     except ValueError:
         raise ValueError(f"--override {item!r}: {section}.{field} must be of type "
-                         f"{kind.__name__}. Received: {raw!r}") from None
+                         f"{getattr(kind, '__name__', kind)}. Received: {raw!r}") from None
     if (section, field) in PATH_FIELDS:
         value = resolve_path(value)  # typed on the command line: the current directory
     data.setdefault(section, {})[field] = value

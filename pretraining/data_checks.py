@@ -36,6 +36,8 @@ def check_data(experiment: ExperimentConfig, data_dir: str, split: str):
         raise ValueError(f"The {split} records in {data_dir} do not fit the experiment: "
                          + "; ".join(problems)
                          + ". Rebuild the data or fix the model config.")
+    if split == "train":  # data.masked_lm_prob: dynamic records whose P holds the rate
+        data_input.masking_rate(manifest, experiment.data.masked_lm_prob, data_dir)
     data_input.check_shards(data_dir, manifest)  # every shard present, not cut short
     return manifest
 

@@ -5,7 +5,8 @@
 writes the global batches of steps 1…N of a run of that experiment (one
 array per feature, `(N, global_batch_size, ...)`, and `steps`). They are
 `data_pipeline.input.make_dataset(train_dir, global_batch_size,
-seed=train.seed, shuffle_buffer=data.shuffle_buffer)`: the order depends on
+seed=train.seed, shuffle_buffer=data.shuffle_buffer,
+masked_lm_prob=data.masked_lm_prob)`: the order depends on
 those values only (not on TensorFlow's global seed), and dynamic masks are
 keyed on the seed and the batch index, so the trainer reads the same batches
 whatever the replicas, hosts (`data.shard_by=batch`, the default) and
@@ -48,7 +49,8 @@ def global_batches(experiment: ExperimentConfig, num_batches: int,
     train, data = experiment.train, experiment.data
     dataset = data_input.make_dataset(
         resolve_path(data.train_dir), train.global_batch_size, training=True, seed=train.seed,
-        shuffle_buffer=data.shuffle_buffer, skip_batches=first_step - 1)
+        shuffle_buffer=data.shuffle_buffer, skip_batches=first_step - 1,
+        masked_lm_prob=data.masked_lm_prob)
     batches = list(dataset.take(num_batches).as_numpy_iterator())
     out = {name: np.stack([b[name] for b in batches]) for name in batches[0]}
     out["steps"] = np.arange(first_step, first_step + num_batches, dtype=np.int64)

@@ -38,7 +38,7 @@ FIXED = ("model", "task")  # sections/fields a resumed run can never change
 # on the global example), as another replica count does.
 GUARDED = ("train.steps", "train.global_batch_size", "train.seed",
            "train.mixed_precision", "train.adversarial",
-           "data.train_dir", "data.shuffle_buffer", "data.shard_by",
+           "data.train_dir", "data.shuffle_buffer", "data.shard_by", "data.masked_lm_prob",
            *(f"optimizer.{name}" for name in OptimizerConfig.__dataclass_fields__))
 # The fields whose change rebuilds the learning-rate schedule.
 SCHEDULE = ("train.steps", "optimizer.learning_rate", "optimizer.warmup_steps",
