@@ -63,8 +63,8 @@ def test_measured_fraction_is_the_configured_rate(records, rate):
 
 @pytest.mark.parametrize("rate", [0.15, 0.3])
 def test_whole_word_records_mask_about_the_rate(records, rate):
-    """Whole-word masking skips a word that would overshoot the budget: a
-    little under the rate, never over a row's budget."""
+    """Whole-word masking skips a word that would overshoot a row's budget
+    (a later, shorter one may fill it): never over the budget, at most the rate."""
     masked, eligible = _measure(records["words"], rate)
     assert (masked <= np.maximum(1, np.round(eligible * rate))).all()
     assert rate - 0.03 < masked.sum() / eligible.sum() <= rate + 1e-9
