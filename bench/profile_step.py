@@ -7,14 +7,16 @@ trace event per executed kernel (`--xla_cpu_enable_xprof_traceme=true`), then
 reads the trace (`*.xplane.pb`, parsed with the protobuf TensorFlow ships) and
 prints each kernel's time per step, grouped:
 
-  dot       matmuls (XLA dots and oneDNN matmul custom calls)
-  fusion    XLA's fused elementwise/reduction kernels (LayerNorm, GELU,
-            dropout, softmax, the optimizer update, ...)
-  other     copies, transposes, gathers/scatters, sorts, anything else
+  matmul         dots (oneDNN matmul calls carry TensorFlow's op name, MatMul.N)
+  reduce-window  XLA:CPU's split reductions (row and column sums)
+  argmax         variadic (value, index) reductions
+  fusion         XLA's fused elementwise kernels (GELU, dropout, softmax,
+                 the optimizer update, ...)
+  other          copies, gathers, anything else
 
-Times are the sum over all threads divided by the steps, so on 2 threads a
-kernel that runs on both counts twice ("thread-ms"); the `busy` column of the
-summary is the union of intervals per thread, and `wall` the step time.
+A matmul's event covers its whole run, both threads working inside it, so
+the kernels' total is close to the step time; `busy` is the union of each
+thread's event intervals.
 
 Prints a table and, last, 'RESULT {json}'. Examples:
   python -m bench.profile_step --config S --steps 3
@@ -40,10 +42,13 @@ TRACEME_FLAG = "--xla_cpu_enable_xprof_traceme=true"
 
 def category(name: str) -> str:
     """The group of one kernel, from its name in the trace."""
-    low = name.lower()
-    if re.search(r"\bdot\b|dot[._]|matmul|onednn|gemm|convolution", low):
-        return "dot"
-    if "fusion" in low:
+    if re.match(r"(MatMul|dot|einsum|Einsum)", name):
+        return "matmul"
+    if "reduce-window" in name:
+        return "reduce-window"
+    if "iota_reduce" in name or "ArgMax" in name:
+        return "argmax"
+    if "fusion" in name:
         return "fusion"
     return "other"
 
@@ -81,20 +86,17 @@ def busy_ps(intervals) -> int:
     return total
 
 
-def summarise(events, steps: int, kernel_pattern=r"fusion|dot|custom|copy|transpose|gather|"
-              r"scatter|reduce|broadcast|concatenate|slice|select|sort|iota|convert|add|"
-              r"multiply|while|conditional|call|rng|dynamic|pad|reshape|bitcast|"
-              r"exponential|tanh|divide|subtract|maximum|compare|and|or|log|sqrt|rsqrt"):
-    """Per-kernel thread-ms per step, and per-thread busy time."""
-    pattern = re.compile(kernel_pattern)
+def summarise(events, steps: int):
+    """Per-kernel ms per step on XLA's worker threads, and each thread's busy time.
+
+    The kernels are the leaf events on the intra-op (Eigen) threads; the
+    runtime's own wrappers (names with '::') nest them and are skipped.
+    """
     per_kernel = collections.Counter()
     count = collections.Counter()
     per_thread = collections.defaultdict(list)
     for thread, name, start, dur in events:
-        # XLA kernels' trace events carry the HLO instruction's name; skip the
-        # TensorFlow-level wrappers (op names with '/' or ':'), which nest them.
-        if "/" in name or "::" in name or not pattern.match(name.split(".")[0].split("_")[0]
-                                                            if False else name):
+        if "Eigen" not in thread or "::" in name or name.startswith("end: "):
             continue
         per_kernel[name] += dur
         count[name] += 1
@@ -167,9 +169,9 @@ def main(argv=None):
     print(f"config {args.config}: step {plain * 1e3:.1f} ms unprofiled, {wall * 1e3:.1f} ms "
           f"profiled; kernels {total:.1f} thread-ms/step; busy per thread: "
           + ", ".join(f"{t}={b:.1f}" for t, b in sorted(busy.items(), key=lambda x: -x[1])[:4]))
-    print(f"{'group':<8} {'thread-ms/step':>15} {'share':>7}")
+    print(f"{'group':<14} {'thread-ms/step':>15} {'share':>7}")
     for g, v in groups.most_common():
-        print(f"{g:<8} {v:>15.1f} {v / total:>7.1%}")
+        print(f"{g:<14} {v:>15.1f} {v / total:>7.1%}")
     print(f"\n{'kernel':<60} {'calls':>6} {'ms/step':>9} {'share':>7}")
     for name, v in sorted(ms.items(), key=lambda x: -x[1])[:args.top]:
         print(f"{name[:60]:<60} {calls[name]:>6.0f} {v:>9.2f} {v / total:>7.1%}")
