@@ -91,7 +91,10 @@ test-beam: $(BEAM_VENV)/.installed-beam
 	  tests/data_pipeline/test_build_bytes.py $(ARGS)
 
 # Benchmarks against peer implementations (creates their venvs under /tmp/peers
-# first; takes tens of minutes). SUITE=S|M|bf16|input|all, ARGS=--rounds 3 ...
+# first; takes tens of minutes). SUITE=S|M|bf16|input|data|beam|all, ARGS=--rounds 3 ...
+# SUITE=quality: time to a held-out accuracy, ours vs Hugging Face on the same
+# records (bench/time_to_quality.py, ~30 min on 2 cores; not in all); ARGS are
+# its flags, e.g. ARGS="--plot /tmp/quality.png" or ARGS="--shape S".
 SUITE ?= S
 bench: install
 	bash bench/peers/setup.sh

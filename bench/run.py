@@ -15,8 +15,11 @@ ratio to the fastest peer *in this run*, then checks the issue-9 goals:
 
   bf16: ours fp32 vs bf16 throughput (config S), then bench/bf16_curve.py: the
     two loss curves over 200 steps on the sample corpus, window by window
+  quality (issue 25): bench/time_to_quality.py, held-out masked-LM accuracy
+    against training time, ours vs HF on the same records (~30 min on 2
+    cores; not in `all`); its own flags pass through (--steps, --shape, --plot...)
 
-Suites: S (default), M, bf16, input, data, all.
+Suites: S (default), M, bf16, input, data, beam, quality, all.
 Peers need their venvs: `bash bench/peers/setup.sh` (under /tmp/peers).
 
 Examples:
@@ -25,6 +28,7 @@ Examples:
   python -m bench.run --suite S --only ours_jit1,kerashub_jit1 --rounds 2
   python -m bench.run --suite data --rounds 3
   python -m bench.run --suite beam --rounds 3    # local builder vs Beam DirectRunner
+  python -m bench.run --suite quality --plot /tmp/ttq.png
   python -m bench.run --suite S --also 'ours_newdropout=.venv/bin/python -m bench.train_step --config S'
 """
 import argparse
@@ -114,14 +118,16 @@ def table(suite, recs, names):
     unit = "examples/s" if suite == "input" else "seq/s"
     print(f"\n## suite {suite}: median of {max((r['n'] for r in rows.values() if r), default=0)} "
           f"rounds [min-max], {time.strftime('%Y-%m-%d %H:%M')} UTC, {os.cpu_count()} CPUs")
-    print(f"| item | {unit} | vs fastest peer ({best_peer}) | peak RSS MiB | CPU% | load before |")
-    print("|---|---|---|---|---|---|")
+    print(f"| item | {unit} | vs fastest peer ({best_peer}) | MFU (own peak) | peak RSS MiB | "
+          "CPU% | load before |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         if r is None:
-            print(f"| {name} | FAILED | | | | |")
+            print(f"| {name} | FAILED | | | | | |")
             continue
         ratio = f"{r['median'] / peers[best_peer]['median']:.2f}x" if best_peer else "-"
-        print(f"| {name} | {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}] | {ratio} | "
+        mfu = f"{r['mfu']:.0%}" if r["mfu"] else "-"
+        print(f"| {name} | {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}] | {ratio} | {mfu} | "
               f"{r['rss']:.0f} | {min(c or 0 for c in r['cpu']):.0f}-{max(c or 0 for c in r['cpu']):.0f} | "
               f"{min(l or 0 for l in r['load']):.1f}-{max(l or 0 for l in r['load']):.1f} |")
     # goals
@@ -162,7 +168,8 @@ def run_child(cmd):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default="S", choices=["S", "M", "bf16", "input", "data", "beam", "all"])
+    ap.add_argument("--suite", default="S",
+                    choices=["S", "M", "bf16", "input", "data", "beam", "quality", "all"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--blocks", type=int, default=8, help="timed steps per process (S)")
     ap.add_argument("--only", default="", help="comma-separated item names to keep")
@@ -171,8 +178,15 @@ def main(argv=None):
     ap.add_argument("--torch-py", default=f"{PEERS}/torch/bin/python")
     ap.add_argument("--tf-py", default=f"{PEERS}/kh/bin/python")
     ap.add_argument("--out", default="", help="jsonl of every RESULT (default /tmp/bench_<suite>.jsonl)")
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
+    if extra and args.suite != "quality":
+        ap.error(f"unrecognized arguments: {' '.join(extra)} (only --suite quality passes "
+                 "flags on, to bench/time_to_quality.py)")
     os.chdir(ROOT)
+    if args.suite == "quality":  # Its own runner: records, both sides, three figures.
+        run_child([args.python, "-m", "bench.time_to_quality",
+                   *(["--only", args.only] if args.only else []), *extra])
+        return
     suites = ["S", "M", "bf16", "input"] if args.suite == "all" else [args.suite]
     for suite in suites:
         if suite in ("data", "beam"):  # Own runners: corpus, tokenizers, goals.
