@@ -41,6 +41,26 @@ def micro_batch(batch: dict, k: int, i):
     return tf.nest.map_structure(lambda t: tf.reshape(t, [k, -1] + list(t.shape[1:]))[i], batch)
 
 
+def accumulate(forward_backward, batch: dict, k: int):
+    """`forward_backward(micro_batch) -> (sums, grads)` over the `k` equal
+    micro-batches of `batch` (`micro_batch`), sums and gradients added up:
+    the same numbers as the whole batch at once (each micro-batch's loss
+    normalised by the global count), with the activation memory of one
+    micro-batch. Returns `(sums, grads)`, the gradients dense (sparse
+    embedding gradients are made dense here, outside any XLA-compiled
+    `forward_backward`). Shared by the pretraining and fine-tuning trainers."""
+    if k == 1:
+        sums, grads = forward_backward(batch)
+        return sums, [tf.convert_to_tensor(g) for g in grads]
+    sums, grads = forward_backward(micro_batch(batch, k, 0))
+    grads = [tf.convert_to_tensor(g) for g in grads]
+    for i in tf.range(1, k):
+        more_sums, more = forward_backward(micro_batch(batch, k, i))
+        sums = {key: value + more_sums[key] for key, value in sums.items()}
+        grads = [g + tf.convert_to_tensor(m) for g, m in zip(grads, more)]
+    return sums, grads
+
+
 def describe(strategy: tf.distribute.Strategy, accumulation_steps: int) -> dict:
     """{"replicas", "hosts", "gradient_accumulation_steps"} of this launch."""
     return {"replicas": strategy.num_replicas_in_sync, "hosts": strategies.num_hosts(strategy),

@@ -24,7 +24,7 @@ from pretraining import strategy as strategies
 from pretraining.config import ExperimentConfig, resolve_path
 from pretraining.data_checks import DATA_ERRORS, check_data, probe_eval, raise_data_error
 from pretraining.flops import mlm_train_flops
-from pretraining.optimizers import build_gradient_transform
+from pretraining.optimizers import build_gradient_transform, gradient_transforms
 from pretraining.train_state import build_state
 
 
@@ -244,21 +244,9 @@ class Trainer:
 
     def _accumulated_forward_backward(self, batch, counts):
         """`_forward_backward` over `train.gradient_accumulation_steps` equal
-        micro-batches of `batch`, sums added up: the same numbers as the whole
-        batch at once, with the activation memory of one micro-batch. Sparse
-        (embedding) gradients are made dense here, outside XLA."""
-        k = self.experiment.train.gradient_accumulation_steps
-        if k == 1:
-            sums, grads = self._compiled_forward_backward(batch, counts)
-            return sums, [tf.convert_to_tensor(g) for g in grads]
-        sums, grads = self._compiled_forward_backward(topology.micro_batch(batch, k, 0), counts)
-        grads = [tf.convert_to_tensor(g) for g in grads]
-        for i in tf.range(1, k):
-            more_sums, more = self._compiled_forward_backward(
-                topology.micro_batch(batch, k, i), counts)
-            sums = {key: value + more_sums[key] for key, value in sums.items()}
-            grads = [g + tf.convert_to_tensor(m) for g, m in zip(grads, more)]
-        return sums, grads
+        micro-batches of `batch`, sums added up (`topology.accumulate`)."""
+        return topology.accumulate(lambda micro: self._compiled_forward_backward(micro, counts),
+                                   batch, self.experiment.train.gradient_accumulation_steps)
 
     def _forward_backward(self, batch, counts):
         """Loss sums and the gradient of the loss normalised by the *global*
@@ -278,25 +266,14 @@ class Trainer:
 
     def _loss_scale(self):
         """The dynamic loss scale under `mixed_float16` (None otherwise)."""
-        optimizer = self.state.optimizer
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            return optimizer.dynamic_scale
-        return None
+        return gradient_transforms.loss_scale(self.state.optimizer)
 
     def _transform_gradients(self, grads):
         """Clipping and the other `optimizer.gradient_transforms` on the
-        all-reduced gradients: (gradients, global norm). Under a loss scale
-        the transforms see true gradients; the loss-scale optimizer gets them
-        scaled again, skips non-finite steps and adapts the scale."""
-        scale = self._loss_scale()
-        if scale is not None:
-            scale = tf.cast(scale, tf.float32)
-            grads = [g / scale for g in grads]
-        grads, grad_norm = self.gradient_transform(grads, self.state.variables,
-                                                   self.state.optimizer.iterations)
-        if scale is not None:
-            grads = [g * scale for g in grads]
-        return grads, grad_norm
+        all-reduced gradients, unscaled under a loss scale
+        (`gradient_transforms.transform_scaled`): (gradients, global norm)."""
+        return gradient_transforms.transform_scaled(self.gradient_transform, grads,
+                                                    self.state.variables, self.state.optimizer)
 
     # ================================================================ evaluate
     def evaluate(self) -> dict:

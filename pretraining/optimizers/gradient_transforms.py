@@ -15,6 +15,7 @@ produce the same result.
 import importlib
 import re
 
+import keras
 import tensorflow as tf
 
 from pretraining.optimizers.rules import variable_path
@@ -104,6 +105,30 @@ class GradientPipeline:
         for transform in self.transforms:
             grads = transform(grads, variables, step)
         return grads, global_norm
+
+
+def loss_scale(optimizer):
+    """The dynamic loss scale of a `keras.optimizers.LossScaleOptimizer` (the
+    trainers wrap theirs in one under `mixed_float16`), else None."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.dynamic_scale
+    return None
+
+
+def transform_scaled(pipeline, grads, variables, optimizer):
+    """`pipeline(grads, variables, optimizer.iterations)` for gradients of
+    the loss times `optimizer`'s loss scale (if it has one): the transforms
+    (clipping, noise) and the reported global norm see the true gradients;
+    they are returned scaled again, for the loss-scale optimizer, which
+    skips non-finite steps and adapts the scale. Returns `(grads, norm)`."""
+    scale = loss_scale(optimizer)
+    if scale is not None:
+        scale = tf.cast(scale, tf.float32)
+        grads = [g / scale for g in grads]
+    grads, global_norm = pipeline(grads, variables, optimizer.iterations)
+    if scale is not None:
+        grads = [g * scale for g in grads]
+    return grads, global_norm
 
 
 def load_callable(spec: str):
