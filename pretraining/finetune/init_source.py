@@ -7,6 +7,12 @@ The format is told from the files: `config.json` with a `model` section (our
 run) or a checkpoint beside `bert_config.json` in our object-graph layout →
 `native`; `config.json` + `model.safetensors`/`pytorch_model.bin` → `hf`;
 a TF1 checkpoint with Google's `bert/...` names → `google`.
+
+A Google `run_classifier.py` checkpoint (`output_weights` `[num_labels,
+hidden]` and `output_bias` beside `bert/...`) or a Hugging Face
+`BertForSequenceClassification` directory (`classifier.weight`/`.bias`) also
+carries a classifier head (`pretraining.formats.hf_classifier.read_head`):
+`assign_head` starts the task's head from it when the label counts agree.
 """
 
 import dataclasses
@@ -34,6 +40,9 @@ class InitSource:
         weights: dict. Our variable path → array (encoder only). Required.
         tokenizer: str. The tokenizer file found with it ("" when none).
             Required.
+        head: `hf_classifier.ClassifierHead` or None. The classifier of a
+            Google classifier checkpoint or an HF `BertForSequenceClassification`
+            directory. Defaults to None: none there.
     """
 
     path: str
@@ -41,6 +50,7 @@ class InitSource:
     config: BertConfig
     weights: dict
     tokenizer: str
+    head: object = None
 
 
 def _no_encoder(path: str, why: str) -> ValueError:
@@ -103,7 +113,62 @@ def read_init(path: str) -> InitSource:
         tokenizer = ""
     logging.info("--init: the %s encoder of %s (%d tensors)%s.", kind, bundle.source,
                  len(weights), f", tokenizer {tokenizer}" if tokenizer else "")
-    return InitSource(path, kind, bundle.config, weights, tokenizer)
+    return InitSource(path, kind, bundle.config, weights, tokenizer, read_head(path, kind))
+
+
+def read_head(path: str, kind: str):
+    """The classifier head stored with `--init` (`hf_classifier.ClassifierHead`;
+    Google and HF layouts), or None."""
+    from pretraining.formats import hf_classifier
+    try:
+        head = hf_classifier.read_head(path, kind)
+    except ValueError as e:
+        raise ValueError(f"--init={path!r} ({kind}): its classifier head does not read: "
+                         f"{' '.join(str(e).split())}") from None
+    if head is not None:
+        logging.info("--init: %s has a %s classifier head with %d output(s).", path, head.task,
+                     head.num_labels)
+    return head
+
+
+def assign_head(model, source: InitSource, specs) -> bool:
+    """Starts `model`'s classifier (a `BertClassifier`) from `source.head`
+    when there is one and its output count is the task's label count; else
+    the head keeps its fresh initial values, and the log says why. Several
+    tasks (one head each) always start afresh. Returns whether it was set.
+
+    Args:
+        model: `BertClassifier`. Required.
+        source: `InitSource`. Required.
+        specs: list of `labelled.LabelSpec`. The tasks' labels. Required.
+    """
+    head = source.head
+    if head is None:
+        return False
+    if len(specs) > 1:
+        logging.info("--init=%r has a %d-output classifier; the %d tasks' heads start afresh "
+                     "(one head per task).", source.path, head.num_labels, len(specs))
+        return False
+    spec, layer = specs[0], model.heads[0]
+    if head.num_labels != spec.num_labels:
+        logging.info("--init=%r has a %d-output classifier, the %s task has %d label(s): "
+                     "the head starts afresh.", source.path, head.num_labels, spec.task,
+                     spec.num_labels)
+        return False
+    if tuple(head.output_weights.shape) != tuple(layer.output_weights.shape):
+        raise ValueError(f"--init={source.path!r}: the classifier's output_weights are "
+                         f"{tuple(head.output_weights.shape)}, the model expects "
+                         f"{tuple(layer.output_weights.shape)}.")
+    layer.output_weights.assign(head.output_weights)
+    layer.output_bias.assign(head.output_bias)
+    named = [label for label in head.labels if not label.startswith("LABEL_")]
+    if named and spec.task != "regression" and list(head.labels) != list(spec.labels):
+        logging.warning("--init=%r: the classifier's labels %s are not the task's %s; output "
+                        "i is taken as label i.", source.path, list(head.labels)[:10],
+                        list(spec.labels)[:10])
+    logging.info("--init: the classifier head starts from %s's (%d output(s), %s).",
+                 source.path, head.num_labels, head.task)
+    return True
 
 
 def assign_encoder(encoder, source: InitSource) -> None:

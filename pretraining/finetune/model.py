@@ -4,8 +4,12 @@ layer per task, laid out as Google's `run_classifier.py` head."""
 import keras
 from keras import ops
 
-from pretraining.dropout import Dropout
+from pretraining.dropout import Dropout, fold_key, model_key
 from pretraining.model import BertEncoder
+
+# The classifier dropout's fold of the step's dropout key: the encoder folds
+# 0 (embeddings) and 1…L (its layers), so this is distinct from all of them.
+CLASSIFIER_DROPOUT_KEY = 1 << 20
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -76,7 +80,10 @@ class BertClassifier(keras.Model):
 
     Call arguments:
         inputs: dict of int tensors `input_ids`, `input_mask`, `segment_ids`
-            `(batch, seq)`, and `task` `(batch,)` with several tasks.
+            `(batch, seq)`, and `task` `(batch,)` with several tasks. The
+            trainer adds the dropout key (`dropout_seed`, `example_index`,
+            as `BertEncoder`'s): the encoder's and the classifier's masks
+            then depend on the example, not on its replica or micro-batch.
         training: bool. Whether dropout is applied. Defaults to False.
 
     Returns:
@@ -121,7 +128,8 @@ class BertClassifier(keras.Model):
         if self.multi_task:
             features["condition"] = ops.reshape(ops.cast(inputs["task"], "int32"), (-1, 1))
         pooled = self.encoder(features, training=training)["pooled_output"]  # (batch, hidden)
-        pooled = self.dropout(pooled, training=training)
+        pooled = self.dropout(pooled, training=training,
+                              key=fold_key(model_key(inputs), CLASSIFIER_DROPOUT_KEY))
         if not self.multi_task:
             return {"logits": self.heads[0](pooled)}
         return {f"logits_{i}": head(pooled) for i, head in enumerate(self.heads)}

@@ -33,8 +33,10 @@ def check_resume(model_dir: str, experiment, specs, overwrite: bool) -> None:
     with open(path, encoding="utf-8") as f:
         old = json.load(f)
     new = json.loads(json.dumps(experiment.to_dict()))
+    # (train.mixed_precision: mixed_float16 adds a loss scale to the optimizer's state.)
     changed = {k: v for k, v in run_config.differences(old, new).items()
-               if k.split(".")[0] == "model" or k in ("finetune.task", "finetune.tasks")}
+               if k.split(".")[0] == "model"
+               or k in ("finetune.task", "finetune.tasks", "train.mixed_precision")}
     if len(specs) == 1 and os.path.isfile(labels_path) \
             and labelled.LabelSpec.load(labels_path) != specs[0]:
         changed["labels"] = (list(labelled.LabelSpec.load(labels_path).labels),
@@ -42,7 +44,7 @@ def check_resume(model_dir: str, experiment, specs, overwrite: bool) -> None:
     if changed:
         name, (was, now) = next(iter(changed.items()))
         raise ValueError(f"model_dir={model_dir!r} was fine-tuned with {name}={was!r} "
-                         f"(received {now!r}): a run keeps its model, task and labels. Use a "
+                         f"(received {now!r}): a run keeps its model, task, labels and precision. Use a "
                          "new --model_dir, or --overwrite to start this one again.")
 
 

@@ -3,12 +3,20 @@ checkpoints, lock, metrics log, optimizers, gradient transforms, SIGTERM
 handling) around a classifier.
 
 One update: every replica computes its rows' loss sum over the *global*
-batch size, the gradients are all-reduced, clipped after the all-reduce and
-applied (`optimizer.apply_gradients` all-reduces again: divided by the
-replicas first), so any strategy gives one device's numbers. The data
-position is the step: `finetune_dataset` keys each epoch's order on the
-seed and skips the batches already consumed, so a resumed run (killed at any
-moment) ends bit-identical to an uninterrupted one.
+batch size (with `train.gradient_accumulation_steps`, over consecutive
+micro-batches of its rows, gradients summed: `topology.accumulate`), the
+gradients are all-reduced, clipped after the all-reduce and applied
+(`optimizer.apply_gradients` all-reduces again: divided by the replicas
+first), so any strategy gives one device's numbers. Dropout masks (encoder
+and classifier) are keyed as in pretraining on (seed, step, layer, global
+example index, position), so they too do not depend on the replica count or
+the accumulation split. `mixed_float16` multiplies the loss by a dynamic loss
+scale (`keras.optimizers.LossScaleOptimizer`, as pretraining's); a step whose
+scaled gradients overflow is skipped by that optimizer, which lowers the
+scale, and is counted, not treated as a failure. The data position is the
+step: `finetune_dataset` keys each epoch's order on the seed and skips the
+batches already consumed, so a resumed run (killed at any moment) ends
+bit-identical to an uninterrupted one.
 """
 
 import dataclasses
@@ -20,16 +28,17 @@ from absl import logging
 
 from data_pipeline import input as data_input
 from data_pipeline import labelled
-from pretraining import adversarial, checkpoints, metrics_log, preemption, progress
-from pretraining import run_config, run_lock
+from pretraining import adversarial, checkpoints, dropout, metrics_log, preemption, progress
+from pretraining import run_config, run_lock, topology
 from pretraining import strategy as strategies
 from pretraining.finetune import losses, multitask, results
 from pretraining.finetune.config import FinetuneExperiment
-from pretraining.finetune.init_source import InitSource, assign_encoder
+from pretraining.finetune.init_source import InitSource, assign_encoder, assign_head
 from pretraining.finetune.model import build_classifier
 from pretraining.flops import mlm_train_flops
 from pretraining.model import initialize_weights
 from pretraining.optimizers import build_gradient_transform, create_optimizer
+from pretraining.optimizers import gradient_transforms
 
 
 @dataclasses.dataclass
@@ -90,7 +99,8 @@ class FinetuneTrainer:
             results.check_resume(model_dir, experiment, specs, overwrite)
             if overwrite and self.is_chief:
                 run_config.clear(model_dir)
-            strategies.log_batch_arithmetic(self.strategy, train.global_batch_size, 1)
+            strategies.log_batch_arithmetic(self.strategy, train.global_batch_size,
+                                            train.gradient_accumulation_steps)
             keras.utils.set_random_seed(train.seed)
             policy = train.mixed_precision
             with self.strategy.scope():
@@ -101,6 +111,8 @@ class FinetuneTrainer:
                 initialize_weights(self.model, train.seed)
                 self.optimizer = create_optimizer(experiment.optimizer, train.steps,
                                                   self.model.trainable_variables)
+                if policy == "mixed_float16":  # as pretraining's (train_state.build_state)
+                    self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
                 self.optimizer.build(self.model.trainable_variables)
                 self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -112,6 +124,7 @@ class FinetuneTrainer:
             self.resumed_from = self.checkpoint.restore_or_initialize()
             if self.resumed_from is None and init is not None and not finetune.from_scratch:
                 assign_encoder(self.model.encoder, init)
+                assign_head(self.model, init, specs)
             elif self.resumed_from is None:
                 logging.info("Fine-tuning from random weights (%s).", "--from_scratch"
                              if finetune.from_scratch else "no --init")
@@ -174,6 +187,12 @@ class FinetuneTrainer:
             n = progress.chunk(step, end, train, first=step == start)
             totals = {k: float(v) for k, v in
                       self._train_loop(iterator, tf.constant(n, tf.int32)).items()}
+            overflow = int(round(totals.pop("overflow")))
+            if overflow:
+                logging.info("mixed_float16: %d of steps %d-%d overflowed at the loss scale: "
+                             "skipped by the loss-scale optimizer, which lowered the scale "
+                             "(now %g).", overflow, step + 1, step + n,
+                             float(gradient_transforms.loss_scale(self.optimizer)))
             if not all(np.isfinite(v) for v in totals.values()):
                 raise FloatingPointError(
                     f"Non-finite loss or gradient norm between steps {step} and {step + n}; "
@@ -206,7 +225,7 @@ class FinetuneTrainer:
         XLA compiles the whole step on one device, forward+backward only
         under a distribution strategy."""
         strategy, step = self.strategy, self.step
-        keys = ("loss_sum", "correct", "weight", "grad_norm")
+        keys = ("loss_sum", "correct", "weight", "grad_norm", "overflow")
         jit = self.experiment.train.jit_compile
         if jit and strategies.is_default_strategy(strategy):
             run_step = tf.function(self._replica_step, jit_compile=True)
@@ -221,25 +240,42 @@ class FinetuneTrainer:
 
     def _replica_step(self, batch):
         """One update on this replica's rows of the global batch (with
-        `finetune.adversarial`: the FGM pass of `pretraining.adversarial`)."""
+        `finetune.adversarial`: the FGM pass of `pretraining.adversarial`
+        around the accumulated micro-batches)."""
         context = tf.distribute.get_replica_context()
-        sums, grads = self.adversarial(lambda: self._forward_backward(batch))
+        batch = dict(batch, example_index=topology.example_index(context, batch))
+        k = self.experiment.train.gradient_accumulation_steps
+        sums, grads = self.adversarial(
+            lambda: topology.accumulate(self._forward_backward, batch, k))
         grads = context.all_reduce("SUM", grads)
-        grads, grad_norm = self.gradient_transform(grads, self.variables,
-                                                   self.optimizer.iterations)
+        grads, grad_norm = gradient_transforms.transform_scaled(
+            self.gradient_transform, grads, self.variables, self.optimizer)
         replicas = self.strategy.num_replicas_in_sync
         grads = [g / replicas for g in grads] if replicas > 1 else grads
         self.optimizer.apply_gradients(zip(grads, self.variables))
-        return dict(sums, weight=tf.reduce_sum(batch["weight"]), grad_norm=grad_norm / replicas)
+        overflow = tf.zeros([])
+        if gradient_transforms.loss_scale(self.optimizer) is not None:
+            # Skipped by the loss-scale optimizer (which lowers the scale): counted.
+            finite = tf.math.is_finite(grad_norm)
+            overflow = 1.0 - tf.cast(finite, tf.float32)
+            grad_norm = tf.where(finite, grad_norm, 0.0)
+        return dict(sums, weight=tf.reduce_sum(batch["weight"]), grad_norm=grad_norm / replicas,
+                    overflow=overflow / replicas)
 
     def _forward_backward(self, batch):
-        """This replica's loss sum and correct count, and the gradients of the
-        loss sum over the *global* batch size."""
+        """This replica's (micro-)batch's loss sum and correct count, and the
+        gradients of the loss sum over the *global* batch size (times the
+        loss scale under `mixed_float16`). Dropout is keyed on the run seed,
+        the step and each row's global example index (`batch["example_index"]`)."""
+        seed = dropout.step_seed(self.experiment.train.seed, self.step)
         with tf.GradientTape() as tape:
-            loss_sum, correct = self.objective(batch, self.model(batch, training=True))
+            outputs = self.model(dict(batch, dropout_seed=seed), training=True)
+            loss_sum, correct = self.objective(batch, outputs)
             loss = loss_sum / float(self.experiment.train.global_batch_size)
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
-        return {"loss_sum": loss_sum, "correct": correct}, grads
+            scale = gradient_transforms.loss_scale(self.optimizer)
+            if scale is not None:
+                loss = loss * tf.cast(scale, loss.dtype)
+        return {"loss_sum": loss_sum, "correct": correct}, tape.gradient(loss, self.variables)
 
     # ================================================================ evaluate
     def outputs(self, arrays: dict, index: int = 0) -> np.ndarray:
@@ -338,11 +374,9 @@ def check_experiment(experiment: FinetuneExperiment, replicas: int) -> None:
             f"finetune.max_seq_length={finetune.max_seq_length} is above the model's "
             f"max_position_embeddings={model.max_position_embeddings}: pass "
             f"--max_seq_length={model.max_position_embeddings} or less.")
-    if train.global_batch_size % replicas:
-        raise ValueError(f"train.global_batch_size={train.global_batch_size} must divide by "
-                         f"the {replicas} replicas: pick a multiple of {replicas}.")
-    if train.gradient_accumulation_steps != 1 or train.mixed_precision == "mixed_float16":
-        raise ValueError("Fine-tuning runs without train.gradient_accumulation_steps and "
-                         "mixed_float16. Received: gradient_accumulation_steps="
-                         f"{train.gradient_accumulation_steps}, mixed_precision="
-                         f"{train.mixed_precision!r}: use 1 and float32 or mixed_bfloat16.")
+    split = replicas * train.gradient_accumulation_steps
+    if train.global_batch_size % split:
+        raise ValueError(
+            f"train.global_batch_size={train.global_batch_size} must divide by the {replicas} "
+            f"replica(s) times train.gradient_accumulation_steps="
+            f"{train.gradient_accumulation_steps}: pick a multiple of {split}.")

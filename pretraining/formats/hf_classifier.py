@@ -180,6 +180,12 @@ def read(directory: str, vocab_path: str = "") -> tuple:
     if HF_WEIGHT not in tensors or HF_BIAS not in tensors:
         raise ValueError(f"{where} has no {HF_WEIGHT}/{HF_BIAS}: not a "
                          f"{ARCHITECTURE}. Read it as an encoder (--input_format=hf).")
+    return bundle, _hf_head(directory, tensors)
+
+
+def _hf_head(directory: str, tensors: dict) -> ClassifierHead:
+    """The head of a `BertForSequenceClassification` directory from its
+    `classifier.*` tensors and the labels and task of its `config.json`."""
     config_path = os.path.join(directory, "config.json")
     from pretraining.formats.bundle import read_json
     data = read_json(config_path)
@@ -187,7 +193,7 @@ def read(directory: str, vocab_path: str = "") -> tuple:
     head = ClassifierHead(task_from_config(data, config_path),
                           labels_from_config(data, weights.shape[0], config_path),
                           weights, np.asarray(tensors[HF_BIAS], np.float32))
-    return bundle, head
+    return head
 
 
 def read_head(path: str, input_format: str) -> ClassifierHead | None:
@@ -200,9 +206,9 @@ def read_head(path: str, input_format: str) -> ClassifierHead | None:
         if not os.path.isdir(path):
             return None
         tensors, _ = huggingface.load_tensors(path)
-        if HF_WEIGHT not in tensors:
+        if HF_WEIGHT not in tensors or HF_BIAS not in tensors:
             return None
-        return read(path)[1]
+        return _hf_head(path, tensors)
     if input_format != "google":
         return None
     found = read_google_head(path)
