@@ -14,13 +14,17 @@ def _sums(logits, labels, weights):
     """(weighted loss sum, weighted correct sum, weight sum), float32."""
     labels = ops.cast(labels, "int32")
     weights = ops.cast(weights, "float32")
-    losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    # Correct when the label's logit is the largest: argmax's answer but for
-    # exact ties, and a plain max reduction instead of XLA's slower
-    # (value, index) reduction over the vocabulary.
+    # Softmax cross-entropy written out so that the largest logit serves the
+    # loss and the accuracy alike: one max and one sum over the vocabulary.
     logits32 = ops.cast(logits, "float32")
+    largest = ops.max(logits32, axis=-1)
     label_logit = ops.take_along_axis(logits32, labels[..., None], axis=-1)[..., 0]
-    correct = ops.cast(ops.greater_equal(label_logit, ops.max(logits32, axis=-1)), "float32")
+    shift = ops.stop_gradient(largest)
+    log_sum = ops.log(ops.sum(ops.exp(logits32 - shift[..., None]), axis=-1)) + shift
+    losses = log_sum - label_logit
+    # Correct when the label's logit is the largest: argmax's answer but for
+    # exact ties, without XLA's slower (value, index) reduction.
+    correct = ops.cast(ops.greater_equal(label_logit, largest), "float32")
     return ops.sum(losses * weights), ops.sum(correct * weights), ops.sum(weights)
 
 
