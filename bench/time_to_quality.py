@@ -447,7 +447,6 @@ def run_ours(spec: dict) -> None:
     """One training run of our trainer with its held-out curve (this process)."""
     from pretraining import cpu_env
     cpu_env.apply_defaults()  # as `python -m pretraining.train` does
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
     from absl import logging
@@ -606,6 +605,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.chdir(ROOT)
     if args.prepare_child or args.ours_child:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
         with open(args.prepare_child or args.ours_child, encoding="utf-8") as f:
             spec = json.load(f)
         prepare(spec) if args.prepare_child else run_ours(spec)
