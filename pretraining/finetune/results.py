@@ -44,8 +44,9 @@ def check_resume(model_dir: str, experiment, specs, overwrite: bool) -> None:
     if changed:
         name, (was, now) = next(iter(changed.items()))
         raise ValueError(f"model_dir={model_dir!r} was fine-tuned with {name}={was!r} "
-                         f"(received {now!r}): a run keeps its model, task, labels and precision. Use a "
-                         "new --model_dir, or --overwrite to start this one again.")
+                         f"(received {now!r}): a run keeps its model, task, labels and "
+                         "precision. Use a new --model_dir, or --overwrite to start this one "
+                         "again.")
 
 
 def write_run_files(model_dir: str, experiment, specs, names) -> None:
