@@ -7,7 +7,9 @@ example; the `num_classes` packages with the most paragraphs are the labels.
 Train and eval are split by module: all the paragraphs of a module go to the
 same split, so no module is in both, and the model has to recognise a
 package's vocabulary and style rather than remember a module. A paragraph
-whose text also appears in train is dropped from eval.
+whose text also appears in train is dropped from eval. `train_fraction` keeps
+a seeded share of each label's training paragraphs (the held-out split is
+unchanged): the low-data regime, where what pretraining is worth shows most.
 
 The files are JSONL with the fields `text` and `label`, the input format of
 `python -m pretraining.finetune --train_file=... --text_field=text
@@ -135,8 +137,40 @@ def _rows(paragraphs: dict, modules: dict, skip=frozenset()) -> list:
             for text in paragraphs[module] if text not in skip]
 
 
+def subsample(rows: list, fraction: float, seed: int) -> list:
+    """A seeded `fraction` of each label's rows (at least one), in their order.
+
+    The rows of a label are ranked by a hash of the seed and their text, and
+    the first `round(fraction × count)` are kept, so the labels keep their
+    proportions, a larger fraction keeps a superset, and the result does not
+    depend on Python's hash seed.
+
+    Args:
+        rows: list of dict. Rows with `text` and `label`. Required.
+        fraction: float. In (0, 1]. Required.
+        seed: int. Which rows. Required.
+
+    Returns:
+        list of dict: the kept rows, in the order of `rows`.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1]. Received: {fraction}")
+    if fraction == 1.0:
+        return list(rows)
+    by_label = collections.defaultdict(list)
+    for i, row in enumerate(rows):
+        by_label[row["label"]].append(i)
+    keep = set()
+    for indices in by_label.values():
+        ranked = sorted(indices, key=lambda i: (hashlib.sha256(
+            f"{seed}:{rows[i]['text']}".encode()).hexdigest(), i))
+        keep.update(ranked[:max(1, round(fraction * len(indices)))])
+    return [row for i, row in enumerate(rows) if i in keep]
+
+
 def write_sample_task(output_dir: str, num_classes: int = 8, eval_fraction: float = 0.25,
-                      seed: int = 0, min_words: int = 6) -> SampleTask:
+                      seed: int = 0, min_words: int = 6,
+                      train_fraction: float = 1.0) -> SampleTask:
     """Writes `train.jsonl`, `eval.jsonl` and `task.json` to `output_dir`.
 
     Args:
@@ -146,14 +180,20 @@ def write_sample_task(output_dir: str, num_classes: int = 8, eval_fraction: floa
             modules) held out. Defaults to 0.25.
         seed: int. Which modules are held out. Defaults to 0.
         min_words: int. Shortest paragraph kept. Defaults to 6.
+        train_fraction: float. The share of each label's training paragraphs
+            kept (`subsample`, seeded by `seed`); the held-out split is the
+            same for every fraction. Defaults to 1.0.
 
     Returns:
         `SampleTask`.
     """
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1]. Received: {train_fraction}")
     paragraphs = module_paragraphs(min_words)
     train_modules, eval_modules = split_modules(paragraphs, num_classes, eval_fraction, seed)
     train = _rows(paragraphs, train_modules)
     held_out = _rows(paragraphs, eval_modules, skip={row["text"] for row in train})
+    train = subsample(train, train_fraction, seed)
     labels = sorted(set(train_modules.values()))
     majority, _ = collections.Counter(r["label"] for r in train).most_common(1)[0]
     accuracy = sum(r["label"] == majority for r in held_out) / len(held_out)
@@ -166,7 +206,7 @@ def write_sample_task(output_dir: str, num_classes: int = 8, eval_fraction: floa
     task = SampleTask(paths[TRAIN_FILE], paths[EVAL_FILE], labels, len(train), len(held_out),
                       majority, accuracy)
     info = {**dataclasses.asdict(task), "seed": seed, "eval_fraction": eval_fraction,
-            "min_words": min_words,
+            "min_words": min_words, "train_fraction": train_fraction,
             "train_modules": sorted(train_modules), "eval_modules": sorted(eval_modules),
             "label_counts": {split: dict(sorted(collections.Counter(
                 r["label"] for r in rows).items())) for split, rows in (

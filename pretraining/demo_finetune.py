@@ -10,6 +10,9 @@ weights of the same model. Both held-out accuracies are printed next to the
 majority-class baseline and written to `RUN_DIR/finetune/summary.json`.
 Running it again resumes (finished runs are only evaluated); `--overwrite`
 starts the fine-tuning runs again (the pretraining is kept).
+`python -m pretraining.demo_finetune --finetune_train_fraction=0.1` trains
+on a seeded 10% of each package's training paragraphs (the held-out split
+is the same), the low-data regime.
 """
 
 import os
@@ -24,6 +27,7 @@ from pretraining import cli
 FINETUNE_DIR = "finetune"
 EXPERIMENT = "demo"  # pretraining/configs/finetune/demo.json
 NUM_CLASSES = 8
+TRAIN_FRACTION = 1.0  # of each label's training paragraphs (`sample_task.subsample`)
 RUNS = (("pretrained", False), ("scratch", True))
 
 
@@ -37,6 +41,9 @@ def define_flags() -> None:
                         "JSON file or a shipped name.")
     flags.DEFINE_multi_string("finetune_override", [], "section.field=value for both "
                               "fine-tuning runs, e.g. train.steps=100.")
+    flags.DEFINE_float("finetune_train_fraction", TRAIN_FRACTION, "Train on this seeded "
+                       "share of each package's training paragraphs, in (0, 1] (the "
+                       "held-out split is the same). With a finished run, add --overwrite.")
     cli.define_experiment_flags("demo")
 
 
@@ -56,7 +63,7 @@ def finetune_one(model_dir: str, init: str, tokenizer: str, task, from_scratch: 
 
 
 def run(run_dir: str, overwrite: bool = False, experiment_path: str = EXPERIMENT,
-        overrides=(), pretrain=None) -> dict:
+        overrides=(), pretrain=None, train_fraction: float = TRAIN_FRACTION) -> dict:
     """Fine-tunes the demo checkpoint of `run_dir` and the same model from
     random weights on the sample task.
 
@@ -69,12 +76,17 @@ def run(run_dir: str, overwrite: bool = False, experiment_path: str = EXPERIMENT
         pretrain: callable or None. Called first (the demo's pretraining,
             which resumes a finished run at once); returns its summary.
             Defaults to None.
+        train_fraction: float. The share of each label's training
+            paragraphs used, in (0, 1]. Defaults to `TRAIN_FRACTION`.
 
     Returns:
         The summary dict (also in `RUN_DIR/finetune/summary.json`).
     """
     from data_pipeline import sample_task
     from pretraining.metrics_log import write_json_atomic
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"--finetune_train_fraction must be in (0, 1]. Received: "
+                         f"{train_fraction}")
     start = time.time()
     run_dir = os.path.abspath(run_dir)
     pretraining = pretrain() if pretrain is not None else None
@@ -88,13 +100,16 @@ def run(run_dir: str, overwrite: bool = False, experiment_path: str = EXPERIMENT
     if overwrite and os.path.exists(root):
         logging.info("--overwrite: deleting %s", root)
         shutil.rmtree(root)
-    task = sample_task.write_sample_task(os.path.join(root, "data"), num_classes=NUM_CLASSES)
+    check_same_fraction(os.path.join(root, "data", sample_task.TASK_FILE), train_fraction)
+    task = sample_task.write_sample_task(os.path.join(root, "data"), num_classes=NUM_CLASSES,
+                                         train_fraction=train_fraction)
     logging.info("Sample task: %d train, %d eval examples, labels %s; majority class %s "
                  "(%.1f%% of eval).", task.train_examples, task.eval_examples, task.labels,
                  task.majority_label, 100 * task.majority_accuracy)
     summary = {"run_dir": run_dir, "labels": task.labels,
                "pretraining_eval_masked_lm_accuracy": (pretraining or {}).get(
                    "eval_masked_lm_accuracy"),
+               "train_fraction": train_fraction,
                "train_examples": task.train_examples, "eval_examples": task.eval_examples,
                "majority_label": task.majority_label,
                "majority_accuracy": task.majority_accuracy}
@@ -110,6 +125,21 @@ def run(run_dir: str, overwrite: bool = False, experiment_path: str = EXPERIMENT
     return summary
 
 
+def check_same_fraction(task_file: str, train_fraction: float) -> None:
+    """Refuses to resume fine-tuning runs made on another share of the train
+    split (their figures would be reported for this one)."""
+    import json
+    if not os.path.isfile(task_file):
+        return
+    with open(task_file, encoding="utf-8") as f:
+        before = json.load(f).get("train_fraction", 1.0)
+    if before != train_fraction:
+        raise ValueError(f"{task_file}: the fine-tuning runs here trained on "
+                         f"train_fraction={before}, not --finetune_train_fraction="
+                         f"{train_fraction}: add --overwrite to start them again, or pass "
+                         f"--finetune_train_fraction={before}.")
+
+
 def describe(summary: dict) -> str:
     """The result as the demo prints it."""
     root = os.path.join(summary["run_dir"], FINETUNE_DIR)
@@ -117,9 +147,12 @@ def describe(summary: dict) -> str:
     rel = root if rel.startswith("..") else rel
     rows = [("fine-tuned from the demo checkpoint", summary["pretrained"]),
             ("same model from random weights", summary["scratch"])]
+    fraction = summary.get("train_fraction", 1.0)
+    share = f" ({fraction:.0%} of the labelled ones)" if fraction < 1.0 else ""
     lines = ["", "Fine-tuning demo finished: which stdlib package a docstring paragraph "
              f"comes from ({len(summary['labels'])} packages, {summary['train_examples']} "
-             f"train / {summary['eval_examples']} held-out paragraphs, split by module).", ""]
+             f"train{share} / {summary['eval_examples']} held-out paragraphs, split by "
+             "module).", ""]
     lines.append(f"  {'held-out accuracy':38s} {'acc.':>6s}  {'macro-F1':>8s}  {'time':>6s}")
     for label, result in rows:
         lines.append(f"  {label:38s} {result['eval_accuracy']:6.1%}  "
@@ -135,7 +168,8 @@ def describe(summary: dict) -> str:
 
 def run_and_print(run_dir: str, overwrite: bool, experiment: str, overrides=(),
                   finetune_experiment: str = EXPERIMENT, finetune_overrides=(),
-                  finetune_overwrite: bool = False) -> dict:
+                  finetune_overwrite: bool = False,
+                  train_fraction: float = TRAIN_FRACTION) -> dict:
     """The demo's pretraining (`pretraining.demo.run`: `overwrite`,
     `experiment`, `overrides` are its), then `run`; prints the result."""
     from pretraining import demo
@@ -144,7 +178,7 @@ def run_and_print(run_dir: str, overwrite: bool, experiment: str, overrides=(),
         return demo.run(run_dir, overwrite, experiment, overrides)
 
     summary = run(run_dir, overwrite or finetune_overwrite, finetune_experiment,
-                  finetune_overrides, pretrain)
+                  finetune_overrides, pretrain, train_fraction)
     sys.stdout.write(describe(summary))
     sys.stdout.write(cli.to_json({k: summary[k] for k in (
         "pretrained_accuracy", "scratch_accuracy", "majority_accuracy", "wall_seconds")})
@@ -157,7 +191,7 @@ def main(argv):
         raise ValueError(f"Unexpected arguments: {argv[1:]} (every setting is a --flag).")
     f = flags.FLAGS
     run_and_print(f.run_dir, False, f.experiment, f.override, f.finetune_experiment,
-                  f.finetune_override, f.overwrite)
+                  f.finetune_override, f.overwrite, f.finetune_train_fraction)
 
 
 if __name__ == "__main__":

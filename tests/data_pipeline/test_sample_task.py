@@ -65,3 +65,36 @@ def test_bad_arguments_name_the_value(tmp_path):
         sample_task.write_sample_task(str(tmp_path), eval_fraction=1.5)
     with pytest.raises(ValueError, match="num_classes=500"):
         sample_task.write_sample_task(str(tmp_path), num_classes=500)
+
+
+def test_train_fraction_keeps_each_labels_share_and_the_held_out_split(written, tmp_path):
+    out, full = written
+    small = sample_task.write_sample_task(str(tmp_path / "small"), num_classes=6, seed=3,
+                                          train_fraction=0.1)
+    # The held-out split is the same file; train is a per-label 10% of the full one.
+    assert open(small.eval_path, "rb").read() == (out / sample_task.EVAL_FILE).read_bytes()
+    train, kept = _read(full.train_path), _read(small.train_path)
+    counts = collections.Counter(r["label"] for r in train)
+    kept_counts = collections.Counter(r["label"] for r in kept)
+    assert kept_counts == {label: max(1, round(0.1 * n)) for label, n in counts.items()}
+    # A subsequence of the full file (its order), and a larger fraction keeps a superset.
+    rest = iter(train)
+    assert all(any(r == other for other in rest) for r in kept)
+    assert sample_task.subsample(train, 0.1, seed=3) == kept
+    larger = sample_task.subsample(train, 0.3, seed=3)
+    assert {json.dumps(r) for r in kept} < {json.dumps(r) for r in larger}
+    info = json.loads((tmp_path / "small" / sample_task.TASK_FILE).read_text())
+    assert info["train_fraction"] == 0.1 and info["label_counts"]["train"] == dict(
+        sorted(kept_counts.items()))
+
+
+def test_subsample_is_seeded_and_refuses_a_bad_fraction():
+    rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(40)]
+    first = sample_task.subsample(rows, 0.25, seed=0)
+    assert first == sample_task.subsample(rows, 0.25, seed=0)
+    assert first != sample_task.subsample(rows, 0.25, seed=1)
+    assert [r["label"] for r in first].count("a") == 5 == [r["label"] for r in first].count("b")
+    assert sample_task.subsample(rows, 1.0, seed=0) == rows
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=f"train_fraction must be in .*Received: {bad}"):
+            sample_task.subsample(rows, bad, seed=0)
