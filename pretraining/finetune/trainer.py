@@ -133,6 +133,8 @@ class FinetuneTrainer:
             if self.is_chief:
                 results.write_run_files(model_dir, experiment, specs,
                                         [t.name for t in self.tasks])
+            # A resume on other replicas or accumulation steps says so (topology.json).
+            topology.log_resume(model_dir, self.strategy, train, self.resumed_from, self.is_chief)
             self.gradient_transform = build_gradient_transform(experiment.optimizer)
             self.adversarial = adversarial.wrap(finetune.adversarial, self.variables)
             self.objective = multitask.Objective(specs, finetune.multi_label_loss)

@@ -6,6 +6,7 @@ changes the result (so those checks can fail), `mixed_bfloat16` and
 (Google's `output_weights`/`output_bias`, an HF `BertForSequenceClassification`
 directory) used as `--init` gives its logits at step 0."""
 
+import json
 import logging
 
 import numpy as np
@@ -83,6 +84,8 @@ def test_accumulation_equals_the_whole_batch(reference, tmp_path):
     """2 micro-batches of 4 == 8 at once, dropout on (keyed on the global
     example index, so each row keeps its masks). Measured: 1.1e-6 relative."""
     _assert_same_run(reference, _train(tmp_path, "train.gradient_accumulation_steps=2"))
+    recorded = json.loads((tmp_path / "topology.json").read_text())  # as pretraining's
+    assert recorded == {"replicas": 1, "hosts": 1, "gradient_accumulation_steps": 2, "step": 0}
 
 
 def test_mirrored_with_dropout_equals_one_device(reference, tmp_path, mirrored):
