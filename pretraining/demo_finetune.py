@@ -159,6 +159,9 @@ def describe(summary: dict) -> str:
                      f"{result['eval_macro_f1']:8.3f}  {result['wall_seconds']:5.0f}s")
     lines.append(f"  {'majority class (' + summary['majority_label'] + ')':38s} "
                  f"{summary['majority_accuracy']:6.1%}")
+    gain = summary["pretrained"]["eval_accuracy"] - summary["scratch"]["eval_accuracy"]
+    lines += ["", f"  pretraining's gain here: {100 * gain:+.1f} points of held-out accuracy "
+              "(docs/finetuning.md: what was measured and why)."]
     lines += ["", f"  figures     {os.path.join(rel, 'summary.json')}",
               f"  export      python -m pretraining.convert --input={os.path.join(rel, 'pretrained')}"
               f" --input_format=native --output_format=hf --output={os.path.join(rel, 'hf')}",
