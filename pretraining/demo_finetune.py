@@ -162,8 +162,9 @@ def describe(summary: dict) -> str:
     gain = summary["pretrained"]["eval_accuracy"] - summary["scratch"]["eval_accuracy"]
     lines += ["", f"  pretraining's gain here: {100 * gain:+.1f} points of held-out accuracy "
               "(docs/finetuning.md: what was measured and why)."]
+    pretrained_dir = os.path.join(rel, "pretrained")
     lines += ["", f"  figures     {os.path.join(rel, 'summary.json')}",
-              f"  export      python -m pretraining.convert --input={os.path.join(rel, 'pretrained')}"
+              f"  export      python -m pretraining.convert --input={pretrained_dir}"
               f" --input_format=native --output_format=hf --output={os.path.join(rel, 'hf')}",
               ""]
     return "\n".join(lines)
