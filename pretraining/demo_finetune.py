@@ -89,6 +89,9 @@ def run(run_dir: str, overwrite: bool = False, experiment_path: str = EXPERIMENT
                          f"{train_fraction}")
     start = time.time()
     run_dir = os.path.abspath(run_dir)
+    if not overwrite:  # Before the pretraining: a refusal should not wait for it.
+        check_same_fraction(os.path.join(run_dir, FINETUNE_DIR, "data",
+                                         sample_task.TASK_FILE), train_fraction)
     pretraining = pretrain() if pretrain is not None else None
     init = os.path.join(run_dir, "model")
     tokenizer = os.path.join(run_dir, "data", "spm.model")
@@ -100,7 +103,6 @@ def run(run_dir: str, overwrite: bool = False, experiment_path: str = EXPERIMENT
     if overwrite and os.path.exists(root):
         logging.info("--overwrite: deleting %s", root)
         shutil.rmtree(root)
-    check_same_fraction(os.path.join(root, "data", sample_task.TASK_FILE), train_fraction)
     task = sample_task.write_sample_task(os.path.join(root, "data"), num_classes=NUM_CLASSES,
                                          train_fraction=train_fraction)
     logging.info("Sample task: %d train, %d eval examples, labels %s; majority class %s "

@@ -48,3 +48,15 @@ def test_a_bad_fraction_or_another_runs_fraction_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"task.json: .*train_fraction=0.25, not "
                                          r"--finetune_train_fraction=0.1: add --overwrite"):
         demo_finetune.check_same_fraction(str(task_file), 0.1)
+    # Through `run`: refused before the pretraining is called; --overwrite goes on.
+    data = tmp_path / "demo" / demo_finetune.FINETUNE_DIR / "data"
+    data.mkdir(parents=True)
+    (data / "task.json").write_text('{"train_fraction": 0.25}')
+
+    def pretrain():
+        raise AssertionError("pretraining reached")
+
+    with pytest.raises(ValueError, match="train_fraction=0.25, not"):
+        demo_finetune.run(str(tmp_path / "demo"), pretrain=pretrain, train_fraction=0.1)
+    with pytest.raises(ValueError, match="No pretrained demo"):
+        demo_finetune.run(str(tmp_path / "demo"), overwrite=True, train_fraction=0.1)
