@@ -31,7 +31,7 @@ compilation inside). Evaluations are excluded on both sides (our side: from the
 start of an evaluation to the next training call, so its TensorBoard samples
 too). Our runs' checkpoint at their last step is inside their time.
 
-Recipe mapping (the reference recipe, `Recipe`: the demo's; the HF flag on the
+Recipe mapping (the reference recipe, `Recipe`: the demo's but lr 2e-3 and 1,200 steps; the HF flag on the
 left, our experiment field on the right; `Recipe.hf_flags` and
 `Recipe.ours_overrides` are written from the same values):
   --layers/--hidden/--heads/--inter     model.num_hidden_layers/hidden_size/
@@ -70,6 +70,33 @@ Verdicts "met" or "MISSED by N%" (how much more accuracy / how much faster ours
 would have to be). Prints a table, the goals and `RESULT {json}` last; every
 point of every curve goes to WORK_DIR/curves.json.
 
+Budget (check runs on the 2-core VM shared with other jobs, load 5-13, every
+process under nice -n 19; not the figures): on the demo's records the held-out
+accuracy plateaus at ~12.5% from step ~1000 (ours, seed 0: 12.59% at step 1000
+and 12.49% at 1200 of a 1,200-step run; 12.46% at 2000 of a 2,000-step run), so
+the reference budget is 1,200 steps, evaluated every 100 (3,162 held-out
+predictions: one evaluation ~1 s). Our step costs ~0.29 CPU-s, HF's ~0.44 CPU-s
+on one thread (with 2 threads on a loaded machine 1.1-2.0 CPU-s: torch's
+threads spin), so on 2 idle cores about 4 min per ours run and 5-6 per HF run:
+~25 min for the suite with records, exports and process starts.
+
+Learning rate: with the demo's 3e-3 our seed-1 run diverged at step ~200
+(gradient norm 3.97) and stayed at the unigram plateau (4-5%) for 2,000 steps,
+while seed 0 learned; HF's seed 1 at 3e-3 left the plateau by step 200, and
+ours at 2e-3 did (9.68% at step 300, seed 0 at 3e-3: 9.04%). One divergence is
+no evidence of a systematic difference (the two sides draw different initial
+weights), but a reference recipe must train on both seeds: 2e-3.
+
+Best recipe (BEST_OVERRIDES, BEST_BUILD_FLAGS; ours, seed 0, lr 3e-3, step:
+held-out %): dropout off, 1,000-step schedule: 200 8.6, 300 10.18, 400 11.23;
+600 11.92; plus 30% masking (max 40 predictions per sequence), 1,000 steps:
+200 9.11, 400 12.37, 500 12.43, 600 13.41, 1000 13.16, at ~1.3x the
+reference's CPU-s per step (twice the masked-LM head's positions, no dropout
+masks); the same with a 500-step schedule: 300 10.56, 400 11.95, 500 11.99
+(short of the ~12.5% plateau). Hence the default: 30% masking, dropout off,
+lr 3e-3, 700 steps: it should pass 12.5% near step 550, ~0.6x our reference's
+time (~0.45x HF's if ours_ref is 1.3x faster): to be confirmed by the long run.
+
 Examples:
   python -m bench.time_to_quality                       # the default suite
   python -m bench.time_to_quality --steps 100 --eval_every 50 --only hf,ours
@@ -104,11 +131,15 @@ SHAPES = {
 SPEED_GOAL = 1 / 1.3  # figure 2: our time to HF's final accuracy / HF's time
 BEST_GOAL = 0.5  # figure 3
 # The "best" recipe: overrides on top of the reference recipe (documented fields only).
+# Measured on seed 0 only (docstring); the long run and its ablation may change it.
 BEST_OVERRIDES = [
     "model.hidden_dropout_prob=0.0",
     "model.attention_probs_dropout_prob=0.0",
+    "optimizer.learning_rate=0.003",
+    "train.steps=700",
 ]
-BEST_BUILD_FLAGS = []  # e.g. masked_lm_prob=0.3, max_predictions_per_seq=40
+# Its own records: 30% of the tokens masked (up to 40 of 128), the same documents held out.
+BEST_BUILD_FLAGS = ["masked_lm_prob=0.3", "max_predictions_per_seq=40"]
 THREADS = 2
 
 
@@ -116,14 +147,14 @@ THREADS = 2
 class Recipe:
     """The reference recipe, one value per setting, for both sides."""
 
-    steps: int = 2000
+    steps: int = 1200
     batch: int = 32
-    learning_rate: float = 3e-3
+    learning_rate: float = 2e-3  # the demo's 3e-3 lost seed 1 on our side (docstring)
     warmup: int = 100
     weight_decay: float = 0.01
     clip: float = 1.0
     dropout: float = 0.1
-    eval_every: int = 250
+    eval_every: int = 100
 
     def hf_flags(self, model: dict, seed: int) -> list:
         """The peer script's flags for `model` (our model config dict)."""
@@ -132,7 +163,9 @@ class Recipe:
                 "--inter", model["intermediate_size"],
                 "--max_pos", model["max_position_embeddings"],
                 "--type_vocab", model["type_vocab_size"], "--dropout", self.dropout,
-                "--lr", self.learning_rate, "--warmup", self.warmup, "--wd", self.weight_decay,
+                # Our schedule caps warmup at train.steps (optimizers.factory); HF's does not.
+                "--lr", self.learning_rate, "--warmup", min(self.warmup, self.steps),
+                "--wd", self.weight_decay,
                 "--clip", self.clip, "--steps", self.steps, "--seed", seed,
                 "--eval_every", self.eval_every, "--eval_at_start", 1, "--threads", THREADS]
 
@@ -485,7 +518,7 @@ def run_ours(spec: dict) -> None:
     trainer.points = []
     try:
         trainer.clock = TrainClock()
-        trainer.train()
+        trainer.train(stop_at=spec.get("stop_at"))  # (a check run may stop early)
     finally:
         trainer.close()
     out = os.path.join(spec["out"], "metrics.jsonl")

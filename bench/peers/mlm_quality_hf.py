@@ -52,6 +52,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init_hf", default="")
     p.add_argument("--steps", type=int, default=0, help="0: every batch in --train_npz")
+    p.add_argument("--stop_at", type=int, default=0,
+                   help="stop after this many steps of the --steps schedule (0: run it all)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--wd", type=float, default=0.01)
@@ -164,7 +166,7 @@ def main():
     win = np.zeros(3)
     t0, c0 = time.time(), time.process_time()
     rec = timed_eval(0) if a.eval_at_start else {}
-    for step in range(steps):
+    for step in range(min(a.stop_at, steps) if a.stop_at else steps):
         lsum, csum, wsum = forward({k: v[step] for k, v in train.items()})
         loss = lsum / wsum.clamp(min=1.0)
         opt.zero_grad(set_to_none=True)
@@ -176,11 +178,12 @@ def main():
         sched.step()
         win += [float(lsum), float(csum), float(wsum)]
         s = step + 1
-        if s % a.log_every == 0 or s == steps:
+        last = s == steps or s == a.stop_at
+        if s % a.log_every == 0 or last:
             emit({"step": s, "loss": win[0] / win[2], "masked_lm_accuracy": win[1] / win[2],
                   "learning_rate": lr_used})
             win[:] = 0
-        if (a.eval_every and s % a.eval_every == 0) or s == steps:
+        if (a.eval_every and s % a.eval_every == 0) or last:
             rec = timed_eval(s)
     summary = {**rec, "eval_wall_s": round(float(excluded[0]), 3), "batch": batch, "steps": steps,
                "seed": a.seed, "lr": a.lr, "warmup": a.warmup, "threads": a.threads,

@@ -146,6 +146,9 @@ def test_recipe_maps_field_by_field_to_our_experiment():
     assert t.global_batch_size == 16 and t.gradient_accumulation_steps == 1
     assert t.jit_compile is False and t.checkpoint_every == 700
     assert flag["--threads"] == ttq.THREADS
+    # Warmup longer than the run: ours caps it at train.steps, so the peer gets the cap.
+    short = ttq.Recipe(steps=20, warmup=100).hf_flags(model, seed=0)
+    assert short[short.index("--warmup") + 1] == 20
 
 
 def test_best_build_flags_are_typed_by_build_mlm():
