@@ -59,6 +59,11 @@ Keras's Adam adds epsilon to the uncorrected sqrt(v) (torch to the corrected
 one). Implementation settings that are not recipe: ours runs with
 train.jit_compile = --ours_jit, steps_per_loop 50, a checkpoint at the end only.
 
+--reuse takes every run whose command and spec match an earlier finished run in
+--work_dir from that run (its curve and times), so an ablation adds one best
+recipe at a time (--best_name NAME, --best_override ...) beside the same HF and
+ours runs; the figures then cover the runs of this invocation.
+
 Figures (means over seeds; "HF's final accuracy" is the mean of the HF runs'
 last held-out accuracy, "HF's time" the mean of their training wall seconds):
   1. learning parity: ours_ref - HF final accuracy, against the seed-to-seed
@@ -100,7 +105,10 @@ time (~0.45x HF's if ours_ref is 1.3x faster): to be confirmed by the long run.
 Examples:
   python -m bench.time_to_quality                       # the default suite
   python -m bench.time_to_quality --steps 100 --eval_every 50 --only hf,ours
-  python -m bench.time_to_quality --shape S --plot /tmp/ttq.png
+  python -m bench.time_to_quality --plot /tmp/ttq.png
+  python -m bench.time_to_quality --shape S --steps 600   # ~5x the demo shape's step time
+  python -m bench.time_to_quality --only best --best_name nodrop --best_build_flag none \
+      --best_override model.hidden_dropout_prob=0 --best_override model.attention_probs_dropout_prob=0
   python -m bench.time_to_quality --best_override optimizer.learning_rate=0.006 \\
       --best_build_flag masked_lm_prob=0.3 --best_build_flag max_predictions_per_seq=40
 """
@@ -533,6 +541,15 @@ def run_ours(spec: dict) -> None:
 
 
 # ---------------------------------------------------------------- the suite (parent)
+def run_key(argv: list) -> dict:
+    """What a run's curve depends on: its command and, for ours, its spec."""
+    key = {"argv": list(argv)}
+    if "--ours_child" in argv:
+        with open(argv[argv.index("--ours_child") + 1], encoding="utf-8") as f:
+            key["spec"] = json.load(f)
+    return key
+
+
 def read_points(out_dir: str) -> list:
     """The evaluation records of a run's metrics.jsonl (ours or the peer's)."""
     path = os.path.join(out_dir, "metrics.jsonl")
@@ -591,11 +608,17 @@ def parse_args(argv):
                          f"replaces the default list {BEST_OVERRIDES})")
     ap.add_argument("--best_build_flag", action="append", default=None,
                     help="NAME=VALUE for the best recipe's own records (data_pipeline.build's "
-                         "build_mlm: masked_lm_prob, max_predictions_per_seq, ...; repeatable)")
+                         "build_mlm: masked_lm_prob, max_predictions_per_seq, ...; repeatable; "
+                         f"replaces the default list {BEST_BUILD_FLAGS}; 'none': the "
+                         "reference records)")
     ap.add_argument("--ours_jit", type=int, default=1, choices=[0, 1],
                     help="train.jit_compile of our runs (an implementation setting)")
     ap.add_argument("--only", default="hf,ours,best", help="kinds to run: hf,ours,best")
     ap.add_argument("--plot", default="", help="PNG of held-out accuracy vs wall seconds")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a run's curve from an earlier run in --work_dir with the same "
+                         "command and spec instead of running it again (e.g. to add one best "
+                         "recipe at a time beside the same HF and ours runs)")
     ap.add_argument("--python", default=sys.executable, help="our venv's python")
     ap.add_argument("--torch_py", default=f"{PEERS}/torch/bin/python")
     ap.add_argument("--prepare_child", default="", help=argparse.SUPPRESS)
@@ -619,6 +642,8 @@ def parse_args(argv):
     for item in args.best_override or []:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             ap.error(f"--best_override must look like section.field=value. Received: {item!r}")
+    if args.best_build_flag is not None:
+        args.best_build_flag = [f for f in args.best_build_flag if f != "none"]
     for item in args.best_build_flag or []:
         if "=" not in item:
             ap.error(f"--best_build_flag must look like NAME=VALUE. Received: {item!r}")
@@ -711,9 +736,25 @@ def main(argv=None):
     }
     runs = {}
     for name, (kind, seed, argv, out) in items.items():
+        done = os.path.join(out, "done.json")
+        key = run_key(argv)
+        if args.reuse and os.path.exists(done):
+            with open(done, encoding="utf-8") as f:
+                previous = json.load(f)
+            if previous["key"] == key:
+                runs[name] = {"kind": kind, "seed": seed, "points": read_points(out), "rc": 0,
+                              "rss": previous["rss"], "reused": True,
+                              "process_wall_s": previous["process_wall_s"]}
+                print(f"{name}: reused ({done})", flush=True)
+                continue
         print("+ " + " ".join(shlex.quote(a) for a in argv), flush=True)
         rec = run_peers.run_one(name, argv, 0)
         points = read_points(out)
+        if rec["rc"] == 0 and points:
+            with open(done + ".tmp", "w", encoding="utf-8") as f:
+                json.dump({"key": key, "rss": rec.get("maxrss_mib_time_v"),
+                           "process_wall_s": rec.get("process_wall_s")}, f)
+            os.replace(done + ".tmp", done)
         runs[name] = {"kind": kind, "seed": seed, "points": points, "rc": rec["rc"],
                       "rss": rec.get("maxrss_mib_time_v"),
                       "process_wall_s": rec.get("process_wall_s")}

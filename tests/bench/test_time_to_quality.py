@@ -199,6 +199,8 @@ def test_bad_flags_are_one_line_errors(capsys):
     with pytest.raises(SystemExit):
         ttq.parse_args(["--only", "ours", "--steps", "0"])
     assert "--steps must be >= 1" in capsys.readouterr().err
+    assert ttq.parse_args(["--only", "ours"]).best_build_flag is None  # the defaults
+    assert ttq.parse_args(["--only", "ours", "--best_build_flag", "none"]).best_build_flag == []
 
 
 def test_plot_without_matplotlib_is_a_one_line_error(capsys, monkeypatch):
@@ -225,3 +227,15 @@ def test_bench_run_forwards_its_arguments_to_the_quality_suite(monkeypatch):
     assert calls == [["py", "-m", "bench.time_to_quality", "--only", "ours", "--steps", "100"]]
     with pytest.raises(SystemExit):
         run.main(["--suite", "S", "--steps", "100"])  # only quality takes its flags
+
+
+def test_run_key_covers_our_spec(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"overrides": ["train.steps=10"]}))
+    argv = ["py", "-m", "bench.time_to_quality", "--ours_child", str(spec)]
+    key = ttq.run_key(argv)
+    assert key == {"argv": argv, "spec": {"overrides": ["train.steps=10"]}}
+    spec.write_text(json.dumps({"overrides": ["train.steps=20"]}))
+    assert ttq.run_key(argv) != key  # same command, other recipe: not reused
+    assert ttq.run_key(["torch", "peer.py", "--seed", "0"]) == {
+        "argv": ["torch", "peer.py", "--seed", "0"]}
