@@ -25,9 +25,9 @@ both sides alike. Every run evaluates the held-out masked-LM accuracy at step 0,
 every --eval_every steps and at its end, on the same eval records.
 
 Time accounting: every point carries the wall seconds and process CPU seconds
-of TRAINING since the clock started (just before the first step: model
-building, imports and data loading are outside, our graph tracing and XLA
-compilation inside). Evaluations are excluded on both sides (our side: from the
+of TRAINING since the clock started (just before training: imports, model
+building and the peer's loading of its .npz are outside; our input pipeline's
+set-up, graph tracing and XLA compilation are inside). Evaluations are excluded on both sides (our side: from the
 start of an evaluation to the next training call, so its TensorBoard samples
 too). Our runs' checkpoint at their last step is inside their time.
 
