@@ -27,13 +27,14 @@ every --eval_every steps and at its end, on the same eval records.
 Time accounting: every point carries the wall seconds and process CPU seconds
 of TRAINING since the clock started (just before training: imports, model
 building and the peer's loading of its .npz are outside; our input pipeline's
-set-up, graph tracing and XLA compilation are inside). Evaluations are excluded on both sides (our side: from the
-start of an evaluation to the next training call, so its TensorBoard samples
-too). Our runs' checkpoint at their last step is inside their time.
+set-up, graph tracing and XLA compilation are inside). Evaluations are
+excluded on both sides (our side: from the start of an evaluation to the next
+training call, so its TensorBoard samples too). Our runs' checkpoint at their
+last step is inside their time.
 
-Recipe mapping (the reference recipe, `Recipe`: the demo's but lr 2e-3 and 1,200 steps; the HF flag on the
-left, our experiment field on the right; `Recipe.hf_flags` and
-`Recipe.ours_overrides` are written from the same values):
+Recipe mapping (the reference recipe, `Recipe`: the demo's but lr 2e-3 and
+1,200 steps; the HF flag on the left, our experiment field on the right;
+`Recipe.hf_flags` and `Recipe.ours_overrides` are written from the same values):
   --layers/--hidden/--heads/--inter     model.num_hidden_layers/hidden_size/
   /--vocab/--max_pos/--type_vocab       num_attention_heads/intermediate_size/
                                         vocab_size/max_position_embeddings/type_vocab_size
@@ -107,8 +108,9 @@ Examples:
   python -m bench.time_to_quality --steps 100 --eval_every 50 --only hf,ours
   python -m bench.time_to_quality --plot /tmp/ttq.png
   python -m bench.time_to_quality --shape S --steps 600   # ~5x the demo shape's step time
-  python -m bench.time_to_quality --only best --best_name nodrop --best_build_flag none \
-      --best_override model.hidden_dropout_prob=0 --best_override model.attention_probs_dropout_prob=0
+  python -m bench.time_to_quality --only best --best_name nodrop --best_build_flag none \\
+      --best_override model.hidden_dropout_prob=0 \\
+      --best_override model.attention_probs_dropout_prob=0
   python -m bench.time_to_quality --best_override optimizer.learning_rate=0.006 \\
       --best_build_flag masked_lm_prob=0.3 --best_build_flag max_predictions_per_seq=40
 """
@@ -709,7 +711,8 @@ def main(argv=None):
             out = os.path.join(work, "runs", f"hf_s{seed}")
             items[f"hf_s{seed}"] = ("hf", seed, [args.torch_py, os.path.join(HERE, "peers",
                                                                               "mlm_quality_hf.py"),
-                                                 "--train_npz", os.path.join(work, f"train_s{seed}.npz"),
+                                                 "--train_npz",
+                                                 os.path.join(work, f"train_s{seed}.npz"),
                                                  "--eval_npz", os.path.join(work, "eval.npz"),
                                                  "--out", out,
                                                  *map(str, recipe.hf_flags(model, seed))], out)
@@ -775,7 +778,8 @@ def main(argv=None):
         print(f"plot: {args.plot}")
     result = {"suite": "quality", "shape": args.shape, "steps": recipe.steps,
               "eval_every": recipe.eval_every, "seeds": args.seed_list,
-              "time_excludes_eval": True, "threads": THREADS, "suite_wall_s": round(time.time() - started),
+              "time_excludes_eval": True, "threads": THREADS,
+              "suite_wall_s": round(time.time() - started),
               "target": figs.get("target"), "hf_wall_s": figs.get("hf_wall_s"),
               "parity": figs.get("parity"), "speed": figs.get("speed"), "best": figs.get("best"),
               "best_overrides": list(best_overrides), "best_build_flags": list(best_build),
