@@ -116,16 +116,17 @@ class Trainer:
         topology.log_resume(model_dir, self.strategy, train, self.resumed_from, self.is_chief)
         if self.resumed_from is None and train.save_initial_checkpoint:
             self.state.checkpoint.save(0)  # ckpt-0: the weights before the first update
-        self.gradient_transform = build_gradient_transform(experiment.optimizer)
-        self.adversarial = adversarial.wrap(train.adversarial, self.state.variables)  # FGM
-        self.stop_vote = strategies.StopVote(self.strategy)
-        self._eval_step = progress.log_first_call(self._make_eval_step(), "eval step")
         # train.jit_compile: on one device (the default strategy) XLA compiles the
         # whole step (forward, backward, clipping, update) into one program, called
         # without `strategy.run`. Under a distribution strategy XLA cannot place the
         # all-reduce and the update (`tfvariable_on_a_different_device`): it
         # compiles forward+backward only.
         self.whole_step_xla = train.jit_compile and strategies.is_default_strategy(self.strategy)
+        self.gradient_transform = build_gradient_transform(
+            experiment.optimizer, matrix_products=self.whole_step_xla)
+        self.adversarial = adversarial.wrap(train.adversarial, self.state.variables)  # FGM
+        self.stop_vote = strategies.StopVote(self.strategy)
+        self._eval_step = progress.log_first_call(self._make_eval_step(), "eval step")
         self._compiled_forward_backward = (
             tf.function(self._forward_backward, jit_compile=True)
             if train.jit_compile and not self.whole_step_xla else self._forward_backward)

@@ -135,7 +135,10 @@ class FinetuneTrainer:
                                         [t.name for t in self.tasks])
             # A resume on other replicas or accumulation steps says so (topology.json).
             topology.log_resume(model_dir, self.strategy, train, self.resumed_from, self.is_chief)
-            self.gradient_transform = build_gradient_transform(experiment.optimizer)
+            # The global norm as matrix-vector products where XLA compiles the update.
+            self.gradient_transform = build_gradient_transform(
+                experiment.optimizer, matrix_products=train.jit_compile
+                and strategies.is_default_strategy(self.strategy))
             self.adversarial = adversarial.wrap(finetune.adversarial, self.variables)
             self.objective = multitask.Objective(specs, finetune.multi_label_loss)
             self.train_arrays = (multitask.merge_train(

@@ -26,10 +26,43 @@ def _selected(variables, pattern):
             for v in variables]
 
 
-def clip_by_global_norm(clip_norm):
-    """Scales all gradients by `min(1, clip_norm / global_norm)`."""
+def global_norm(tensors, matrix_products=False):
+    """The L2 norm of all `tensors` together (None entries skipped), as
+    `tf.linalg.global_norm`.
+
+    Args:
+        tensors: list of tensors (or None).
+        matrix_products: bool. Sum each matrix's squares with a product by a
+            column of ones (a matrix-vector product per tensor of rank >= 2)
+            instead of TensorFlow's `l2_loss` reduction. Under XLA:CPU this is
+            ~4x faster (BERT-base's 110M gradient values, 2 threads: 18 vs
+            77 ms): its split reductions write the squares out and sum them in
+            windows, while the matrix-vector product reads each value once.
+            TensorFlow's own kernels (no XLA) are faster the other way (23 vs
+            49 ms), so the trainers set it only when XLA compiles the update.
+            Defaults to False.
+    """
+    tensors = [t for t in tensors if t is not None]
+    if not matrix_products or not tensors:
+        return tf.linalg.global_norm(tensors)
+    squares = []
+    for t in tensors:
+        t = tf.convert_to_tensor(t)
+        if t.shape.rank is not None and t.shape.rank >= 2 and t.shape.is_fully_defined():
+            rows = tf.reshape(t, [-1, t.shape[-1]])
+            ones = tf.ones([t.shape[-1], 1], t.dtype)
+            squares.append(tf.reduce_sum(tf.matmul(rows * rows, ones)))
+        else:
+            squares.append(tf.reduce_sum(tf.square(t)))
+    return tf.sqrt(tf.add_n(squares))
+
+
+def clip_by_global_norm(clip_norm, matrix_products=False):
+    """Scales all gradients by `min(1, clip_norm / global_norm)`
+    (`global_norm(grads, matrix_products)`)."""
     def transform(grads, variables, step):
-        return tf.clip_by_global_norm(grads, clip_norm)[0]
+        norm = global_norm(grads, matrix_products)
+        return tf.clip_by_global_norm(grads, clip_norm, use_norm=norm)[0]
     return transform
 
 
@@ -81,6 +114,8 @@ class GradientPipeline:
     Args:
         transforms: list of `(grads, variables, step) -> grads` callables,
             applied in order. Defaults to `()`.
+        matrix_products: bool. How the reported global norm is summed (see
+            `global_norm`). Defaults to False.
 
     Call arguments:
         grads: list of dense gradient tensors (None entries pass through).
@@ -95,16 +130,19 @@ class GradientPipeline:
     ```
     """
 
-    def __init__(self, transforms=()):
+    def __init__(self, transforms=(), matrix_products=False):
         self.transforms = list(transforms)
+        self.matrix_products = bool(matrix_products)
 
     def __call__(self, grads, variables, step):
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
                  for g in grads]
-        global_norm = tf.linalg.global_norm([g for g in grads if g is not None])
+        # Computed as the clipping transform computes it: one computation
+        # after common-subexpression elimination (XLA's, or Grappler's).
+        norm = global_norm(grads, self.matrix_products)
         for transform in self.transforms:
             grads = transform(grads, variables, step)
-        return grads, global_norm
+        return grads, norm
 
 
 def loss_scale(optimizer):
@@ -125,10 +163,10 @@ def transform_scaled(pipeline, grads, variables, optimizer):
     if scale is not None:
         scale = tf.cast(scale, tf.float32)
         grads = [g / scale for g in grads]
-    grads, global_norm = pipeline(grads, variables, optimizer.iterations)
+    grads, norm = pipeline(grads, variables, optimizer.iterations)
     if scale is not None:
         grads = [g * scale for g in grads]
-    return grads, global_norm
+    return grads, norm
 
 
 def load_callable(spec: str):
@@ -158,15 +196,17 @@ def transform_from_dict(spec: dict):
                      "Choose one of clip_by_norm, clip_by_value, noise, custom.")
 
 
-def build_gradient_transform(config, extra=()) -> GradientPipeline:
+def build_gradient_transform(config, extra=(), matrix_products=False) -> GradientPipeline:
     """The pipeline of an `OptimizerConfig`: global-norm clipping by
     `clip_norm` (if > 0), then `gradient_transforms` in order, then `extra`
     (Python `(grads, variables, step) -> grads` callables, e.g.
-    `per_variable(fn)`).
+    `per_variable(fn)`). `matrix_products`: how the global norm is summed
+    (`global_norm`; True where XLA compiles the update).
 
     Returns a callable `(grads, variables, step) -> (grads, global_norm)`.
     """
-    transforms = [clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
+    transforms = ([clip_by_global_norm(config.clip_norm, matrix_products)]
+                  if config.clip_norm > 0 else [])
     transforms += [transform_from_dict(spec) for spec in config.gradient_transforms]
     transforms += list(extra)
-    return GradientPipeline(transforms)
+    return GradientPipeline(transforms, matrix_products)

@@ -99,3 +99,33 @@ def test_custom_function_from_config_and_python():
     with pytest.raises(ValueError, match="function="):
         build_gradient_transform(OptimizerConfig(gradient_transforms=[
             {"type": "custom", "function": "no_such_module:f"}]))
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_matrix_product_global_norm_matches_numpy(jit):
+    # The trainers' XLA form (one matrix-vector product per matrix) against NumPy
+    # in float64, with a table of embedding-like size among vectors and scalars.
+    from pretraining.optimizers.gradient_transforms import global_norm
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(3000, 64)), rng.normal(size=(2, 5, 7)), rng.normal(size=(64,)),
+              np.array(3.0), rng.normal(size=(64, 300)) * 1e-3]
+    tensors = [tf.constant(a, tf.float32) for a in arrays] + [None]
+    want = np.sqrt(sum(np.sum(a.astype("float64") ** 2) for a in arrays))
+    fn = tf.function(lambda ts: global_norm(ts, matrix_products=True), jit_compile=jit)
+    assert float(fn(tensors)) == pytest.approx(want, rel=1e-6)
+    assert float(global_norm(tensors)) == pytest.approx(want, rel=1e-6)  # TensorFlow's form
+
+
+def test_matrix_product_clipping_equals_tensorflow_clipping():
+    # The pipeline built for a whole-step XLA program clips and reports as the default one.
+    config = OptimizerConfig(clip_norm=2.0)
+    variables = make_variables(VALUES)
+    grads = [tf.constant(g) for g in GRADS]
+    default = build_gradient_transform(config)
+    products = build_gradient_transform(config, matrix_products=True)
+    assert products.matrix_products and not default.matrix_products
+    want, want_norm = default(grads, variables, 0)
+    got, got_norm = tf.function(lambda g: products(g, variables, 0), jit_compile=True)(grads)
+    assert float(got_norm) == pytest.approx(float(want_norm), rel=1e-6)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)

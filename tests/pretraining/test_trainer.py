@@ -141,9 +141,14 @@ def test_whole_step_xla_matches_the_uncompiled_step(mlm_data, tmp_path, accumula
         trainer.train()
         trainers[jit] = trainer
     assert trainers[True].whole_step_xla and not trainers[False].whole_step_xla
+    # The compiled step sums the global norm as matrix-vector products.
+    assert trainers[True].gradient_transform.matrix_products
+    assert not trainers[False].gradient_transform.matrix_products
     plain, compiled = (trainers[j].log.records() for j in (False, True))
     np.testing.assert_allclose([r["loss"] for r in compiled], [r["loss"] for r in plain],
                                rtol=1e-4)
+    np.testing.assert_allclose([r["grad_norm"] for r in compiled],
+                               [r["grad_norm"] for r in plain], rtol=1e-4)
     expected, got = _weights(trainers[False]), _weights(trainers[True])
     for path in expected:
         diff = np.linalg.norm(got[path] - expected[path])
