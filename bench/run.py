@@ -6,8 +6,9 @@ process under /usr/bin/time -v (peak RSS), so a noisy shared machine hits all
 alike. Every item, peers included, runs with the CPU settings our command-line
 tools set (`pretraining.cpu_env`: TF_ENABLE_ONEDNN_OPTS=1 and XLA:CPU's oneDNN
 dots), unless the environment already sets them: KerasHub's XLA-compiled step
-is ~2-4% faster with them than with TensorFlow's defaults. The table gives the median over rounds [min-max] and each figure as a
-ratio to the fastest peer *in this run*, then checks the issue-9 goals:
+is ~2-4% faster with them than with TensorFlow's defaults. The table gives the
+median over rounds [min-max] and each figure as a ratio to the fastest peer
+*in this run*, then checks the issue-9 goals:
 
   S fp32: ours >= 1.3x the fastest peer's seq/s
   M fp32: ours >= 1.15x the fastest peer, and peak RSS <= the lowest peer's
@@ -58,6 +59,7 @@ def load_cpu_env():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
 
 PEERS = os.environ.get("PEERS", "/tmp/peers")
 PEER_PREFIXES = ("hf_", "kerashub_")
