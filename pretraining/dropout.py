@@ -59,9 +59,14 @@ def _mix32(h):
     return ops.bitwise_xor(h, ops.right_shift(h, 16))
 
 
+def _hash_counter(i, key):
+    """`mix32(i * φ + key)` for int32 counters `i` (any shape)."""
+    return _mix32(_add32(_mul32(_words(i), _GOLDEN), key))
+
+
 def _counter(count: int, key):
     """`mix32(i * φ + key)` for i = 0…count-1."""
-    return _mix32(_add32(_mul32(_words(ops.arange(count, dtype="int32")), _GOLDEN), key))
+    return _hash_counter(ops.arange(count, dtype="int32"), key)
 
 
 def hashed_bits(count: int, seed):
@@ -110,17 +115,18 @@ def effective_rate(rate: float) -> float:
     return _threshold(rate) / 2 ** FIELD_BITS if rate > 0 else 0.0
 
 
-def hashed_dropout(inputs, rate: float, seed, example_index=None, field_bits: int = FIELD_BITS):
+def hashed_dropout(inputs, rate: float, seed, example_index=None, field_bits: int = FIELD_BITS,
+                   positions=None, axis: int = 1, length: int = 0):
     """Dropout of `inputs` `(batch, ...)` (the non-batch dimensions static)
     with a mask keyed on `seed` (2 int words) and each row's example index.
 
-    The bits of element `j` (row-major within its example) of row `b` are
-    field `j % f` of word `mix32(mix32(⌊j / f⌋ · φ + seed[0]) ^ r[b])`, with
-    `f = 32 / field_bits` fields per word and `r[b] = mix32(example_index[b] ·
-    φ + seed[1])`: the inner counter is hashed once per call and shared by the
-    rows, so a word costs one xor and one finaliser. A row's mask depends on
-    `seed`, its example index and the example's shape only, not on which rows
-    share its batch.
+    An example has `n` elements (row-major) and `w = ⌈n / f⌉` words, with
+    `f = 32 / field_bits` fields per word. Element `j` takes field `⌊j / w⌋`
+    of word `mix32(mix32((j mod w) · φ + seed[0]) ^ r[b])`, where `r[b] =
+    mix32(example_index[b] · φ + seed[1])`: the inner counter is hashed once
+    per call and shared by the rows, so a word costs one xor and one
+    finaliser. A row's mask depends on `seed`, its example index and the
+    example's shape only, not on which rows share its batch.
 
     Args:
         inputs: float tensor `(batch, ...)`. Required.
@@ -131,28 +137,66 @@ def hashed_dropout(inputs, rate: float, seed, example_index=None, field_bits: in
             Defaults to None: `0 … batch-1`.
         field_bits: int. 16 (2 fields per word, `Dropout`'s) or 8 (4).
             Defaults to `FIELD_BITS`.
+        positions: int tensor `(batch, R)`, or None. With it, `inputs` holds
+            only the slices `positions` along `axis` of a tensor `length`
+            long there, and each element is dropped exactly as it is in that
+            whole tensor: a computation restricted to some positions (the
+            encoder's last block under the masked-LM head) drops what the
+            full one drops there. Defaults to None.
+        axis: int. The axis `positions` index. Defaults to 1.
+        length: int. The whole tensor's size along `axis`. Required with
+            `positions`.
     """
     shape = tuple(inputs.shape)
-    per_example = math.prod(shape[1:])
+    full = list(shape[1:])
+    if positions is not None:
+        full[axis - 1] = length
+    per_example = math.prod(full)
     fields = 32 // field_bits
     words = -(-per_example // fields)
     threshold = _threshold(rate, field_bits)
     key = _words(seed)
     if example_index is None:
         example_index = ops.arange(ops.shape(inputs)[0], dtype="int32")
-    rows = _mix32(_add32(_mul32(_words(example_index), _GOLDEN), key[1]))  # (batch,)
-    bits = _mix32(ops.bitwise_xor(_counter(words, key[0])[None, :], rows[:, None]))
-    shifts = ops.convert_to_tensor([[k * field_bits] for k in range(fields)], "uint32")
-    # (batch, fields, words) by broadcasting: no concatenate of the fields.
-    values = ops.bitwise_and(ops.right_shift(bits[:, None, :], shifts),
-                             ops.convert_to_tensor(2 ** field_bits - 1, "uint32"))
-    values = ops.reshape(values, (-1, fields * words))
-    if fields * words != per_example:
-        values = values[:, :per_example]
-    keep = ops.reshape(values >= ops.convert_to_tensor(threshold, "uint32"),
-                       (-1,) + shape[1:])
+    row_keys = _mix32(_add32(_mul32(_words(example_index), _GOLDEN), key[1]))  # (batch,)
+    field_mask = ops.convert_to_tensor(2 ** field_bits - 1, "uint32")
+    if positions is None:
+        bits = _mix32(ops.bitwise_xor(_counter(words, key[0])[None, :], row_keys[:, None]))
+        shifts = ops.convert_to_tensor([[k * field_bits] for k in range(fields)], "uint32")
+        # (batch, fields, words) by broadcasting: no concatenate of the fields.
+        values = ops.bitwise_and(ops.right_shift(bits[:, None, :], shifts), field_mask)
+        values = ops.reshape(values, (-1, fields * words))
+        if fields * words != per_example:
+            values = values[:, :per_example]
+        values = ops.reshape(values, (-1,) + shape[1:])
+    else:
+        index = _element_index(shape, full, positions, axis)  # in the whole example
+        word = _hash_counter(index % words, key[0])
+        ones = (1,) * (len(shape) - 1)
+        bits = _mix32(ops.bitwise_xor(word, ops.reshape(row_keys, (-1,) + ones)))
+        shift = _words((index // words) * field_bits)
+        values = ops.bitwise_and(ops.right_shift(bits, shift), field_mask)
+    keep = values >= ops.convert_to_tensor(threshold, "uint32")
     scale = ops.cast(2 ** field_bits / (2 ** field_bits - threshold), inputs.dtype)
     return ops.where(keep, inputs * scale, ops.zeros_like(inputs))
+
+
+def _element_index(shape, full, positions, axis):
+    """int32 `(batch, ...)` = `shape`: each element's row-major index within
+    its example's whole tensor (`full`, the non-batch shape), `positions`
+    `(batch, R)` numbering the slices along `axis`."""
+    strides = [math.prod(full[d + 1:]) for d in range(len(full))]
+    rank = len(shape)
+    index = None
+    for d in range(1, rank):
+        if d == axis:
+            term = ops.cast(positions, "int32") * strides[d - 1]  # (batch, R)
+            term = ops.reshape(term, (-1,) + (1,) * (d - 1) + (shape[d],) + (1,) * (rank - 1 - d))
+        else:
+            term = ops.arange(shape[d], dtype="int32") * strides[d - 1]
+            term = ops.reshape(term, (1,) * d + (shape[d],) + (1,) * (rank - 1 - d))
+        index = term if index is None else index + term
+    return index
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -188,18 +232,24 @@ class Dropout(keras.layers.Dropout):
         key: None, or a pair (seed words `(2,)`, example indices `(batch,)`
             or None) from the caller. Defaults to None: drawn from the seed
             generator.
+        positions, axis, length: `inputs` are the slices `positions` (int
+            `(batch, R)`) along `axis` of a tensor `length` long there, and
+            take that tensor's mask (`hashed_dropout`). Default to None, 1, 0:
+            `inputs` is the whole tensor.
     """
 
-    def call(self, inputs, training=False, key=None):
+    def call(self, inputs, training=False, key=None, positions=None, axis=1, length=0):
         if not training or self.rate == 0 or self.noise_shape is not None:
             return super().call(inputs, training=training)
-        if not all(isinstance(d, int) for d in tuple(inputs.shape)[1:]):
+        if not all(isinstance(d, int) for d in tuple(inputs.shape)[1:]) or (
+                positions is not None and not isinstance(length, int)):
             return super().call(inputs, training=training)
         if key is None:
             seed = keras.random.randint((2,), -2 ** 31, 2 ** 31 - 1, dtype="int32",
                                         seed=self.seed_generator)
             key = (seed, None)
-        return hashed_dropout(inputs, self.rate, key[0], key[1])
+        return hashed_dropout(inputs, self.rate, key[0], key[1], positions=positions, axis=axis,
+                              length=length)
 
 
 def model_key(inputs: dict):

@@ -221,9 +221,14 @@ class SelfAttention(ConfigLayer):
         training: bool. Whether dropout is applied.
         dropout_key: the dropout key (`dropout.Dropout`'s `key`). Defaults
             to None.
+        query_positions: int tensor `(batch, R)`, or None (no cache): the
+            rows whose outputs are wanted. Queries are taken there only,
+            keys and values everywhere, and dropout drops what it drops at
+            those rows of the whole output. Defaults to None: every row.
 
     Returns:
-        `(batch, T, hidden)`; with a cache, `(output, updated cache)`.
+        `(batch, T, hidden)` (`(batch, R, hidden)` with `query_positions`);
+        with a cache, `(output, updated cache)`.
     """
 
     def __init__(self, hidden_size, num_attention_heads, attention_probs_dropout_prob=0.1,
@@ -263,25 +268,34 @@ class SelfAttention(ConfigLayer):
         keys_values = ops.stack([k, v], axis=1)  # (batch, 2, heads, T, head_size)
         return cache * keep + ops.einsum("btl,bkhtd->bkhld", write, keys_values)
 
-    def _qkv(self, x):
-        """Queries, keys and values `(batch, T, heads, head_size)` from one
-        matmul: the three kernels side by side (`hidden, 3·hidden`), so the
-        checkpoint keeps Google's three variables."""
+    def _project(self, x, dense_layers):
+        """`x` through `dense_layers` (query, key, value) in one matmul, the
+        kernels side by side (`hidden, n·hidden`), so the checkpoint keeps
+        Google's separate variables: one `(batch, T, heads, head_size)`
+        tensor per layer."""
         dtype = self.compute_dtype
-        kernel = ops.concatenate([ops.cast(d.kernel, dtype) for d in
-                                  (self.query, self.key, self.value)], axis=1)
-        bias = ops.concatenate([ops.cast(d.bias, dtype) for d in
-                                (self.query, self.key, self.value)], axis=0)
-        qkv = ops.matmul(x, kernel) + bias  # (batch, T, 3·hidden)
+        kernel = ops.concatenate([ops.cast(d.kernel, dtype) for d in dense_layers], axis=1)
+        bias = ops.concatenate([ops.cast(d.bias, dtype) for d in dense_layers], axis=0)
+        out = ops.matmul(x, kernel) + bias  # (batch, T, n·hidden)
         batch, seq = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = ops.reshape(qkv, (batch, seq, 3, self.num_attention_heads, self.head_size))
-        # `unstack`, not three slices: its gradient is one stack of dq, dk, dv
-        # where the slices' is three padded adds (attention alone, forward +
+        out = ops.reshape(out, (batch, seq, len(dense_layers), self.num_attention_heads,
+                                self.head_size))
+        # `unstack`, not slices: its gradient is one stack of dq, dk, dv where
+        # the slices' is three padded adds (attention alone, forward +
         # backward under XLA: 0.91x the time, BERT-base shapes).
-        return ops.unstack(qkv, 3, axis=2)
+        return ops.unstack(out, len(dense_layers), axis=2)
 
-    def call(self, x, bias, cache=None, cache_index=None, training=False, dropout_key=None):
-        q, k, v = self._qkv(x)  # (batch, T, heads, head_size)
+    def call(self, x, bias, cache=None, cache_index=None, training=False, dropout_key=None,
+             query_positions=None):
+        length = x.shape[1]
+        if query_positions is None:
+            q, k, v = self._project(x, (self.query, self.key, self.value))
+        else:  # queries at those rows only; keys and values at every row
+            query_positions = ops.cast(query_positions, "int32")
+            (q,) = self._project(take_rows(x, query_positions), (self.query,))
+            k, v = self._project(x, (self.key, self.value))
+            if bias.shape[2] != 1:
+                bias = ops.take_along_axis(bias, query_positions[:, None, :, None], axis=2)
         if cache is None:
             scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
         else:
@@ -292,13 +306,21 @@ class SelfAttention(ConfigLayer):
         scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_size))
         probs = ops.softmax(scores + ops.cast(bias, "float32"), axis=-1)
         probs = self.dropout(ops.cast(probs, self.compute_dtype), training=training,
-                             key=dropout_key)
+                             key=dropout_key, positions=query_positions, axis=2, length=length)
         if cache is None:
             context = ops.einsum("bhqk,bkhd->bqhd", probs, v)
         else:
             context = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))
-        output = ops.reshape(context, (ops.shape(x)[0], ops.shape(x)[1], self.hidden_size))
+        rows = ops.shape(x)[1] if query_positions is None else ops.shape(query_positions)[1]
+        output = ops.reshape(context, (ops.shape(x)[0], rows, self.hidden_size))
         return output if cache is None else (output, cache)
+
+
+def take_rows(x, positions):
+    """`x[b, positions[b, r]]`: `(batch, R, ...)` from `(batch, T, ...)`."""
+    positions = ops.cast(positions, "int32")
+    return ops.take_along_axis(x, ops.reshape(positions, ops.shape(positions) + (1,) * (
+        len(x.shape) - 2)), axis=1)
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -341,9 +363,14 @@ class TransformerLayer(ConfigLayer):
         training: bool. Whether dropout is applied.
         dropout_key: the block's dropout key (`dropout.Dropout`'s `key`),
             folded with 0, 1, 2 for its three dropouts. Defaults to None.
+        positions: int tensor `(batch, R)`, or None (no cache): the rows
+            whose outputs are wanted. The block then computes those rows
+            only (attention reads the keys and values of every row), with
+            the dropout masks the whole output has there. Defaults to None.
 
     Returns:
-        `(batch, T, hidden)`; with a cache, `(output, updated cache)`.
+        `(batch, T, hidden)` (`(batch, R, hidden)` with `positions`); with a
+        cache, `(output, updated cache)`.
     """
 
     def __init__(self, hidden_size, num_attention_heads, intermediate_size, hidden_act="gelu",
@@ -395,22 +422,28 @@ class TransformerLayer(ConfigLayer):
         self.built = True
 
     def call(self, x, bias, condition=None, cache=None, cache_index=None, training=False,
-             dropout_key=None):
+             dropout_key=None, positions=None):
         pre = self.layer_norm_position == "pre"
         normed = self._norm(self.attention_layer_norm, x, condition) if pre else x
         attended = self.attention(normed, bias, cache=cache, cache_index=cache_index,
-                                  training=training, dropout_key=fold_key(dropout_key, 0))
+                                  training=training, dropout_key=fold_key(dropout_key, 0),
+                                  query_positions=positions)
         if cache is not None:
             attended, cache = attended
+        length = x.shape[1]
+        if positions is not None:  # from here on, every op is row by row
+            x = take_rows(x, positions)
         attended = self.attention_dropout(self.attention_output(attended), training=training,
-                                          key=fold_key(dropout_key, 1))
+                                          key=fold_key(dropout_key, 1), positions=positions,
+                                          length=length)
         if pre:
             x = x + attended
             normed = self._norm(self.output_layer_norm, x, condition)
         else:
             x = normed = self._norm(self.attention_layer_norm, x + attended, condition)
         hidden = self.output_dense(self._feed_forward(normed))  # (batch, T, hidden)
-        hidden = self.output_dropout(hidden, training=training, key=fold_key(dropout_key, 2))
+        hidden = self.output_dropout(hidden, training=training, key=fold_key(dropout_key, 2),
+                                     positions=positions, length=length)
         x = x + hidden if pre else self._norm(self.output_layer_norm, x + hidden, condition)
         return x if cache is None else (x, cache)
 

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from pretraining.layers import get_activation, initializer, layer_norm
+from pretraining.layers import get_activation, initializer, layer_norm, take_rows
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -29,7 +29,9 @@ class MaskedLMHead(keras.layers.Layer):
 
     Call arguments:
         sequence_output: float tensor `(batch, seq, hidden)`.
-        positions: int tensor `(batch, predictions)` of positions to score.
+        positions: int tensor `(batch, predictions)` of positions to score,
+            or None: `sequence_output` holds those rows already, `(batch,
+            predictions, hidden)`. Defaults to None.
 
     Returns:
         float32 logits `(batch, predictions, vocab)`.
@@ -71,9 +73,8 @@ class MaskedLMHead(keras.layers.Layer):
             shape=(self.vocab_size,), initializer="zeros", name="output_bias", dtype="float32")
         self.built = True
 
-    def call(self, sequence_output, positions):
-        positions = ops.cast(positions, "int32")
-        gathered = ops.take_along_axis(sequence_output, positions[:, :, None], axis=1)
+    def call(self, sequence_output, positions=None):
+        gathered = sequence_output if positions is None else take_rows(sequence_output, positions)
         hidden = self.layer_norm(self.transform(gathered))  # (batch, predictions, hidden)
         embeddings = self.token_embedding.embeddings  # (vocab, hidden)
         logits = ops.matmul(ops.cast(hidden, "float32"),

@@ -10,7 +10,8 @@ from keras import ops
 from pretraining import attention_masks
 from pretraining.config import BertConfig
 from pretraining.dropout import effective_rate, fold_key, model_key
-from pretraining.layers import BertEmbeddings, TransformerLayer, initializer, layer_norm
+from pretraining.layers import (BertEmbeddings, TransformerLayer, initializer, layer_norm,
+                                take_rows)
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -43,10 +44,17 @@ class BertEncoder(keras.Model):
             example index), so that masks do not depend on how the batch
             was split (`dropout.Dropout`); without them masks come from the
             dropout layers' seed generators.
+        output_positions: int tensor `(batch, R)`, or None. The positions
+            whose `sequence_output` is wanted (a masked-LM head's). The last
+            block then computes only those rows and row 0 (the pooler's):
+            its queries, feed-forward layer and LayerNorms run on `R + 1`
+            rows, not `seq`, with the same values and dropout masks as the
+            full output has there. Defaults to None: every position.
 
     Returns:
-        dict with `sequence_output` `(batch, seq, hidden)` and `pooled_output`
-        `(batch, hidden)`.
+        dict with `sequence_output` `(batch, seq, hidden)` (`(batch, R,
+        hidden)` with `output_positions`) and `pooled_output` `(batch,
+        hidden)`.
 
     Example:
     ```python
@@ -117,7 +125,7 @@ class BertEncoder(keras.Model):
         self.pooler.build((None, self.config.hidden_size))
         self.built = True
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, output_positions=None):
         input_ids = ops.cast(inputs["input_ids"], "int32")
         # Causal-LM records carry no segment ids: all zeros.
         segment_ids = ops.cast(inputs.get("segment_ids", ops.zeros_like(input_ids)), "int32")
@@ -129,11 +137,21 @@ class BertEncoder(keras.Model):
         key = model_key(inputs)  # each layer's: the step's seed folded with its index
         x = self.embeddings(input_ids, segment_ids, condition, training=training,
                             dropout_key=fold_key(key, 0))  # (batch, seq, hidden)
-        for i, layer in enumerate(self.transformer_layers):
-            x = layer(x, bias, condition, training=training, dropout_key=fold_key(key, i + 1))
+        rows = None
+        if output_positions is not None:  # the pooler's row 0, then the positions asked for
+            output_positions = ops.cast(output_positions, "int32")
+            rows = ops.concatenate([ops.zeros_like(output_positions[:, :1]), output_positions],
+                                   axis=1)
+        layers = self.transformer_layers
+        for i, layer in enumerate(layers):
+            last = rows if i == len(layers) - 1 else None
+            x = layer(x, bias, condition, training=training, dropout_key=fold_key(key, i + 1),
+                      positions=last)
+        if rows is not None and not layers:
+            x = take_rows(x, rows)
         x = self._final_norm(x, condition)
         pooled = self.pooler(x[:, 0])  # (batch, hidden)
-        return {"sequence_output": x, "pooled_output": pooled}
+        return {"sequence_output": x if rows is None else x[:, 1:], "pooled_output": pooled}
 
     def _condition(self, inputs):
         """The vector the Conditional LayerNorms see, or None."""
