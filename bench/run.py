@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """The benchmark suite: our train step alternated with the peers, round by round.
 
-Every round runs each item once, in order (A B C ... A B C ...), each in its own
-process under /usr/bin/time -v (peak RSS), so a noisy shared machine hits all
-alike. Every item, peers included, runs with the CPU settings our command-line
+Every round runs each item once, the order reversed every other round (A B C,
+C B A, ...), each in its own process under /usr/bin/time -v (peak RSS), so a
+noisy shared machine, or one whose speed drifts, hits all alike. Every item, peers included, runs with the CPU settings our command-line
 tools set (`pretraining.cpu_env`: TF_ENABLE_ONEDNN_OPTS=1 and XLA:CPU's oneDNN
 dots), unless the environment already sets them: KerasHub's XLA-compiled step
 is ~2-4% faster with them than with TensorFlow's defaults. The table gives the
@@ -81,7 +81,7 @@ def items_for(suite, py, tp, fp, blocks):
             "hf_eager_full": hf("--config", "S", "--mode", "eager", "--head", "full", "--warmup", "2", "--steps", "1", "--blocks", str(max(3, blocks // 2))),
         }
     if suite == "M":
-        m = str(max(3, blocks // 3))
+        m = str(max(6, 3 * blocks // 4))  # ~3 s steps: 6 timed, not 3, for a steadier median
         return {
             "ours_jit1": ours("--config", "M", "--jit", "1", "--warmup", "1", "--blocks", m),
             "kerashub_jit1": kh("--config", "M", "--jit", "1", "--warmup", "1", "--steps", "1", "--blocks", m),
@@ -187,7 +187,8 @@ def main(argv=None):
     ap.add_argument("--suite", default="S",
                     choices=["S", "M", "bf16", "input", "data", "beam", "quality", "all"])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--blocks", type=int, default=8, help="timed steps per process (S)")
+    ap.add_argument("--blocks", type=int, default=8,
+                    help="timed steps per process (S; M times 3/4 as many, at least 6)")
     ap.add_argument("--only", default="", help="comma-separated item names to keep")
     ap.add_argument("--also", action="append", default=[], help="NAME=COMMAND, run each round")
     ap.add_argument("--python", default=sys.executable, help="our venv's python")

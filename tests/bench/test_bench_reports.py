@@ -85,3 +85,27 @@ def test_input_suite_checks_issue_3_goal_per_cpu_second(capsys):
     assert "goal issue 3: input_dynamic_b32_1core 25,000" in out and "MISSED by 100%" in out
     assert "goal issue 3: input_static" not in out  # static masking is not the goal
     assert "goal issue 3: input_dynamic " not in out
+
+
+def test_rounds_alternate_the_order_of_the_items(tmp_path, monkeypatch):
+    """A B C, C B A, A B C: a machine that speeds up or slows down during a
+    round favours no item."""
+    ran = []
+
+    def fake_run_one(name, argv, rnd):
+        ran.append((rnd, name))
+        return {"item": name, "round": rnd, "rc": 0}
+
+    monkeypatch.setattr(run.run_peers, "run_one", fake_run_one)
+    items = {"a": ["x"], "b": ["y"], "c": ["z"]}
+    recs = run.run_peers.run_rounds(items, 3, str(tmp_path / "out.jsonl"), lambda rec: "")
+    assert [name for _, name in ran] == list("abccbaabc")
+    assert [r["round"] for r in recs] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 9
+
+
+def test_suite_m_times_at_least_six_steps_per_process():
+    items = run.items_for("M", "py", "tp", "fp", blocks=8)
+    for name in ("ours_jit1", "kerashub_jit1"):
+        argv = items[name]
+        assert argv[argv.index("--blocks") + 1] == "6", name
