@@ -441,7 +441,7 @@ class TransformerLayer(ConfigLayer):
             normed = self._norm(self.output_layer_norm, x, condition)
         else:
             x = normed = self._norm(self.attention_layer_norm, x + attended, condition)
-        hidden = self.output_dense(self._feed_forward(normed))  # (batch, T, hidden)
+        hidden = self.output_dense(self._feed_forward(normed))  # (batch, T or R, hidden)
         hidden = self.output_dropout(hidden, training=training, key=fold_key(dropout_key, 2),
                                      positions=positions, length=length)
         x = x + hidden if pre else self._norm(self.output_layer_norm, x + hidden, condition)

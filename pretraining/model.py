@@ -10,8 +10,7 @@ from keras import ops
 from pretraining import attention_masks
 from pretraining.config import BertConfig
 from pretraining.dropout import effective_rate, fold_key, model_key
-from pretraining.layers import (BertEmbeddings, TransformerLayer, initializer, layer_norm,
-                                take_rows)
+from pretraining.layers import BertEmbeddings, TransformerLayer, initializer, layer_norm
 
 
 @keras.saving.register_keras_serializable(package="pretraining")
@@ -47,9 +46,10 @@ class BertEncoder(keras.Model):
         output_positions: int tensor `(batch, R)`, or None. The positions
             whose `sequence_output` is wanted (a masked-LM head's). The last
             block then computes only those rows and row 0 (the pooler's):
-            its queries, feed-forward layer and LayerNorms run on `R + 1`
-            rows, not `seq`, with the same values and dropout masks as the
-            full output has there. Defaults to None: every position.
+            its queries, attention output, feed-forward layer and LayerNorms
+            run on `R + 1` rows, not `seq` (keys and values on every row),
+            with the same values and dropout masks as the full output has
+            there. Defaults to None: every position.
 
     Returns:
         dict with `sequence_output` `(batch, seq, hidden)` (`(batch, R,
@@ -147,8 +147,6 @@ class BertEncoder(keras.Model):
             last = rows if i == len(layers) - 1 else None
             x = layer(x, bias, condition, training=training, dropout_key=fold_key(key, i + 1),
                       positions=last)
-        if rows is not None and not layers:
-            x = take_rows(x, rows)
         x = self._final_norm(x, condition)
         pooled = self.pooler(x[:, 0])  # (batch, hidden)
         return {"sequence_output": x if rows is None else x[:, 1:], "pooled_output": pooled}
